@@ -1,0 +1,95 @@
+"""The segrt checkpoint: a dict of tensors and plain values, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from segrt.errors import CheckpointError
+from segrt.fsutil import atomic_path
+from segrt.model import UNet, UNetConfig
+
+FORMAT = "segrt-checkpoint/1"
+REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    classes: list[str],
+    normalization: dict,
+    input_size: tuple[int, int],
+    epoch: int = 0,
+    metrics: dict | None = None,
+    ignore_index: int | None = None,
+    train_args: dict | None = None,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+) -> Path:
+    """Write atomically (temp file + rename). ``model`` may be wrapped in DDP."""
+    model = getattr(model, "module", model)
+    ckpt = {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "normalization": {"mean": [float(x) for x in normalization["mean"]],
+                          "std": [float(x) for x in normalization["std"]]},
+        "input_size": [int(input_size[0]), int(input_size[1])],
+        "epoch": int(epoch),
+        "metrics": metrics or {},
+        "ignore_index": ignore_index,
+        "train_args": train_args or {},
+    }
+    for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is not None:
+            ckpt[key] = obj.state_dict()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load and validate; every failure is a one-line CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling, truncated zip, not a torch file at all
+        reason = _first_line(exc)
+        raise CheckpointError(f"{path}: not a readable segrt checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise CheckpointError(f"{path}: not a segrt checkpoint (no 'format' key)")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format']!r} is not supported (this segrt reads {FORMAT!r})"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
+def _first_line(exc: Exception) -> str:
+    """The informative line of a torch.load error (e.g. 'Unsupported global: ...')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported global" in ln or "failed finding central directory" in ln:
+            return ln[:200]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def model_from_checkpoint(ckpt: dict) -> UNet:
+    """Rebuild the UNet from the stored config and load its weights; returns it in eval mode."""
+    try:
+        model = UNet(UNetConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint weights do not match its model config: {str(exc)[:200]}") from None
+    return model.eval()

@@ -1,0 +1,17 @@
+"""User-facing errors: one line that says what is wrong and, where possible, what to do."""
+
+
+class SegrtError(Exception):
+    """A problem with the user's input or environment (shown as one line, exit code 2)."""
+
+
+class ImageError(SegrtError):
+    """An image file that cannot be used (the message names the file)."""
+
+
+class CheckpointError(SegrtError):
+    """A file that is not a usable segrt checkpoint."""
+
+
+class ProviderError(SegrtError):
+    """A requested execution provider is not available."""

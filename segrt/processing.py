@@ -1,0 +1,220 @@
+"""Image decode, pre- and post-processing (numpy + Pillow, no torch).
+
+Shared by predict, parity, calibration and training validation so every path sees identical
+inputs. Images are HWC uint8 in [0, 255]; model inputs CHW float32 normalized; logits CHW float32.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segrt.errors import ImageError
+
+# segrt checks the pixel count itself (max_pixels below), with a message that names the flag.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; raise with --max-pixels
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode any common image file to HWC uint8 with ``channels`` (1 or 3) channels.
+
+    EXIF orientation is applied. Palette, RGBA, CMYK, grayscale and RGB are converted;
+    16-bit images are scaled to 8 bits (value / 257). Raises ImageError naming the file.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(
+                    f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                    "(decompression-bomb guard; raise it with --max-pixels)"
+                )
+            img = ImageOps.exif_transpose(img)
+            return _to_array(img, channels, path)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
+
+
+def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        raise ImageError(f"{path}: 32-bit float images are not supported; convert to 8-bit first")
+    if channels == 3:
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA")
+        arr = np.asarray(img.convert("RGB"))
+    elif channels == 1:
+        arr = np.asarray(img.convert("L"))[:, :, None]
+    else:
+        raise ImageError(f"{path}: models with {channels} input channels are not supported (1 or 3)")
+    return np.array(arr, copy=True, order="C")  # writable, contiguous
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Decode a label image to HW uint8 raw values (no EXIF rotation: masks carry none)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "1", "I", "I;16"):
+                img = img.convert("L")
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such mask file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated mask ({exc})") from None
+    if arr.max(initial=0) > 255:
+        raise ImageError(f"{path}: mask values above 255 are not supported")
+    return arr.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a model input relates to the original image: resized, or padded at native size."""
+
+    original_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    padded: bool  # True: image sits at the top-left of the input, unscaled
+
+
+def pad_to_multiple_hw(h: int, w: int, multiple: int) -> tuple[int, int]:
+    return -(-h // multiple) * multiple, -(-w // multiple) * multiple
+
+
+def prepare(
+    image: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    size: tuple[int, int] | None,
+    multiple: int,
+) -> tuple[np.ndarray, Geometry]:
+    """HWC uint8 -> (CHW float32 normalized, Geometry).
+
+    ``size`` (h, w): resize to the model's working size (bilinear, antialiased).
+    ``size`` None: keep native resolution and pad bottom/right to a multiple of ``multiple``
+    (padding value 0 after normalization, i.e. the mean colour).
+    """
+    h, w = image.shape[:2]
+    if size is not None:
+        if (h, w) != tuple(size):
+            image = resize_uint8(image, size)
+        in_hw, padded = tuple(size), False
+    else:
+        in_hw, padded = pad_to_multiple_hw(h, w, multiple), True
+    x = normalize(image, mean, std)
+    if padded and in_hw != (h, w):
+        x = np.pad(x, ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w)))
+    return x, Geometry((h, w), in_hw, padded)
+
+
+def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """HWC uint8 -> CHW float32, (x/255 - mean) / std per channel."""
+    mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    scale = (1.0 / (255.0 * np.asarray(std, np.float32))).reshape(-1, 1, 1)
+    x = image.transpose(2, 0, 1).astype(np.float32)
+    return (x * scale - mean / np.asarray(std, np.float32).reshape(-1, 1, 1)).astype(np.float32)
+
+
+def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HWC uint8 -> HWC uint8 at size (h, w), bilinear with antialiasing (Pillow)."""
+    mode = "L" if image.shape[2] == 1 else "RGB"
+    img = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode)
+    out = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
+    return out[:, :, None] if mode == "L" else out
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HW uint8 -> HW uint8 at size (h, w), nearest neighbour."""
+    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
+
+
+def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """CHW float32 logits of the model input -> CHW float32 at the original image size."""
+    h, w = geometry.original_hw
+    if geometry.padded:
+        return logits[:, :h, :w]
+    if logits.shape[1:] == (h, w):
+        return logits
+    return np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32), "F").resize((w, h), Image.BILINEAR))
+        for c in logits
+    ])
+
+
+def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax)."""
+    return restore_logits(logits, geometry).argmax(axis=0).astype(np.uint8)
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The Pascal VOC colour map: (n, 3) uint8; class 0 black, 1 dark red, 2 green, ..."""
+    pal = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def color_mask_image(mask: np.ndarray) -> Image.Image:
+    """HW uint8 class ids -> palette ('P') image whose pixel values are still the class ids."""
+    img = Image.fromarray(mask, "P")
+    img.putpalette(voc_palette().reshape(-1).tolist())
+    return img
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0) -> np.ndarray:
+    """Blend palette colours over an HWC uint8 RGB image; ``skip_class`` pixels are left as they are."""
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    colors = voc_palette()[mask].astype(np.float32)
+    out = rgb.astype(np.float32) * (1 - alpha) + colors * alpha
+    if skip_class is not None:
+        out[mask == skip_class] = rgb[mask == skip_class]
+    return out.astype(np.uint8)
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Image files under a folder, recursively, sorted; hidden files and folders skipped."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)

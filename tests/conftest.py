@@ -1,0 +1,37 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PETS = ROOT / "tests" / "data" / "pets"
+
+
+@pytest.fixture(scope="session")
+def pets_dir() -> Path:
+    return PETS
+
+
+def train_args(out, *extra):
+    """Arguments for a tiny, fast real training run on the committed pet slice."""
+    return ["--layout", "pets", "--data", str(PETS), "--out", str(out), "--size", "64",
+            "--base-channels", "8", "--depth", "3", "--batch-size", "8", "--workers", "0",
+            "--lr", "1e-2", "--quiet", "--threads", "2", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny U-Net trained for 3 epochs on real pets; returns the run folder (best.pt, last.pt)."""
+    from training.__main__ import main
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    assert main(train_args(out, "--epochs", "3")) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run) -> Path:
+    return tiny_run / "last.pt"
+
+
+sys.path.insert(0, str(ROOT))

@@ -1,0 +1,120 @@
+import csv
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import PETS, ROOT, train_args
+from segrt.checkpoint import load_checkpoint
+from training.__main__ import main
+
+
+def rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_real_run_learns(tmp_path):
+    assert main(train_args(tmp_path, "--epochs", "6")) == 0
+    r = rows(tmp_path)
+    assert [int(x["epoch"]) for x in r] == list(range(1, 7))
+    assert float(r[-1]["train_loss"]) < float(r[0]["train_loss"])
+    assert max(float(x["val_miou"]) for x in r[1:]) > float(r[0]["val_miou"])
+    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert best["metrics"]["val_miou"] == pytest.approx(max(float(x["val_miou"]) for x in r))
+    assert last["classes"] == ["background", "pet", "border"] and last["epoch"] == 6
+    assert set(last["metrics"]["val"]["iou"]) == {"background", "pet", "border"}
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    torch.load(tmp_path / "best.pt", weights_only=True)
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    import training.train as T
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(train_args(a, "--epochs", "3")) == 0
+    real_plot = T.plot_curves
+
+    def interrupt_after_epoch_2(csv_path, png_path):  # Ctrl-C once epoch 2 is saved
+        real_plot(csv_path, png_path)
+        if len(rows(csv_path.parent)) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "plot_curves", interrupt_after_epoch_2)
+    assert main(train_args(b, "--epochs", "3")) == 130
+    saved = load_checkpoint(b / "last.pt")
+    assert saved["epoch"] == 2
+    monkeypatch.setattr(T, "plot_curves", real_plot)
+    assert main(train_args(b, "--epochs", "3", "--resume", str(b / "last.pt"))) == 0
+    assert [int(x["epoch"]) for x in rows(b)] == [1, 2, 3]
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert cb["epoch"] == 3
+    for k, v in ca["state_dict"].items():
+        torch.testing.assert_close(cb["state_dict"][k], v, msg=k)
+    steps = lambda c: int(c["optimizer"]["state"][0]["step"])
+    assert steps(cb) == steps(ca) and steps(saved) == 2 * steps(ca) // 3
+    for k, v in ca["optimizer"]["state"][0].items():
+        torch.testing.assert_close(cb["optimizer"]["state"][0][k], v, msg=k)
+
+
+@pytest.mark.slow
+def test_ddp_gloo_two_processes(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "training", *train_args(tmp_path, "--epochs", "1", "--threads", "1")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["train_args"]["epochs"] == 1
+    assert "2 process(es)" in res.stdout
+
+
+def copy_pets(tmp_path, n=10):
+    root = tmp_path / "pets"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for p in sorted((PETS / sub).iterdir())[:n]:
+            shutil.copy(p, root / sub)
+    return root
+
+
+def run_cli(args):
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    ("no_mask", "no mask named"),
+    ("size", "but its mask"),
+    ("values", "not in the class mapping"),
+    ("corrupt", "not an image"),
+])
+def test_bad_data_one_line(tmp_path, breakage, expected):
+    root = copy_pets(tmp_path)
+    first = sorted((root / "images").iterdir())[0]
+    mask = root / "masks" / (first.stem + ".png")
+    if breakage == "no_mask":
+        mask.unlink()
+    elif breakage == "size":
+        Image.open(mask).resize((10, 10)).save(mask)
+    elif breakage == "values":
+        m = np.array(Image.open(mask))
+        m[0, 0] = 7
+        Image.fromarray(m).save(mask)
+    else:
+        first.write_bytes(b"this is not a jpeg")
+    args = train_args(tmp_path / "run", "--epochs", "1", "--batch-size", "4")
+    args[args.index("--data") + 1] = str(root)
+    res = run_cli(args)
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert err.startswith("error: ") and expected in err and first.stem in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in res.stderr
+    res = run_cli(args + ["--skip-bad"])  # documented flag: skip and count
+    assert res.returncode == 0, res.stderr
+    assert "skipped 1 bad file" in res.stdout

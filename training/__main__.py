@@ -1,0 +1,75 @@
+"""python -m training --layout pets --data DIR --out runs/NAME [options]
+
+Multi-GPU / multi-node: torchrun --nproc_per_node=N -m training ... (CPU: gloo backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from segrt.errors import SegrtError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description="Train a segrt U-Net.")
+    g = p.add_argument_group("data")
+    g.add_argument("--layout", choices=["pets", "isbi", "folders"], default="folders")
+    g.add_argument("--data", help="dataset root for --layout pets/isbi")
+    g.add_argument("--images", help="image folder for --layout folders")
+    g.add_argument("--masks", help="mask folder for --layout folders (pairs matched by file stem)")
+    g.add_argument("--classes", help="class names, comma separated (--layout folders)")
+    g.add_argument("--mask-map", help="raw mask value -> class id, e.g. '0:0,255:1,128:ignore'")
+    g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="input channels (--layout folders)")
+    g.add_argument("--mean", help="normalization mean, comma separated (default ImageNet / 0.5 for gray)")
+    g.add_argument("--std", help="normalization std, comma separated")
+    g.add_argument("--val-fraction", type=float, default=0.2)
+    g.add_argument("--split-file", help="JSON train/val split: used if it exists, written otherwise")
+    g.add_argument("--val-images", help="separate validation image folder (instead of a split)")
+    g.add_argument("--val-masks", help="separate validation mask folder")
+    g.add_argument("--skip-bad", action="store_true", help="skip and count unusable files instead of stopping")
+    g.add_argument("--size", type=int, default=128, help="training crop size (square)")
+    g.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    g = p.add_argument_group("model")
+    g.add_argument("--base-channels", type=int, default=16)
+    g.add_argument("--depth", type=int, default=4)
+    g.add_argument("--upsampling", choices=["transpose", "bilinear"], default="transpose")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce+dice")
+    g.add_argument("--dice-weight", type=float, default=1.0, help="weight of Dice in ce+dice")
+    g.add_argument("--class-weights", help="'auto' (median frequency) or comma-separated weights")
+    g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--channels-last", action="store_true")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run folder for checkpoints, metrics.csv, curves.png")
+    g.add_argument("--resume", help="checkpoint to resume from (e.g. RUN/last.pt)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    g.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.layout in ("pets", "isbi") and not args.data:
+        parser().error(f"--layout {args.layout} needs --data")
+    from training.train import train
+
+    try:
+        train(args)
+    except SegrtError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume OUT/last.pt", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

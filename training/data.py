@@ -1,0 +1,209 @@
+"""Datasets: image/mask folders, the Oxford-IIIT Pet layout and the ISBI membrane folder.
+
+Every pair is decoded and checked once, up front (one clear line per bad file), and kept in
+memory as uint8 tensors, so the per-step cost is only the augmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from segrt.errors import ImageError, SegrtError
+from segrt.processing import list_images, load_image, load_mask, normalize, resize_mask, resize_uint8
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+GRAY_MEAN, GRAY_STD = [0.5], [0.25]
+
+
+class DataError(SegrtError):
+    """A dataset file that cannot be used for training."""
+
+
+@dataclass
+class Layout:
+    """Where a dataset's files are and what its mask values mean."""
+
+    images: Path
+    masks: Path
+    classes: list[str]
+    mask_map: dict[int, int]  # raw mask value -> class id (or IGNORE_INDEX)
+    channels: int = 3
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+
+def pets_layout(root: str | Path) -> Layout:
+    """Oxford-IIIT Pet: images/<id>.jpg with masks/<id>.png or annotations/trimaps/<id>.png.
+
+    Trimap 1 pet, 2 background, 3 border -> classes 0 background, 1 pet, 2 border.
+    """
+    root = Path(root)
+    masks = root / "annotations" / "trimaps"
+    return Layout(root / "images", masks if masks.is_dir() else root / "masks",
+                  ["background", "pet", "border"], {2: 0, 1: 1, 3: 2})
+
+
+def isbi_layout(root: str | Path) -> Layout:
+    """ISBI 2012 membranes: 8-bit grayscale; mask 0 membrane -> class 0, 255 interior -> class 1."""
+    root = Path(root)
+    return Layout(root / "images", root / "masks", ["membrane", "interior"], {0: 0, 255: 1},
+                  channels=1, mean=list(GRAY_MEAN), std=list(GRAY_STD))
+
+
+def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
+                   mask_map: dict[int, int] | None = None, channels: int = 3) -> Layout:
+    """Generic folders; the default mask map is identity (value i -> class i)."""
+    mask_map = mask_map or {i: i for i in range(len(classes))}
+    gray = channels == 1
+    return Layout(Path(images), Path(masks), classes, mask_map, channels,
+                  list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD))
+
+
+def parse_mask_map(text: str) -> dict[int, int]:
+    """'255:1,0:0' -> {255: 1, 0: 0}; a class of 'ignore' maps to the ignore index."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        raw, _, cls = item.partition(":")
+        out[int(raw)] = IGNORE_INDEX if cls.strip() == "ignore" else int(cls)
+    return out
+
+
+def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Match images to masks by file stem. Returns (pairs, problems skipped)."""
+    for folder in (layout.images, layout.masks):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such folder")
+    masks = {p.stem: p for p in list_images(layout.masks)}
+    pairs, problems = [], []
+    for img in list_images(layout.images):
+        if img.stem in masks:
+            pairs.append((img, masks[img.stem]))
+            continue
+        problem = f"{img}: no mask named {img.stem}.* in {layout.masks}"
+        if not skip_bad:
+            raise DataError(problem + " (use --skip-bad to skip such images)")
+        problems.append(problem)
+    if not pairs:
+        raise DataError(f"{layout.images}: no image/mask pairs found")
+    return pairs, problems
+
+
+def load_pair(image_path: Path, mask_path: Path, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """-> (HWC uint8 image, HW uint8 class ids); DataError naming the file on any problem."""
+    try:
+        image = load_image(image_path, layout.channels)
+        raw = load_mask(mask_path)
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+    if image.shape[:2] != raw.shape:
+        raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
+                        f"{mask_path.name} is {raw.shape[1]}x{raw.shape[0]}")
+    lut = np.full(256, -1, np.int32)
+    for value, cls in layout.mask_map.items():
+        lut[value] = cls
+    mask = lut[raw]
+    if (mask < 0).any():
+        bad = sorted(set(np.unique(raw[mask < 0]).tolist()))
+        raise DataError(f"{mask_path}: mask values {bad[:8]} are not in the class mapping "
+                        f"{layout.mask_map} (set it with --mask-map)")
+    return image, mask.astype(np.uint8)
+
+
+def load_all(pairs, layout: Layout, skip_bad: bool, desc: str, show: bool = True):
+    """Decode and check every pair once. Returns (list of (image, mask), problems skipped)."""
+    loaded, problems = [], []
+    for image_path, mask_path in tqdm(pairs, desc=desc, unit="img", disable=not show, leave=False):
+        try:
+            loaded.append(load_pair(image_path, mask_path, layout))
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{exc} (use --skip-bad to skip such files)") from None
+            problems.append(str(exc))
+    return loaded, problems
+
+
+def train_transform(size: tuple[int, int], mean, std, channels: int = 3) -> v2.Compose:
+    """Geometric transforms move image and mask together (mask: nearest, ignore fill);
+    photometric ones touch the image only."""
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.RandomAffine(degrees=15, scale=(0.9, 1.1), fill=fill)], p=0.3),
+        v2.ColorJitter(0.3, 0.3, 0.3 if channels == 3 else 0, 0.05 if channels == 3 else 0),
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """In-memory uint8 pairs, augmented on the fly. Yields (CHW float32, HW int64)."""
+
+    def __init__(self, samples, transform):
+        self.samples = [(torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(m))
+                        for img, m in samples]
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        img, mask = self.samples[i]
+        img, mask = self.transform(tv_tensors.Image(img), tv_tensors.Mask(mask))
+        return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
+class EvalDataset(torch.utils.data.Dataset):
+    """Deterministic: resized exactly as `segrt predict` does (segrt.processing). Masks nearest."""
+
+    def __init__(self, samples, size: tuple[int, int], mean, std):
+        self.items = [(torch.from_numpy(normalize(resize_uint8(img, size), mean, std)),
+                       torch.from_numpy(resize_mask(m, size).astype(np.int64))) for img, m in samples]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def split_pairs(pairs, val_fraction: float, seed: int):
+    """Seeded split by stem; returns (train, val)."""
+    order = sorted(pairs, key=lambda p: p[0].stem)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
+    return order[n_val:], order[:n_val]
+
+
+def split_from_file(pairs, split_file: Path):
+    """Use a stored split {"train": [stems], "val": [stems]}; every stem must exist."""
+    split = json.loads(Path(split_file).read_text())
+    by_stem = {p[0].stem: p for p in pairs}
+    missing = [s for s in split["train"] + split["val"] if s not in by_stem]
+    if missing:
+        raise DataError(f"{split_file}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
+    return [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
+
+
+def write_split(train, val, path: Path, seed: int, val_fraction: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": seed, "val_fraction": val_fraction,
+                                "train": sorted(p[0].stem for p in train),
+                                "val": sorted(p[0].stem for p in val)}, indent=1) + "\n")
+
+
+def label_counts(samples, num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes, np.int64)
+    for _, m in samples:
+        counts += np.bincount(m[m != IGNORE_INDEX].reshape(-1), minlength=num_classes)[:num_classes]
+    return counts
