@@ -25,6 +25,7 @@ def save_checkpoint(
     epoch: int = 0,
     metrics: dict | None = None,
     ignore_index: int | None = None,
+    mask_values: dict | None = None,
     train_args: dict | None = None,
     optimizer=None,
     scheduler=None,
@@ -43,6 +44,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "metrics": metrics or {},
         "ignore_index": ignore_index,
+        "mask_values": {int(k): int(v) for k, v in (mask_values or {}).items()},  # raw label -> class
         "train_args": train_args or {},
     }
     for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):

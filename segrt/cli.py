@@ -36,3 +36,59 @@ def main():
     Check:   segrt parity exported/NAME --images DIR [--masks DIR]
     Run:     segrt predict IMAGES... --model exported/NAME --provider auto
     """
+
+
+def gate_options(fn):
+    fn = click.option("--gate-iou", type=float, default=0.999, show_default=True,
+                      help="minimum mask IoU agreement for fp32 artifacts")(fn)
+    return click.option("--gate-logit", type=float, default=1e-3, show_default=True,
+                        help="maximum |logit difference| for fp32 artifacts")(fn)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="export folder (default exported/<checkpoint name>)")
+@click.option("--opset", type=int, default=20, show_default=True)
+@click.option("--formats", default="onnx,torchscript,pt2", show_default=True, help="comma separated")
+@click.option("--force", is_flag=True, help="replace an existing export folder")
+@gate_options
+@user_errors
+def export(checkpoint, out, opset, formats, force, gate_iou, gate_logit):
+    """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
+    from segrt.export import describe_export, run_export
+    from segrt.parity import ParityFailed, format_report
+
+    try:
+        result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                            opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
+                            progress=lambda m: click.echo(m, err=True))
+    except ParityFailed as exc:
+        click.echo(format_report(exc.report))
+        click.echo(f"error: export refused, nothing written: {exc}", err=True)
+        sys.exit(1)
+    click.echo(format_report(result.report))
+    click.echo(describe_export(result))
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--images", type=click.Path(exists=True), help="real images (default: random inputs)")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="eager reference (default: the export's)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the full report here")
+@click.option("--limit", type=int, help="use only the first N images")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--provider", default="cpu", show_default=True)
+@gate_options
+@user_errors
+def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, gate_iou, gate_logit):
+    """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails."""
+    from segrt.parity import format_report, run_parity
+
+    report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
+                        gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
+                        provider=provider)
+    click.echo(format_report(report))
+    sys.exit(0 if report["passed"] else 1)
+if __name__ == "__main__":
+    main()

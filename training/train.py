@@ -191,7 +191,8 @@ def _train(args, d: Dist) -> dict:
         print(f"{len(train_ds)} train / {len(val_ds)} val images, {num_classes} classes {layout.classes}, "
               f"{d.world} process(es) on {d.device}, AMP {'on' if use_amp else 'off'}")
     common = dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
-                  input_size=size, ignore_index=D.IGNORE_INDEX, train_args=plain_args(args))
+                  input_size=size, ignore_index=D.IGNORE_INDEX, mask_values=layout.mask_map,
+                  train_args=plain_args(args))
     row = {}
     for epoch in range(start_epoch, args.epochs + 1):
         # per-epoch seeds: a resumed run sees exactly the batches and augmentations it would have
@@ -207,16 +208,9 @@ def _train(args, d: Dist) -> dict:
             x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with amp():
-                loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, x, y, loss_fn, optimizer, scaler, amp, args.grad_clip)
             seen += len(x)
-            loss_sum += float(loss.detach()) * len(x)
+            loss_sum += loss * len(x)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * d.world / (time.perf_counter() - t0):.1f}")
         train_time = time.perf_counter() - t0
         scheduler.step()
@@ -245,6 +239,19 @@ def _train(args, d: Dist) -> dict:
     if d.main and row:
         print(f"done: best val mIoU {best:.4f}; checkpoints in {out}/ (best.pt, last.pt), curves in {out}/curves.png")
     return row
+
+
+def train_step(model, x, y, loss_fn, optimizer, scaler, amp, grad_clip: float) -> float:
+    """One optimisation step (AMP-aware, gradient clipping); returns the loss."""
+    with amp():
+        loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
 
 
 def plain_args(args) -> dict:

@@ -1,0 +1,194 @@
+"""Checkpoint -> ONNX / TorchScript / torch.export artifacts + manifest, gated on parity.
+
+Everything is written into a temp folder that becomes the export folder only after the checks
+and the parity gate pass, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segrt import __version__
+from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.errors import SegrtError
+from segrt.fsutil import atomic_dir
+from segrt.manifest import Artifact, Manifest
+from segrt.model import UNet
+
+FORMATS = ("onnx", "torchscript", "pt2")
+FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
+DEFAULT_OPSET = 20
+TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model.ts is written for LibTorch "
+                    "deployments, model.pt2 (torch.export) is the forward-compatible format")
+
+
+class ExportGraph(nn.Module):
+    """What gets exported: the UNet without its Python size check (the dynamic dims carry the rule)."""
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.unet.forward_unchecked(image)
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    manifest: Manifest
+    report: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def example_input(multiple: int, channels: int) -> torch.Tensor:
+    # batch 2 and distinct H/W so torch.export keeps all three dims symbolic
+    return torch.randn(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
+
+
+def dynamic_shapes(multiple: int) -> dict:
+    from torch.export import Dim
+
+    batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=1, max=1024), Dim("w_blocks", min=1, max=1024)
+    return {"image": {0: batch, 2: multiple * h, 3: multiple * w}}
+
+
+def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) -> Artifact:
+    """torch.export-based exporter first; the TorchScript-based one as a fallback. Then checker,
+    shape inference, friendly dim names and metadata_props."""
+    import onnx
+
+    m, c = manifest.size_multiple, manifest.channels
+    x = example_input(m, c)
+    common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
+                              dynamic_shapes=dynamic_shapes(m), **common)
+        exporter = "torch.export (dynamo)"
+    except Exception as exc:  # fall back to the TorchScript-based exporter
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        exporter = f"torchscript (fallback; torch.export-based failed: {first})"
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        for i, name in ((0, "batch"), (2, "height"), (3, "width")):
+            dims[i].ClearField("dim_value")
+            dims[i].dim_param = name
+    del model.metadata_props[:]
+    for k, v in manifest.metadata_props().items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.save(model, str(path))
+    opset_used = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
+
+
+def export_torchscript(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
+    x = example_input(manifest.size_multiple, manifest.channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
+        traced = torch.jit.trace(graph, x)
+        torch.jit.save(traced, str(path))
+    return Artifact(file=path.name, kind="torchscript", exporter="torch.jit.trace")
+
+
+def export_pt2(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
+    x = example_input(manifest.size_multiple, manifest.channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(graph, (x,), dynamic_shapes=dynamic_shapes(manifest.size_multiple))
+        torch.export.save(program, str(path))
+    return Artifact(file=path.name, kind="pt2", exporter="torch.export")
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    return {"segrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
+    cfg = ckpt["model_config"]
+    return Manifest(name=name, classes=list(ckpt["classes"]), mean=list(ckpt["normalization"]["mean"]),
+                    std=list(ckpt["normalization"]["std"]), channels=int(cfg["in_channels"]),
+                    size_multiple=2 ** int(cfg["depth"]), input_size=list(ckpt["input_size"]),
+                    mask_values={str(k): int(v) for k, v in (ckpt.get("mask_values") or {}).items()},
+                    model_config=dict(cfg), versions=versions())
+
+
+def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
+               formats: tuple[str, ...] = FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
+               gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print) -> ExportResult:
+    """Export, check and gate. Raises SegrtError (bad input) or ParityFailed (gate)."""
+    from segrt.parity import ParityFailed, random_inputs, run_parity_on
+
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    out = Path(out) if out else Path("exported") / checkpoint.stem
+    if out.exists() and not force:
+        raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    model = model_from_checkpoint(ckpt)
+    graph = ExportGraph(model).eval()
+    manifest = manifest_from_checkpoint(ckpt, out.name)
+    notes = []
+    try:
+        with atomic_dir(out, force=force) as tmp:
+            # a slim, weights-only checkpoint: the eager reference for parity, and for re-export
+            save_checkpoint(tmp / "checkpoint.pt", model=model, classes=ckpt["classes"],
+                            normalization=ckpt["normalization"], input_size=ckpt["input_size"],
+                            epoch=ckpt.get("epoch", 0), metrics=ckpt.get("metrics", {}),
+                            ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"))
+            manifest.add_artifact(tmp, Artifact(file="checkpoint.pt", kind="checkpoint"))
+            for fmt in formats:
+                progress(f"exporting {fmt} ...")
+                if fmt == "torchscript":
+                    notes.append(TORCHSCRIPT_NOTE)
+                fn = {"onnx": lambda p: export_onnx(graph, p, manifest, opset),
+                      "torchscript": lambda p: export_torchscript(graph, p, manifest),
+                      "pt2": lambda p: export_pt2(graph, p, manifest)}[fmt]
+                manifest.add_artifact(tmp, fn(tmp / FILES[fmt]))
+            manifest.save(tmp)  # the runtime reads it; rewritten below with the parity results
+            progress("checking parity against eager PyTorch ...")
+            report = run_parity_on(tmp, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
+            manifest.parity = {a: r["summary"] for a, r in report["artifacts"].items()}
+            if not report["passed"]:
+                raise ParityFailed(report)
+            manifest.save(tmp)
+    except OSError as exc:
+        raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
+    return ExportResult(out, manifest, report, notes)
+
+
+def describe_export(result: ExportResult) -> str:
+    lines = [f"exported {result.folder}/"]
+    for a in result.manifest.artifacts:
+        lines.append(f"  {a.file:<16} {a.size / 1e6:8.2f} MB  {a.kind} {a.precision}"
+                     + (f"  opset {a.opset}" if a.opset else "") + (f"  [{a.exporter}]" if a.exporter else ""))
+    lines.append("  manifest.json")
+    lines += result.notes
+    f = result.folder
+    lines += ["next:", f"  segrt predict IMAGES --model {f} --provider auto --out predictions/",
+              f"  segrt parity {f} --images IMAGES [--masks MASKS]", f"  segrt bench {f}"]
+    return "\n".join(lines)
+

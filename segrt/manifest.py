@@ -1,0 +1,163 @@
+"""manifest.json: the contract between the exporter and the runtime (no torch).
+
+The key facts are mirrored into ONNX ``metadata_props`` (keys prefixed ``segrt.``) so a bare
+``.onnx`` file describes itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from segrt.errors import SegrtError
+
+FORMAT = "segrt-manifest/1"
+META_PREFIX = "segrt."
+# For an ONNX file with no segrt metadata (exported elsewhere): ImageNet normalization,
+# classes named class0..N-1, size multiple 32, native resolution (pad). Override with flags.
+DEFAULT_MEAN, DEFAULT_STD, DEFAULT_MULTIPLE = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 32
+
+
+@dataclass
+class Artifact:
+    file: str
+    kind: str  # onnx | torchscript | pt2 | checkpoint
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    sha256: str = ""
+    size: int = 0
+    opset: int | None = None
+    exporter: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    name: str
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    channels: int
+    size_multiple: int
+    input_size: list[int] | None  # the training (working) size [h, w]; None: native only
+    mask_values: dict[str, int] = field(default_factory=dict)  # raw label value -> class id
+    model_config: dict = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    parity: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    input_name: str = "image"
+    output_name: str = "logits"
+    format: str = FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "format": self.format,
+            "name": self.name,
+            "classes": self.classes,
+            "num_classes": self.num_classes,
+            "normalization": {"mean": self.mean, "std": self.std},
+            "input": {"name": self.input_name, "layout": "NCHW", "channels": self.channels, "dtype": "float32",
+                      "size_multiple": self.size_multiple, "size": self.input_size,
+                      "value_range": "normalized: (pixel/255 - mean) / std"},
+            "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
+                       "channels": self.num_classes},
+            "labels": {"mask_values": self.mask_values},
+            "model_config": self.model_config,
+            "artifacts": [asdict(a) for a in self.artifacts],
+            "parity": self.parity,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "manifest") -> "Manifest":
+        if d.get("format") != FORMAT:
+            raise SegrtError(f"{where}: unsupported manifest format {d.get('format')!r} (expected {FORMAT!r})")
+        try:
+            inp = d["input"]
+            return cls(
+                name=d["name"], classes=list(d["classes"]), mean=list(d["normalization"]["mean"]),
+                std=list(d["normalization"]["std"]), channels=int(inp["channels"]),
+                size_multiple=int(inp["size_multiple"]), input_size=inp.get("size"),
+                mask_values=d.get("labels", {}).get("mask_values", {}), model_config=d.get("model_config", {}),
+                artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
+                versions=d.get("versions", {}), input_name=inp.get("name", "image"),
+                output_name=d.get("output", {}).get("name", "logits"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None
+
+    def save(self, folder: Path) -> Path:
+        from segrt.fsutil import write_bytes_atomic
+
+        path = Path(folder) / "manifest.json"
+        write_bytes_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> "Manifest":
+        path = Path(folder) / "manifest.json"
+        if not path.is_file():
+            raise SegrtError(f"{folder}: no manifest.json (is this a segrt export folder?)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SegrtError(f"{path}: unreadable manifest ({exc})") from None
+        return cls.from_json(data, str(path))
+
+    # -- artifacts -------------------------------------------------------------------------
+    def artifact(self, kind: str = "onnx", precision: str = "fp32") -> Artifact:
+        for a in self.artifacts:
+            if a.kind == kind and a.precision == precision:
+                return a
+        have = ", ".join(f"{a.kind}/{a.precision}" for a in self.artifacts if a.kind != "checkpoint")
+        raise SegrtError(f"export {self.name!r} has no {kind} {precision} artifact (it has: {have or 'none'})")
+
+    def add_artifact(self, folder: Path, artifact: Artifact) -> Artifact:
+        path = Path(folder) / artifact.file
+        artifact.sha256, artifact.size = sha256_file(path), path.stat().st_size
+        self.artifacts = [a for a in self.artifacts if a.file != artifact.file] + [artifact]
+        return artifact
+
+    def verify(self, folder: Path, files: list[str] | None = None) -> None:
+        """Refuse an export whose files do not match the recorded hashes (names the file)."""
+        for a in self.artifacts:
+            if files is not None and a.file not in files:
+                continue
+            path = Path(folder) / a.file
+            if not path.is_file():
+                raise SegrtError(f"{path}: listed in the manifest but missing")
+            if sha256_file(path) != a.sha256:
+                raise SegrtError(f"{path}: sha256 does not match manifest.json (modified after export?); "
+                                 "re-export or restore the file")
+
+    # -- ONNX metadata ---------------------------------------------------------------------
+    def metadata_props(self) -> dict[str, str]:
+        return {META_PREFIX + k: json.dumps(v) for k, v in {
+            "format": self.format, "name": self.name, "classes": self.classes, "mean": self.mean,
+            "std": self.std, "channels": self.channels, "size_multiple": self.size_multiple,
+            "input_size": self.input_size, "mask_values": self.mask_values,
+            "model_config": self.model_config}.items()}
+
+    @classmethod
+    def from_metadata_props(cls, props: dict[str, str], name: str) -> "Manifest | None":
+        """From an ONNX file's metadata; None when it carries no segrt metadata."""
+        if META_PREFIX + "format" not in props:
+            return None
+        v = {k[len(META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(META_PREFIX)}
+        return cls(name=v.get("name", name), classes=v["classes"], mean=v["mean"], std=v["std"],
+                   channels=v["channels"], size_multiple=v["size_multiple"], input_size=v.get("input_size"),
+                   mask_values=v.get("mask_values", {}), model_config=v.get("model_config", {}))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

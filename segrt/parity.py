@@ -1,0 +1,229 @@
+"""Parity: eager PyTorch vs every exported artifact on the same preprocessed inputs.
+
+Per artifact: max/mean |logit diff|, pixel agreement and mask IoU agreement of argmax masks,
+batch invariance, and (with ground truth) mIoU of eager and of the artifact. Gated per precision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segrt.errors import ImageError, SegrtError
+from segrt.manifest import Manifest
+from segrt.metrics import ConfusionMatrix
+from segrt.processing import Geometry, list_images, load_image, load_mask, prepare, to_mask
+
+RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
+# precision -> minimum mask IoU agreement; fp32 also has the logit gate
+DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98}
+
+
+class ParityFailed(SegrtError):
+    def __init__(self, report: dict):
+        self.report = report
+        super().__init__("parity gate failed: " + "; ".join(report["failures"]))
+
+
+@dataclass
+class Batch:
+    """Model-ready inputs: NCHW float32, one name per image, and for real images how to restore."""
+
+    label: str
+    x: np.ndarray
+    names: list[str]
+    geometries: list[Geometry] | None = None
+    truths: list[np.ndarray | None] | None = None  # HW class ids at original size (255 = ignore)
+
+
+def random_inputs(manifest: Manifest, seed: int = 0, sizes=RANDOM_SIZES, batches=(1, 3)) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    m, c, out = manifest.size_multiple, manifest.channels, []
+    for h, w in sizes:
+        h, w = -(-h // m) * m, -(-w // m) * m
+        for n in batches:
+            label = f"random {n}x{c}x{h}x{w}"
+            out.append(Batch(label, rng.standard_normal((n, c, h, w)).astype(np.float32),
+                             [f"{label}[{i}]" for i in range(n)]))
+    return out
+
+
+def truth_lut(manifest: Manifest) -> np.ndarray:
+    lut = np.full(256, 255, np.uint8)  # unmapped values are ignored
+    mapping = manifest.mask_values or {str(i): i for i in range(manifest.num_classes)}
+    for raw, cls in mapping.items():
+        lut[int(raw)] = cls
+    return lut
+
+
+def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.PathLike | None = None,
+                 batch_size: int = 4, limit: int | None = None, native: bool = False) -> list[Batch]:
+    """Real images preprocessed exactly as `segrt predict` does; masks matched by file stem."""
+    paths = list_images(images) if Path(images).is_dir() else [Path(images)]
+    if limit:
+        paths = paths[:limit]
+    if not paths:
+        raise SegrtError(f"{images}: no images found")
+    mask_by_stem = {p.stem: p for p in list_images(masks)} if masks else {}
+    if masks and not mask_by_stem:
+        raise SegrtError(f"{masks}: no mask images found")
+    lut, size = truth_lut(manifest), None if native or not manifest.input_size else tuple(manifest.input_size)
+    items = []
+    for p in paths:
+        try:
+            img = load_image(p, manifest.channels)
+        except ImageError as exc:
+            raise SegrtError(f"parity needs readable images: {exc}") from None
+        x, geo = prepare(img, manifest.mean, manifest.std, size, manifest.size_multiple)
+        truth = None
+        if masks:
+            if p.stem not in mask_by_stem:
+                raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
+            raw = load_mask(mask_by_stem[p.stem])
+            if raw.shape != img.shape[:2]:
+                raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {raw.shape[::-1]} != image size "
+                                 f"{img.shape[1::-1]}")
+            truth = lut[raw]
+        items.append((p.name, x, geo, truth))
+    batches = []  # group same-size inputs (all of them when resizing)
+    for shape in dict.fromkeys(it[1].shape for it in items):
+        same = [it for it in items if it[1].shape == shape]
+        for i in range(0, len(same), batch_size):
+            chunk = same[i:i + batch_size]
+            batches.append(Batch(f"images {chunk[0][0]}..", np.stack([c[1] for c in chunk]),
+                                 [c[0] for c in chunk], [c[2] for c in chunk], [c[3] for c in chunk]))
+    return batches
+
+
+def compare(eager: list[np.ndarray], outs: list[np.ndarray], batches: list[Batch], num_classes: int) -> dict:
+    """Per-image and overall agreement of one artifact's logits with eager logits."""
+    agree_cm, per_image = ConfusionMatrix(num_classes), []
+    gt_eager, gt_art = ConfusionMatrix(num_classes, 255), ConfusionMatrix(num_classes, 255)
+    max_diff, abs_sum, count, has_truth = 0.0, 0.0, 0, False
+    for b, e, o in zip(batches, eager, outs):
+        diff = np.abs(e - o)
+        max_diff = max(max_diff, float(diff.max()))
+        abs_sum, count = abs_sum + float(diff.sum(dtype=np.float64)), count + diff.size
+        em, om = e.argmax(1), o.argmax(1)
+        for i, name in enumerate(b.names):
+            agree_cm.update(om[i], em[i])
+            per_image.append({"input": name, "mask_iou": ConfusionMatrix(num_classes).update(om[i], em[i]).miou(),
+                              "pixel_agreement": float((om[i] == em[i]).mean()),
+                              "max_abs_logit_diff": float(diff[i].max())})
+            if b.truths is not None and b.truths[i] is not None:
+                has_truth = True
+                gt_eager.update(to_mask(e[i], b.geometries[i]), b.truths[i])
+                gt_art.update(to_mask(o[i], b.geometries[i]), b.truths[i])
+    per_image.sort(key=lambda r: (r["mask_iou"], -r["max_abs_logit_diff"]))
+    summary = {"inputs": len(per_image), "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": abs_sum / max(count, 1),
+               "pixel_agreement": agree_cm.pixel_accuracy(), "mask_iou": agree_cm.miou()}
+    if has_truth:
+        summary["miou_vs_ground_truth"] = gt_art.miou()
+        summary["miou_eager_vs_ground_truth"] = gt_eager.miou()
+        summary["iou_vs_ground_truth"] = [None if np.isnan(v) else float(v) for v in gt_art.iou()]
+    return {"summary": summary, "worst": per_image[:5]}
+
+
+def batch_invariance(session, batches: list[Batch]) -> dict:
+    """The first image of the first multi-image batch, alone and in its batch: same mask?"""
+    b = next((b for b in batches if len(b.x) > 1), None)
+    if b is None:
+        return {"checked": False}
+    together, alone = session.run(b.x)[0], session.run(b.x[:1])[0]
+    return {"checked": True, "input": b.names[0], "same_mask": bool((together.argmax(0) == alone.argmax(0)).all()),
+            "max_abs_logit_diff": float(np.abs(together - alone).max())}
+
+
+def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        return [model(torch.from_numpy(b.x)).numpy() for b in batches]
+
+
+def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
+                  gate_logit: float = 1e-3, provider: str = "cpu", files: list[str] | None = None) -> dict:
+    """Compare every runnable artifact in ``folder`` with the eager ``model``; returns the report."""
+    from segrt.session import Session
+
+    eager = eager_logits(model, batches)
+    report = {"artifacts": {}, "failures": [], "inputs": [b.label for b in batches]}
+    for art in manifest.artifacts:
+        if art.kind == "checkpoint" or (files and art.file not in files):
+            continue
+        session = Session(folder, artifact=art.file, provider=provider)
+        res = compare(eager, [session.run(b.x) for b in batches], batches, manifest.num_classes)
+        s = res["summary"]
+        s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
+        s["batch_invariance"] = batch_invariance(session, batches)
+        min_iou = gate_iou if gate_iou is not None and art.precision == "fp32" else DEFAULT_IOU_GATES[art.precision]
+        s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
+        problems = []
+        worst = res["worst"][0] if res["worst"] else {}
+        if not s["mask_iou"] >= min_iou:
+            problems.append(f"mask IoU agreement {s['mask_iou']:.5f} < {min_iou} (worst input: {worst.get('input')}, "
+                            f"IoU {worst.get('mask_iou', float('nan')):.4f})")
+        if art.precision == "fp32" and not s["max_abs_logit_diff"] <= gate_logit:
+            top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff", 0))
+            problems.append(f"max |logit diff| {s['max_abs_logit_diff']:.3g} > {gate_logit:g} "
+                            f"(on {top.get('input')})")
+        if s["batch_invariance"].get("checked") and not s["batch_invariance"]["same_mask"]:
+            problems.append(f"mask of {s['batch_invariance']['input']} changes with batch size")
+        s["passed"] = not problems
+        report["failures"] += [f"{art.file}: {p}" for p in problems]
+        report["artifacts"][art.file] = res
+    report["passed"] = not report["failures"]
+    return report
+
+
+def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
+               gate_iou: float = 0.999, gate_logit: float = 1e-3, batch_size: int = 4, limit: int | None = None,
+               provider: str = "cpu") -> dict:
+    """The `segrt parity` command: verify hashes, load eager model, compare, write JSON."""
+    from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+
+    folder = Path(export_dir)
+    manifest = Manifest.load(folder)
+    manifest.verify(folder)
+    if checkpoint is None:
+        ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
+        if ref is None:
+            raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
+        checkpoint = folder / ref.file
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    if masks and not images:
+        raise SegrtError("--masks needs --images")
+    batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
+    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider)
+    report["export"], report["checkpoint"] = str(folder), str(checkpoint)
+    if json_path:
+        from segrt.fsutil import write_bytes_atomic
+
+        write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def format_report(report: dict) -> str:
+    rows = [("artifact", "provider", "inputs", "max|dlogit|", "mean|dlogit|", "pix agree", "mask IoU",
+             "mIoU GT (eager)", "batch inv", "gate")]
+    for name, res in report["artifacts"].items():
+        s = res["summary"]
+        gt = (f"{s['miou_vs_ground_truth']:.4f} ({s['miou_eager_vs_ground_truth']:.4f})"
+              if "miou_vs_ground_truth" in s else "-")
+        bi = s["batch_invariance"]
+        rows.append((name, s["provider"], str(s["inputs"]), f"{s['max_abs_logit_diff']:.2e}",
+                     f"{s['mean_abs_logit_diff']:.2e}", f"{s['pixel_agreement']:.5f}", f"{s['mask_iou']:.5f}", gt,
+                     ("yes" if bi["same_mask"] else "NO") if bi.get("checked") else "-",
+                     "pass" if s["passed"] else "FAIL"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    for name, res in report["artifacts"].items():
+        worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
+        lines.append(f"worst for {name}: {worst}")
+    lines += [f"FAIL {f}" for f in report["failures"]]
+    lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
+    return "\n".join(lines)

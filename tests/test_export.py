@@ -1,0 +1,168 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import PETS, ROOT
+from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+from segrt.cli import main
+from segrt.manifest import Manifest, sha256_file
+from segrt.session import Session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "tiny"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "all gates passed" in res.output and "segrt predict" in res.output
+    return out
+
+
+def test_onnx_dynamic_and_checked(exported):
+    model = onnx.load(str(exported / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+    assert model.graph.input[0].name == "image" and model.graph.output[0].name == "logits"
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["segrt.classes"]) == ["background", "pet", "border"]
+    assert json.loads(props["segrt.size_multiple"]) == 8
+    assert json.loads(props["segrt.mask_values"]) == {"2": 0, "1": 1, "3": 2}
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 64, 96), (2, 96, 64), (1, 40, 120), (2, 128, 72)])
+def test_ort_runs_non_square_and_matches_eager(exported, tiny_ckpt, n, h, w):
+    eager = model_from_checkpoint(load_checkpoint(tiny_ckpt))
+    x = np.random.default_rng(0).standard_normal((n, 3, h, w)).astype(np.float32)
+    ref = eager(torch.from_numpy(x)).detach().numpy()
+    sess = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(["logits"], {"image": x})[0]
+    assert out.shape == (n, 3, h, w)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    for art in ("model.ts", "model.pt2"):
+        np.testing.assert_allclose(Session(exported, artifact=art, provider="cpu").run(x), ref, atol=1e-5)
+
+
+def test_manifest_fields_and_hashes(exported, tiny_ckpt):
+    data = json.loads((exported / "manifest.json").read_text())
+    assert data["format"] == "segrt-manifest/1" and data["num_classes"] == 3
+    assert data["input"]["size_multiple"] == 8 and data["input"]["size"] == [64, 64]
+    assert data["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    files = {a["file"]: a for a in data["artifacts"]}
+    assert set(files) == {"checkpoint.pt", "model.onnx", "model.ts", "model.pt2"}
+    for name, a in files.items():
+        assert a["sha256"] == sha256_file(exported / name) and a["size"] == (exported / name).stat().st_size
+    assert files["model.onnx"]["opset"] == 20 and "torch.export" in files["model.onnx"]["exporter"]
+    for name in ("model.onnx", "model.ts", "model.pt2"):
+        p = data["parity"][name]
+        assert p["passed"] and p["max_abs_logit_diff"] <= 1e-3 and p["mask_iou"] >= 0.999
+        assert p["batch_invariance"]["same_mask"]
+    assert {"torch", "onnx", "onnxruntime"} <= set(data["versions"])
+    torch.load(exported / "checkpoint.pt", weights_only=True)
+
+
+def test_parity_on_real_images_with_truth(exported, tmp_path):
+    report_path = tmp_path / "report.json"
+    res = CliRunner().invoke(main, ["parity", str(exported), "--images", str(PETS / "images"),
+                                    "--masks", str(PETS / "masks"), "--json", str(report_path)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(report_path.read_text())
+    s = report["artifacts"]["model.onnx"]["summary"]
+    assert s["inputs"] == 32 and s["pixel_agreement"] > 0.999
+    assert 0 < s["miou_vs_ground_truth"] <= 1
+    assert s["miou_vs_ground_truth"] == pytest.approx(s["miou_eager_vs_ground_truth"], abs=1e-3)
+    assert len(report["artifacts"]["model.onnx"]["worst"]) == 5
+
+
+def test_perturbed_artifact_fails_parity(exported, tmp_path):
+    """Weights changed after export: parity fails (with the hash check bypassed by re-hashing)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    model = onnx.load(str(broken / "model.onnx"))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr += np.random.default_rng(0).standard_normal(arr.shape).astype(arr.dtype) * arr.std()
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(broken / "model.onnx"))
+    # first the hash check refuses and names the file
+    res = CliRunner().invoke(main, ["parity", str(broken)])
+    assert res.exit_code == 2 and "model.onnx: sha256 does not match" in res.output
+    m = Manifest.load(broken)
+    m.add_artifact(broken, m.artifact("onnx"))
+    m.save(broken)
+    res = CliRunner().invoke(main, ["parity", str(broken), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 1, res.output
+    assert "FAIL model.onnx" in res.output and "max |logit diff|" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["artifacts"]["model.ts"]["summary"]["passed"]
+    assert not report["artifacts"]["model.onnx"]["summary"]["passed"]
+
+
+def test_failing_gate_leaves_nothing(tiny_ckpt, tmp_path):
+    out = tmp_path / "gated"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx",
+                                    "--gate-logit", "0"])
+    assert res.exit_code == 1
+    assert "export refused, nothing written" in res.output and "model.onnx" in res.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_refuses_existing_out_unless_force(tiny_ckpt, exported):
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(exported)])
+    assert res.exit_code == 2 and "already exists" in res.output and "--force" in res.output
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "not a readable segrt checkpoint"),
+    (b"garbage" * 100, "not a readable segrt checkpoint"),
+])
+def test_bad_checkpoint_is_one_line_exit_2(tmp_path, content, expected):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    res = subprocess.run([sys.executable, "-m", "segrt.cli", "export", str(p), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and expected in res.stderr and "Traceback" not in res.stderr
+
+
+def test_truncated_and_wrong_version(tiny_ckpt, tmp_path):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(tiny_ckpt.read_bytes()[:20000])
+    res = CliRunner().invoke(main, ["export", str(cut)])
+    assert res.exit_code == 2 and "cut.pt" in res.output
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt["format"] = "segrt-checkpoint/99"
+    torch.save(ckpt, tmp_path / "v99.pt")
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "v99.pt")])
+    assert res.exit_code == 2 and "not supported" in res.output
+
+
+def test_unwritable_out(tiny_ckpt, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(blocker / "x"), "--formats", "onnx"])
+    assert res.exit_code == 2 and "cannot write" in res.output and "nothing was written" in res.output
+
+
+def test_disk_full_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full)
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(tmp_path / "x"), "--formats", "onnx"])
+    assert res.exit_code == 2 and "No space left on device" in res.output
+    assert list(tmp_path.iterdir()) == []
