@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -90,5 +91,64 @@ def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, 
                         provider=provider)
     click.echo(format_report(report))
     sys.exit(0 if report["passed"] else 1)
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets-unet16"
+
+
+def provider_option(fn):
+    return click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
+                        default="auto", show_default=True,
+                        help="execution provider; an unavailable explicit choice is an error")(fn)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
+@click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@provider_option
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--kind", type=click.Choice(["onnx", "torchscript", "pt2"]), help="artifact kind (default onnx)")
+@click.option("--native", is_flag=True, help="keep native resolution (pad to the size multiple) instead of resizing")
+@click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
+@click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
+@click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
+@click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
+@click.option("--threads", type=int, default=0, help="inference threads (0: all cores)")
+@click.option("--workers", type=int, default=2, show_default=True, help="decode threads")
+@click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
+              help="refuse larger images (decompression-bomb guard); 0 disables")
+@click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
+@click.option("--mean", help="normalization mean, comma separated (for an .onnx without segrt metadata)")
+@click.option("--std", help="normalization std, comma separated (for an .onnx without segrt metadata)")
+@click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
+@click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
+@user_errors
+def predict(inputs, model, out, batch_size, provider, precision, kind, native, overlay, no_color, save_probs,
+            skip_existing, threads, workers, max_pixels, classes, mean, std, quiet, as_json):
+    """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
+    import json
+
+    from segrt.predict import PredictOptions, format_summary, run_predict
+
+    if model is None:
+        if not DEFAULT_MODEL.is_dir():
+            raise SegrtError(f"no --model given and the bundled default model is missing ({DEFAULT_MODEL})")
+        model = DEFAULT_MODEL
+    floats = lambda s: [float(v) for v in s.split(",")] if s else None
+    opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
+                          overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
+                          max_pixels=max_pixels or None, progress=not quiet)
+    summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, threads=threads,
+                          opts=opts, classes=classes.split(",") if classes else None, mean=floats(mean),
+                          std=floats(std))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        click.echo(format_summary(summary))
+    sys.exit(1 if summary["failed"] else 0)
+
+
 if __name__ == "__main__":
     main()

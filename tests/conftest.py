@@ -34,4 +34,17 @@ def tiny_ckpt(tiny_run) -> Path:
     return tiny_run / "last.pt"
 
 
-sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported (onnx, torchscript, pt2) through the CLI."""
+    from click.testing import CliRunner
+
+    from segrt.cli import main
+
+    out = tmp_path_factory.mktemp("exp") / "tiny"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "all gates passed" in res.output and "segrt predict" in res.output
+    return out

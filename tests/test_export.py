@@ -18,15 +18,6 @@ from segrt.session import Session
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp") / "tiny"
-    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    assert "all gates passed" in res.output and "segrt predict" in res.output
-    return out
-
-
 def test_onnx_dynamic_and_checked(exported):
     model = onnx.load(str(exported / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)

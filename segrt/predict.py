@@ -1,0 +1,290 @@
+"""`segrt predict`: stream images through a Session and write masks (no torch).
+
+list inputs -> decode + preprocess in a thread pool (bounded window) -> batch -> Session.run
+-> restore to original size + encode + atomic write in a writer pool -> summary.json.
+Per-file problems are collected (one line each); the rest of the batch completes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segrt import processing as P
+from segrt.errors import ImageError, SegrtError
+from segrt.fsutil import atomic_path, write_bytes_atomic
+from segrt.session import Session
+
+SUMMARY = "summary.json"
+
+
+@dataclass
+class PredictOptions:
+    out: Path = Path("predictions")
+    batch_size: int = 4
+    native: bool = False  # pad to the size multiple at native resolution instead of resizing
+    color: bool = True
+    overlay: bool = False
+    save_probs: bool = False
+    skip_existing: bool = False
+    workers: int = 2  # decode threads
+    max_pixels: int | None = P.DEFAULT_MAX_PIXELS
+    progress: bool = True
+
+
+@dataclass
+class Job:
+    path: Path
+    rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
+    image: np.ndarray | None = None
+    x: np.ndarray | None = None
+    geometry: P.Geometry | None = None
+    decode_s: float = 0.0
+
+
+@dataclass
+class Stats:
+    ok: int = 0
+    skipped: int = 0
+    failures: list[dict] = field(default_factory=list)
+    decode_s: float = 0.0
+    inference_s: float = 0.0
+    write_s: float = 0.0
+
+
+def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path, Path]]:
+    """Files, folders (recursive) or text files listing paths -> [(path, output stem)].
+
+    Output stems mirror each folder's structure; with several inputs each gets its own prefix.
+    """
+    out = out.resolve()
+    pairs = []
+    for raw in inputs:
+        src = Path(raw)
+        prefix = Path(src.stem if src.is_file() else src.name) if len(inputs) > 1 else Path()
+        if src.is_dir():
+            inside = out != src.resolve() and src.resolve() in out.parents  # out strictly inside src
+            files = [p for p in P.list_images(src) if not (inside and out in p.resolve().parents)]
+            pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
+        elif src.is_file() and src.suffix.lower() in P.IMAGE_EXTENSIONS:
+            pairs.append((src, Path(src.stem)))
+        elif src.is_file():
+            pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]
+        else:
+            raise SegrtError(f"{src}: no such file or folder")
+    stems = collections.Counter(rel for _, rel in pairs)
+    clash = [str(r) for r, n in stems.items() if n > 1]
+    if clash:
+        raise SegrtError(f"two inputs would write the same output {clash[0]}.png (same name, different "
+                         "extension?); rename one or predict them separately")
+    return pairs
+
+
+def read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        raise SegrtError(f"{path}: neither an image (by extension) nor a text file listing image paths") from None
+    base = path.parent
+    return [p if p.is_absolute() else base / p
+            for p in (Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))]
+
+
+def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
+    base = out / rel
+    paths = {"mask": base.with_name(base.name + ".png")}
+    if opts.color:
+        paths["color"] = base.with_name(base.name + ".color.png")
+    if opts.overlay:
+        paths["overlay"] = base.with_name(base.name + ".overlay.jpg")
+    if opts.save_probs:
+        paths["probs"] = base.with_name(base.name + ".probs.npy")
+    return paths
+
+
+def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
+    """Refuse any output that would land on an input file."""
+    inputs = {p.resolve() for p, _ in pairs}
+    for p, rel in pairs:
+        for target in output_paths(out, rel, opts).values():
+            if target.resolve() in inputs:
+                raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
+                                 "folder outside the input folders")
+
+
+class Predictor:
+    """Holds an open Session; ``run(inputs)`` streams images through it."""
+
+    def __init__(self, session: Session, opts: PredictOptions, log=None):
+        self.session, self.opts = session, opts
+        self.m = session.manifest
+        self.size = None if opts.native or not self.m.input_size else tuple(self.m.input_size)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.skip_class = 0 if self.m.classes and self.m.classes[0].lower() in ("background", "bg") else None
+
+    # -- stages ----------------------------------------------------------------------------
+    def decode(self, job: Job) -> Job:
+        t0 = time.perf_counter()
+        image = P.load_image(job.path, self.m.channels, self.opts.max_pixels)
+        job.x, job.geometry = P.prepare(image, self.m.mean, self.m.std, self.size, self.m.size_multiple)
+        job.image = image if self.opts.overlay else None
+        job.decode_s = time.perf_counter() - t0
+        return job
+
+    def write(self, job: Job, logits: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        full = P.restore_logits(logits, job.geometry)
+        mask = full.argmax(axis=0).astype(np.uint8)
+        paths = output_paths(self.opts.out, job.rel, self.opts)
+        paths["mask"].parent.mkdir(parents=True, exist_ok=True)
+        save_png(Image.fromarray(mask, "L"), paths["mask"])
+        if "color" in paths:
+            save_png(P.color_mask_image(mask), paths["color"])
+        if "overlay" in paths:
+            with atomic_path(paths["overlay"]) as tmp:
+                Image.fromarray(P.overlay(job.image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
+        if "probs" in paths:
+            with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
+                np.save(f, P.softmax(full).astype(np.float16))
+        return time.perf_counter() - t0
+
+    # -- pipeline --------------------------------------------------------------------------
+    def run(self, pairs: list[tuple[Path, Path]]) -> Stats:
+        stats, opts = Stats(), self.opts
+        jobs = collections.deque()
+        for path, rel in pairs:
+            if opts.skip_existing and all(p.exists() for p in output_paths(opts.out, rel, opts).values()):
+                stats.skipped += 1
+                continue
+            jobs.append(Job(path, rel))
+        bar = _progress(len(jobs), opts.progress)
+        window = max(2 * opts.batch_size, opts.workers * 2)  # bounded: memory does not grow with inputs
+        with ThreadPoolExecutor(opts.workers, "segrt-decode") as decoders, \
+                ThreadPoolExecutor(1, "segrt-write") as writers:
+            pending: collections.deque[Future] = collections.deque()
+            writes: collections.deque[tuple[Job, Future]] = collections.deque()
+            batch: list[Job] = []
+
+            def fail(job: Job, reason: str):
+                stats.failures.append({"file": str(job.path), "reason": reason})
+                self.log(f"error: {reason}")
+                bar.update(1)
+
+            def drain_writes(limit: int):
+                while len(writes) > limit:
+                    job, fut = writes.popleft()
+                    try:
+                        stats.write_s += fut.result()
+                        stats.ok += 1
+                    except OSError as exc:
+                        fail(job, f"{job.path}: cannot write outputs ({exc.strerror or exc})")
+                        continue
+                    bar.update(1)
+
+            def flush():
+                if not batch:
+                    return
+                t0 = time.perf_counter()
+                logits = self.session.run(np.stack([j.x for j in batch]))
+                stats.inference_s += time.perf_counter() - t0
+                for j, out in zip(batch, logits):
+                    j.x = None
+                    writes.append((j, writers.submit(self.write, j, out)))
+                batch.clear()
+                drain_writes(limit=2 * opts.batch_size)
+
+            while jobs or pending:
+                while jobs and len(pending) < window:
+                    job = jobs.popleft()
+                    pending.append((job, decoders.submit(self.decode, job)))
+                job, fut = pending.popleft()
+                try:
+                    fut.result()
+                except ImageError as exc:
+                    fail(job, str(exc))
+                    continue
+                except Exception as exc:  # an unexpected decoder failure still names the file
+                    fail(job, f"{job.path}: {type(exc).__name__}: {exc}")
+                    continue
+                stats.decode_s += job.decode_s
+                if batch and job.x.shape != batch[0].x.shape:
+                    flush()  # native resolution: only same-size inputs share a batch
+                batch.append(job)
+                if len(batch) == opts.batch_size:
+                    flush()
+            flush()
+            drain_writes(limit=0)
+        bar.close()
+        return stats
+
+
+def save_png(img: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        img.save(tmp, "PNG", compress_level=1)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="predict", disable=not enabled or not sys.stderr.isatty())
+
+
+def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str = "fp32",
+                kind: str | None = None, threads: int = 0, opts: PredictOptions | None = None, log=None,
+                **model_overrides) -> dict:
+    """Open the model (errors before any image is read), stream all inputs, write summary.json."""
+    from segrt.session import SessionOptions
+
+    opts = opts or PredictOptions()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    opts.out = Path(opts.out)
+    if opts.batch_size < 1:
+        raise SegrtError("--batch-size must be at least 1")
+    session = Session(model, provider=provider, precision=precision, kind=kind,
+                      options=SessionOptions(threads=threads), **model_overrides)
+    if session.auto_note:
+        log(session.auto_note)
+    if precision == "int8" and session.provider == "cuda":
+        log("warning: INT8 (QDQ) models are not accelerated by ONNX Runtime's CUDA provider; use fp16 on "
+            "cuda, or tensorrt for INT8")
+    pairs = gather_inputs(inputs, opts.out)
+    check_no_overwrite(pairs, opts.out, opts)
+    t0 = time.perf_counter()
+    stats = Predictor(session, opts, log).run(pairs)
+    wall = time.perf_counter() - t0
+    summary = {
+        "model": str(model), "artifact": session.artifact.file, "kind": session.kind,
+        "precision": session.artifact.precision, "provider": session.provider,
+        "inputs": len(pairs), "written": stats.ok, "skipped_existing": stats.skipped,
+        "failed": len(stats.failures), "failures": stats.failures,
+        "batch_size": opts.batch_size, "mode": "native+pad" if opts.native or not session.manifest.input_size
+        else f"resize {session.manifest.input_size[0]}x{session.manifest.input_size[1]}",
+        "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_s,
+                      "write": stats.write_s},
+        "images_per_s": stats.ok / wall if wall > 0 else 0.0,
+        "out": str(opts.out),
+    }
+    opts.out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(opts.out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    t = s["timings_s"]
+    line = (f"{s['written']} of {s['inputs']} image(s) segmented with {s['artifact']} ({s['precision']}) on "
+            f"{s['provider']} in {t['wall']:.2f}s ({s['images_per_s']:.1f} img/s; decode {t['decode']:.2f}s, "
+            f"inference {t['inference']:.2f}s, write {t['write']:.2f}s)")
+    if s["skipped_existing"]:
+        line += f"; {s['skipped_existing']} skipped (outputs exist)"
+    if s["failed"]:
+        line += f"; {s['failed']} FAILED (see {s['out']}/{SUMMARY})"
+    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary in {s['out']}/{SUMMARY}"
