@@ -150,5 +150,39 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
     sys.exit(1 if summary["failed"] else 0)
 
 
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@provider_option
+@click.option("--batch-sizes", default="1,8", show_default=True)
+@click.option("--sizes", default="256", show_default=True, help="square input sizes, rounded up to the size multiple")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--runs", type=int, default=20, show_default=True)
+@click.option("--threads", type=int, default=0, help="inference threads (0: all cores)")
+@click.option("--artifact", "artifacts", multiple=True, help="only these files of the export (repeatable)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
+@click.option("--markdown", is_flag=True, help="print a markdown table")
+@user_errors
+def bench(model, provider, batch_sizes, sizes, warmup, runs, threads, artifacts, json_path, markdown):
+    """Latency p50/p90/p99, images/s, first-run time and peak memory for every artifact of MODEL."""
+    import json
+
+    from segrt.bench import format_table, run_bench
+    from segrt.fsutil import write_bytes_atomic
+
+    result = run_bench(model, provider=provider, batch_sizes=int_list(batch_sizes), sizes=int_list(sizes),
+                       warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
+                       log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(result, markdown))
+    if json_path:
+        write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())
+
+
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import numpy as np
 from segrt.errors import ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
-from segrt.processing import Geometry, list_images, load_image, load_mask, prepare, to_mask
+from segrt.processing import Geometry, list_images, load_mask, read_model_input, to_mask
 
 RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
@@ -71,22 +71,21 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
     mask_by_stem = {p.stem: p for p in list_images(masks)} if masks else {}
     if masks and not mask_by_stem:
         raise SegrtError(f"{masks}: no mask images found")
-    lut, size = truth_lut(manifest), None if native or not manifest.input_size else tuple(manifest.input_size)
+    lut = truth_lut(manifest)
     items = []
     for p in paths:
         try:
-            img = load_image(p, manifest.channels)
+            x, geo = read_model_input(p, manifest, native)
         except ImageError as exc:
             raise SegrtError(f"parity needs readable images: {exc}") from None
-        x, geo = prepare(img, manifest.mean, manifest.std, size, manifest.size_multiple)
         truth = None
         if masks:
             if p.stem not in mask_by_stem:
                 raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
             raw = load_mask(mask_by_stem[p.stem])
-            if raw.shape != img.shape[:2]:
+            if raw.shape != geo.original_hw:
                 raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {raw.shape[::-1]} != image size "
-                                 f"{img.shape[1::-1]}")
+                                 f"{geo.original_hw[::-1]}")
             truth = lut[raw]
         items.append((p.name, x, geo, truth))
     batches = []  # group same-size inputs (all of them when resizing)

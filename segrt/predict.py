@@ -45,7 +45,6 @@ class PredictOptions:
 class Job:
     path: Path
     rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
-    image: np.ndarray | None = None
     x: np.ndarray | None = None
     geometry: P.Geometry | None = None
     decode_s: float = 0.0
@@ -127,31 +126,29 @@ class Predictor:
     def __init__(self, session: Session, opts: PredictOptions, log=None):
         self.session, self.opts = session, opts
         self.m = session.manifest
-        self.size = None if opts.native or not self.m.input_size else tuple(self.m.input_size)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.skip_class = 0 if self.m.classes and self.m.classes[0].lower() in ("background", "bg") else None
 
     # -- stages ----------------------------------------------------------------------------
     def decode(self, job: Job) -> Job:
         t0 = time.perf_counter()
-        image = P.load_image(job.path, self.m.channels, self.opts.max_pixels)
-        job.x, job.geometry = P.prepare(image, self.m.mean, self.m.std, self.size, self.m.size_multiple)
-        job.image = image if self.opts.overlay else None
+        job.x, job.geometry = P.read_model_input(job.path, self.m, self.opts.native, self.opts.max_pixels)
         job.decode_s = time.perf_counter() - t0
         return job
 
     def write(self, job: Job, logits: np.ndarray) -> float:
         t0 = time.perf_counter()
         full = P.restore_logits(logits, job.geometry)
-        mask = full.argmax(axis=0).astype(np.uint8)
+        mask = P.argmax_channels(full)
         paths = output_paths(self.opts.out, job.rel, self.opts)
         paths["mask"].parent.mkdir(parents=True, exist_ok=True)
         save_png(Image.fromarray(mask, "L"), paths["mask"])
         if "color" in paths:
             save_png(P.color_mask_image(mask), paths["color"])
-        if "overlay" in paths:
+        if "overlay" in paths:  # full-resolution photo, decoded again only for this
+            image = P.load_image(job.path, 3, self.opts.max_pixels)
             with atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(P.overlay(job.image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
+                Image.fromarray(P.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
                 np.save(f, P.softmax(full).astype(np.float16))

@@ -6,6 +6,7 @@ inputs. Images are HWC uint8 in [0, 255]; model inputs CHW float32 normalized; l
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
     EXIF orientation is applied. Palette, RGBA, CMYK, grayscale and RGB are converted;
     16-bit images are scaled to 8 bits (value / 257). Raises ImageError naming the file.
     """
+    return decode_image(path, channels, max_pixels)[0]
+
+
+def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 at_least: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """load_image, plus the original (h, w) after EXIF rotation.
+
+    With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
+    covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -48,14 +59,30 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
                     f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
                     "(decompression-bomb guard; raise it with --max-pixels)"
                 )
+            swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            original = (w, h) if swapped else (h, w)
+            if at_least is not None and img.format == "JPEG":
+                th, tw = at_least
+                img.draft(None, (th, tw) if swapped else (tw, th))
             img = ImageOps.exif_transpose(img)
-            return _to_array(img, channels, path)
+            return _to_array(img, channels, path), original
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
+
+
+def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Geometry]:
+    """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
+
+    Resizes to the manifest's working size unless ``native`` (or the model has none): then pads.
+    """
+    size = None if native or not manifest.input_size else tuple(manifest.input_size)
+    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size)
+    return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original)
 
 
 def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
@@ -113,14 +140,17 @@ def prepare(
     std: list[float],
     size: tuple[int, int] | None,
     multiple: int,
+    original_hw: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, Geometry]:
     """HWC uint8 -> (CHW float32 normalized, Geometry).
 
     ``size`` (h, w): resize to the model's working size (bilinear, antialiased).
     ``size`` None: keep native resolution and pad bottom/right to a multiple of ``multiple``
     (padding value 0 after normalization, i.e. the mean colour).
+    ``original_hw``: the file's true size when ``image`` was decoded at a reduced scale.
     """
     h, w = image.shape[:2]
+    original_hw = tuple(original_hw or (h, w))
     if size is not None:
         if (h, w) != tuple(size):
             image = resize_uint8(image, size)
@@ -130,7 +160,7 @@ def prepare(
     x = normalize(image, mean, std)
     if padded and in_hw != (h, w):
         x = np.pad(x, ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w)))
-    return x, Geometry((h, w), in_hw, padded)
+    return x, Geometry(original_hw, in_hw, padded)
 
 
 def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
@@ -161,15 +191,34 @@ def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
         return logits[:, :h, :w]
     if logits.shape[1:] == (h, w):
         return logits
-    return np.stack([
-        np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32), "F").resize((w, h), Image.BILINEAR))
-        for c in logits
-    ])
+    ry, rx = resize_weights(logits.shape[1], h), resize_weights(logits.shape[2], w)
+    return np.matmul(np.matmul(ry, logits), rx.T)  # (C, h, w) -> (C, H, w) -> (C, H, W)
+
+
+@functools.lru_cache(maxsize=64)
+def resize_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float32 matrix of Pillow's BILINEAR filter (triangle; antialiased when shrinking)."""
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centers = (np.arange(n_out) + 0.5) * scale
+    taps = np.arange(n_in) + 0.5
+    w = np.clip(1.0 - np.abs(taps[None, :] - centers[:, None]) / support, 0.0, None)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def argmax_channels(logits: np.ndarray) -> np.ndarray:
+    """CHW -> HW uint8 index of the largest channel (first wins ties), faster than argmax(axis=0)."""
+    best, idx = logits[0].copy(), np.zeros(logits.shape[1:], np.uint8)
+    for c in range(1, logits.shape[0]):
+        better = logits[c] > best
+        idx[better] = c
+        np.maximum(best, logits[c], out=best)
+    return idx
 
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax)."""
-    return restore_logits(logits, geometry).argmax(axis=0).astype(np.uint8)
+    return argmax_channels(restore_logits(logits, geometry))
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -51,7 +51,7 @@ def test_masks_are_class_ids_at_original_size(exported, folder, tmp_path):
     image = P.load_image(src)
     mask = np.array(Image.open(out / "cats" / "Abyssinian_11.png"))
     assert mask.shape == image.shape[:2]
-    x, geo = P.prepare(image, sess.manifest.mean, sess.manifest.std, (64, 64), 8)
+    x, geo = P.read_model_input(src, sess.manifest)
     expected = P.to_mask(sess.run(x[None])[0], geo)
     assert (mask == expected).all()
     color = Image.open(out / "cats" / "Abyssinian_11.color.png")

@@ -1,0 +1,139 @@
+"""`segrt bench`: latency percentiles, throughput, first-run time and peak memory per artifact
+variant, batch size and input size (no torch unless a torch artifact is benchmarked)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrt.errors import SegrtError
+from segrt.session import Session, SessionOptions
+
+SCHEMA = "segrt-bench/1"
+ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "first_run_ms",
+            "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
+
+
+def reset_peak_rss() -> bool:
+    """Linux: reset VmHWM so the next reading is this row's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def runnable_artifacts(session_path: Path, manifest) -> list:
+    """Every artifact that can run here: ONNX always, torch ones when torch imports."""
+    try:
+        import torch  # noqa: F401
+
+        has_torch = True
+    except ImportError:
+        has_torch = False
+    return [a for a in manifest.artifacts if a.kind == "onnx" or (has_torch and a.kind in ("torchscript", "pt2"))]
+
+
+def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((batch, session.manifest.channels, h, w)).astype(np.float32) for _ in range(buffers)]
+    gpu = session.kind != "onnx" and session.provider == "cuda"
+    if gpu:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    sync = (lambda: __import__("torch").cuda.synchronize()) if gpu else (lambda: None)
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    session.run(inputs[0])
+    sync()
+    first = time.perf_counter() - t0
+    for i in range(warmup):
+        session.run(inputs[i % buffers])
+    sync()
+    lat = []
+    for i in range(runs):
+        x = inputs[i % buffers]  # rotate buffers: no cache-hot single input
+        t0 = time.perf_counter()
+        session.run(x)
+        sync()
+        lat.append(time.perf_counter() - t0)
+    lat_ms = np.array(lat) * 1000
+    row = {"first_run_ms": first * 1000, "p50_ms": float(np.percentile(lat_ms, 50)),
+           "p90_ms": float(np.percentile(lat_ms, 90)), "p99_ms": float(np.percentile(lat_ms, 99)),
+           "mean_ms": float(lat_ms.mean()), "images_per_s": batch * runs / float(np.sum(lat)),
+           "peak_rss_mb": peak_rss_mb(), "gpu_peak_mb": None}
+    if gpu:
+        import torch
+
+        row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(1, 8), sizes=(256,),
+              warmup: int = 3, runs: int = 20, threads: int = 0, artifacts: list[str] | None = None,
+              log=None) -> dict:
+    """Benchmark every runnable artifact variant of an export (or a single .onnx)."""
+    if runs < 1 or warmup < 0:
+        raise SegrtError("--runs must be >= 1 and --warmup >= 0")
+    log = log or (lambda m: None)
+    probe = Session(model, provider=provider, options=SessionOptions(threads=threads))
+    if probe.auto_note:
+        log(probe.auto_note)
+    manifest, m = probe.manifest, probe.manifest.size_multiple
+    variants = runnable_artifacts(Path(model), manifest) if probe.folder else [probe.artifact]
+    if artifacts:
+        variants = [a for a in variants if a.file in artifacts]
+    rows = []
+    for art in variants:
+        session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.file,
+                                                              options=SessionOptions(threads=threads))
+        for size in sizes:
+            h = w = -(-int(size) // m) * m
+            for batch in batch_sizes:
+                log(f"bench {art.file} on {session.provider}: batch {batch}, {h}x{w}")
+                row = {"artifact": art.file, "kind": art.kind, "precision": art.precision,
+                       "provider": session.provider, "batch_size": batch, "height": h, "width": w}
+                row.update(time_variant(session, batch, h, w, warmup, runs))
+                rows.append({k: row[k] for k in ROW_KEYS})
+    return {"schema": SCHEMA, "model": str(model), "machine": machine_info(threads), "warmup": warmup,
+            "runs": runs, "rows": rows}
+
+
+def machine_info(threads: int = 0) -> dict:
+    import onnxruntime
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "threads": threads or os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__}
+
+
+def format_table(result: dict, markdown: bool = False) -> str:
+    head = ["artifact", "precision", "provider", "batch", "size", "first ms", "p50 ms", "p90 ms", "p99 ms",
+            "img/s", "peak RSS MB"]
+    body = [[r["artifact"], r["precision"], r["provider"], str(r["batch_size"]), f"{r['height']}x{r['width']}",
+             f"{r['first_run_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
+             f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *body])

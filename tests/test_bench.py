@@ -1,0 +1,35 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from segrt.bench import ROW_KEYS, SCHEMA
+from segrt.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_all_fields_and_stable_schema(exported, tmp_path):
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(main, ["bench", str(exported), "--runs", "2", "--warmup", "1", "--sizes", "64,40",
+                                    "--batch-sizes", "1,2", "--provider", "cpu", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["schema"] == SCHEMA and data["runs"] == 2
+    assert {"cores", "threads", "onnxruntime"} <= set(data["machine"])
+    rows = data["rows"]
+    assert {r["artifact"] for r in rows} == {"model.onnx", "model.ts", "model.pt2"}
+    assert len(rows) == 3 * 2 * 2
+    for r in rows:
+        assert tuple(r) == ROW_KEYS
+        assert r["provider"] == "cpu" and r["height"] in (64, 40)  # multiples of 8 stay as they are
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["images_per_s"] > 0 and r["peak_rss_mb"] > 0
+    assert "model.onnx" in res.output and "p99 ms" in res.output
+
+
+def test_bench_markdown_and_unavailable_provider(exported):
+    res = CliRunner().invoke(main, ["bench", str(exported), "--runs", "1", "--sizes", "64", "--batch-sizes", "1",
+                                    "--artifact", "model.onnx", "--markdown"])
+    assert res.exit_code == 0 and res.output.count("| model.onnx |") == 1
+    res = CliRunner().invoke(main, ["bench", str(exported), "--provider", "cuda"])
+    assert res.exit_code == 2 and "provider 'cuda'" in res.output and "available: cpu" in res.output

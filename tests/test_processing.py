@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PETS
+from segrt import processing as P
+from segrt.manifest import Manifest
+
+
+@pytest.mark.parametrize("src,dst", [((16, 24), (50, 37)), ((64, 64), (375, 500)), ((64, 64), (20, 30))])
+def test_restore_logits_matches_pillow_bilinear(src, dst):
+    logits = np.random.default_rng(0).standard_normal((3, *src)).astype(np.float32)
+    got = P.restore_logits(logits, P.Geometry(dst, src, False))
+    ref = np.stack([np.asarray(Image.fromarray(c, "F").resize(dst[::-1], Image.BILINEAR)) for c in logits])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_padded_restore_crops():
+    logits = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    assert P.restore_logits(logits, P.Geometry((5, 7), (8, 8), True)).shape == (2, 5, 7)
+
+
+def test_argmax_channels_equals_numpy():
+    x = np.random.default_rng(1).standard_normal((5, 33, 17)).astype(np.float32)
+    assert (P.argmax_channels(x) == x.argmax(0)).all()
+
+
+def test_draft_decode_covers_size_and_keeps_original(tmp_path):
+    path = PETS / "images" / "american_bulldog_10.jpg"
+    full = P.load_image(path)
+    small, original = P.decode_image(path, at_least=(64, 64))
+    assert original == full.shape[:2]
+    assert small.shape[0] >= 64 and small.shape[1] >= 64 and small.shape[0] < full.shape[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(full).save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    rot, original = P.decode_image(tmp_path / "rot.jpg", at_least=(64, 64))
+    assert original == (full.shape[1], full.shape[0]) and rot.shape[0] > rot.shape[1]
+
+
+def test_read_model_input_resize_and_native():
+    m = Manifest(name="t", classes=["a", "b"], mean=[0.5] * 3, std=[0.25] * 3, channels=3, size_multiple=16,
+                 input_size=[64, 96])
+    path = PETS / "images" / "Bengal_133.jpg"
+    w, h = Image.open(path).size
+    x, geo = P.read_model_input(path, m)
+    assert x.shape == (3, 64, 96) and x.dtype == np.float32 and geo.original_hw == (h, w) and not geo.padded
+    full_path, _ = P.prepare(P.load_image(path), m.mean, m.std, (64, 96), 16)
+    assert np.abs(x - full_path).mean() < 0.05  # DCT-scaled decode: the same picture
+    x, geo = P.read_model_input(path, m, native=True)
+    assert x.shape == (3, -(-h // 16) * 16, -(-w // 16) * 16) and geo.padded
+    assert (x[:, h:, :] == 0).all() and (x[:, :, w:] == 0).all()
+
+
+def test_normalize_and_palette():
+    img = np.full((2, 2, 3), 255, np.uint8)
+    x = P.normalize(img, [0.5] * 3, [0.5] * 3)
+    assert x.shape == (3, 2, 2) and np.allclose(x, 1.0)
+    pal = P.voc_palette()
+    assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0]
