@@ -21,7 +21,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except SegrtError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(exc, "exit_code", 2))
 
     return wrapper
 
@@ -46,15 +46,41 @@ def gate_options(fn):
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 
 
+def quantize_options(fn):
+    for opt in reversed([
+        click.option("--calib-images", type=click.Path(), help="calibration images (INT8), read like predict"),
+        click.option("--calib-count", type=int, help="use at most N calibration images"),
+        click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+                     show_default=True),
+        click.option("--val-images", type=click.Path(), help="held-out gate images (default: 20%% of calibration)"),
+        click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),
+        click.option("--quant-gate", type=float, help="min mask IoU agreement (default int8 0.98, fp16 0.995)"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
+    from segrt.quantize import QuantizeOptions
+
+    p = lambda v: Path(v) if v else None
+    return QuantizeOptions(calib_images=p(calib_images), calib_count=calib_count, calib_method=calib_method,
+                           val_images=p(val_images), val_masks=p(val_masks), gate=quant_gate)
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="export folder (default exported/<checkpoint name>)")
 @click.option("--opset", type=int, default=20, show_default=True)
 @click.option("--formats", default="onnx,torchscript,pt2", show_default=True, help="comma separated")
 @click.option("--force", is_flag=True, help="replace an existing export folder")
+@click.option("--quantize", "quantize", multiple=True, type=click.Choice(["int8", "fp16"]),
+              help="also write a gated INT8 / FP16 variant (repeatable)")
+@quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, gate_iou, gate_logit):
+def export(checkpoint, out, opset, formats, force, quantize, calib_images, calib_count, calib_method, val_images,
+           val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
     from segrt.parity import ParityFailed, format_report
@@ -62,7 +88,9 @@ def export(checkpoint, out, opset, formats, force, gate_iou, gate_logit):
     try:
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
-                            progress=lambda m: click.echo(m, err=True))
+                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize),
+                            quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
+                                                                   val_images, val_masks, quant_gate))
     except ParityFailed as exc:
         click.echo(format_report(exc.report))
         click.echo(f"error: export refused, nothing written: {exc}", err=True)
@@ -182,6 +210,21 @@ def bench(model, provider, batch_sizes, sizes, warmup, runs, threads, artifacts,
     click.echo(format_table(result, markdown))
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True)
+@quantize_options
+@user_errors
+def quantize(export_dir, precision, calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
+    """Add a gated INT8 (static, QDQ) or FP16 variant to an existing export."""
+    from segrt.quantize import run_quantize
+
+    opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
+    art = run_quantize(export_dir, precision, opts, log=lambda m: click.echo(m, err=True))
+    click.echo(f"added {art.file} ({art.size / 1e6:.2f} MB) to {export_dir}; run it with "
+               f"segrt predict IMAGES --model {export_dir} --precision {precision}")
 
 
 if __name__ == "__main__":

@@ -15,3 +15,13 @@ class CheckpointError(SegrtError):
 
 class ProviderError(SegrtError):
     """A requested execution provider is not available."""
+
+
+class GateFailed(SegrtError):
+    """An accuracy/parity gate failed (exit code 1); ``report`` holds the measurements."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report or {}

@@ -31,6 +31,10 @@ TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model
                     "deployments, model.pt2 (torch.export) is the forward-compatible format")
 
 
+INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runtime's CUDA provider does not "
+             "accelerate QDQ convolutions (use model.fp16.onnx on cuda)")
+
+
 class ExportGraph(nn.Module):
     """What gets exported: the UNet without its Python size check (the dynamic dims carry the rule)."""
 
@@ -136,7 +140,8 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
-               gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print) -> ExportResult:
+               gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
+               quantize: tuple[str, ...] = (), quantize_options=None) -> ExportResult:
     """Export, check and gate. Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.parity import ParityFailed, random_inputs, run_parity_on
 
@@ -175,6 +180,14 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
             if not report["passed"]:
                 raise ParityFailed(report)
             manifest.save(tmp)
+            if quantize:
+                from segrt.quantize import QuantizeOptions, run_quantize
+
+                for precision in quantize:
+                    run_quantize(tmp, precision, quantize_options or QuantizeOptions(), progress)
+                    if precision == "int8":
+                        notes.append(INT8_NOTE)
+                manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     return ExportResult(out, manifest, report, notes)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import ImageError, SegrtError
+from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.processing import Geometry, list_images, load_mask, read_model_input, to_mask
@@ -23,10 +23,9 @@ RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
 DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98}
 
 
-class ParityFailed(SegrtError):
+class ParityFailed(GateFailed):
     def __init__(self, report: dict):
-        self.report = report
-        super().__init__("parity gate failed: " + "; ".join(report["failures"]))
+        super().__init__("parity gate failed: " + "; ".join(report["failures"]), report)
 
 
 @dataclass
@@ -150,16 +149,21 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     from segrt.session import Session
 
     eager = eager_logits(model, batches)
-    report = {"artifacts": {}, "failures": [], "inputs": [b.label for b in batches]}
+    report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches]}
+    real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
         if art.kind == "checkpoint" or (files and art.file not in files):
+            continue
+        if art.precision == "int8" and not real:
+            report["skipped"][art.file] = "INT8 is calibrated for real images; random inputs say nothing: pass --images"
             continue
         session = Session(folder, artifact=art.file, provider=provider)
         res = compare(eager, [session.run(b.x) for b in batches], batches, manifest.num_classes)
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)
-        min_iou = gate_iou if gate_iou is not None and art.precision == "fp32" else DEFAULT_IOU_GATES[art.precision]
+        recorded = manifest.parity.get(art.file, {}).get("mask_iou_min")  # the gate it was made under
+        min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
         problems = []
         worst = res["worst"][0] if res["worst"] else {}
@@ -223,6 +227,7 @@ def format_report(report: dict) -> str:
     for name, res in report["artifacts"].items():
         worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
         lines.append(f"worst for {name}: {worst}")
+    lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
     lines += [f"FAIL {f}" for f in report["failures"]]
     lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
     return "\n".join(lines)

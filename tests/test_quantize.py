@@ -1,0 +1,112 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from conftest import PETS
+from segrt.cli import main
+from segrt.manifest import Manifest
+from segrt.session import Session
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def export_copy(exported, tmp_path):
+    dst = tmp_path / "exp"
+    shutil.copytree(exported, dst)
+    return dst
+
+
+def quantize(folder, *args):
+    return CliRunner().invoke(main, ["quantize", str(folder), "--calib-images", str(PETS / "images"), *args])
+
+
+def test_int8_runs_and_is_listed_with_gate_numbers(export_copy):
+    res = quantize(export_copy, "--quant-gate", "0.9")
+    assert res.exit_code == 0, res.output
+    assert "only 26 calibration images" in res.output  # fewer than ~100: warned
+    m = Manifest.load(export_copy)
+    art = m.artifact("onnx", "int8")
+    assert art.extra["calibration"] == {"method": "minmax", "count": 26}
+    assert art.extra["ms_per_image"]["int8"] > 0 and "excluded_nodes" in art.extra
+    gate = m.parity["model.int8.onnx"]
+    assert gate["passed"] and gate["mask_iou"] >= 0.9 and gate["mask_iou_min"] == 0.9 and gate["reference"] == "eager"
+    m.verify(export_copy)
+    model = onnx.load(str(export_copy / "model.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert json.loads({p.key: p.value for p in model.metadata_props}["segrt.classes"])[1] == "pet"
+    s = Session(export_copy, precision="int8", provider="cpu")
+    out = s.run(np.zeros((2, 3, 64, 96), np.float32))
+    assert out.shape == (2, 3, 64, 96)
+    res = CliRunner().invoke(main, ["predict", str(PETS / "images" / "Bengal_133.jpg"), "--model", str(export_copy),
+                                    "--precision", "int8", "--out", str(export_copy.parent / "p"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["precision"] == "int8"
+
+
+def test_impossible_gate_fails_with_best_result_and_fallback(export_copy):
+    res = quantize(export_copy, "--quant-gate", "1.0")
+    assert res.exit_code == 1
+    assert "INT8 gate failed: best mask IoU agreement" in res.output
+    assert "scanning" in res.output and "node(s) kept fp32: node" in res.output  # the fallback excluded nodes
+    assert not (export_copy / "model.int8.onnx").exists()
+    Manifest.load(export_copy).verify(export_copy)  # export untouched
+
+
+def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
+    """Find a gate between full INT8 and the best fallback result; the fallback must then pass it."""
+    from segrt.errors import GateFailed
+    from segrt.quantize import QuantizeOptions, quantize_int8
+
+    opts = QuantizeOptions(calib_images=PETS / "images", gate=1.0)
+    with pytest.raises(GateFailed) as info:
+        quantize_int8(export_copy, opts, log=lambda m: None)
+    search = info.value.report["search"]
+    full, better = search[0]["mask_iou"], max(s["mask_iou"] for s in search[1:])
+    if better <= full:
+        pytest.fail(f"no exclusion improved on full INT8 ({full}) in {search}")
+    opts.gate = better
+    art = quantize_int8(export_copy, opts, log=lambda m: None)
+    assert 1 <= len(art.extra["excluded_nodes"]) and Manifest.load(export_copy).parity[art.file]["mask_iou"] >= better
+
+
+def test_fp16_gated_and_runs(export_copy):
+    res = CliRunner().invoke(main, ["quantize", str(export_copy), "--precision", "fp16"])
+    assert res.exit_code == 0, res.output
+    m = Manifest.load(export_copy)
+    assert m.parity["model.fp16.onnx"]["mask_iou"] >= 0.995
+    s = Session(export_copy, precision="fp16", provider="cpu")
+    assert s.run(np.zeros((1, 3, 64, 64), np.float32)).dtype == np.float32  # I/O kept fp32
+
+
+def test_bad_calibration_inputs(export_copy, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["quantize", str(export_copy), "--calib-images", str(empty)])
+    assert res.exit_code == 2 and "no images found for calibration" in res.output
+    res = CliRunner().invoke(main, ["quantize", str(export_copy)])
+    assert res.exit_code == 2 and "--calib-images" in res.output
+    bad = tmp_path / "bad"
+    shutil.copytree(PETS / "images", bad)
+    (bad / "Bengal_133.jpg").write_bytes(b"broken")
+    res = CliRunner().invoke(main, ["quantize", str(export_copy), "--calib-images", str(bad)])
+    assert res.exit_code == 2 and "Bengal_133.jpg" in res.output and "image unusable" in res.output
+    m = Manifest.load(export_copy)  # mismatched channels: metadata says 1, the model takes 3
+    m.channels = 1
+    m.save(export_copy)
+    res = CliRunner().invoke(main, ["quantize", str(export_copy), "--calib-images", str(PETS / "images")])
+    assert res.exit_code == 2 and "3 input channels" in res.output
+
+
+def test_export_with_quantize_and_parity_on_real_images(tiny_ckpt, tmp_path):
+    out = tmp_path / "q"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx",
+                                    "--quantize", "int8", "--quantize", "fp16", "--calib-images",
+                                    str(PETS / "images"), "--quant-gate", "0.9"])
+    assert res.exit_code == 0, res.output
+    assert "INT8 (QDQ) is for CPUs" in res.output and "model.int8.onnx" in res.output
+    res = CliRunner().invoke(main, ["parity", str(out), "--images", str(PETS / "images")])
+    assert "model.int8.onnx" in res.output and "model.fp16.onnx" in res.output
