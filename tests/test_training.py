@@ -118,3 +118,21 @@ def test_bad_data_one_line(tmp_path, breakage, expected):
     res = run_cli(args + ["--skip-bad"])  # documented flag: skip and count
     assert res.returncode == 0, res.stderr
     assert "skipped 1 bad file" in res.stdout
+
+
+def test_isbi_layout_grayscale(tmp_path):
+    from training import data as D
+
+    layout = D.isbi_layout(ROOT / "tests" / "data" / "isbi")
+    pairs, _ = D.find_pairs(layout)
+    image, mask = D.load_pair(*pairs[0], layout)
+    assert image.shape == (512, 512, 1) and set(np.unique(mask).tolist()) == {0, 1}
+    raw = np.array(Image.open(pairs[0][1]))
+    assert ((raw == 0) == (mask == 0)).all()  # membrane (0) is class 0
+    args = ["--layout", "isbi", "--data", str(ROOT / "tests" / "data" / "isbi"), "--out", str(tmp_path),
+            "--size", "64", "--base-channels", "4", "--depth", "2", "--batch-size", "2", "--epochs", "1",
+            "--workers", "0", "--quiet", "--val-fraction", "0.25"]
+    assert main(args) == 0
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["model_config"]["in_channels"] == 1 and ckpt["classes"] == ["membrane", "interior"]
+    assert ckpt["normalization"] == {"mean": [0.5], "std": [0.25]}

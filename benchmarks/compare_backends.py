@@ -1,0 +1,253 @@
+"""Side-by-side backends in ONE process on the same model and inputs.
+
+eager PyTorch (NCHW, channels_last), torch.compile (if it works), TorchScript, ONNX Runtime fp32,
+ONNX Runtime INT8 (when the export has it) and OpenVINO (if installed): latency, images/s, ratio to
+eager fp32, mask IoU agreement with eager, and achieved FLOP/s as a fraction of this machine's
+fp32 matmul peak measured in the same run (model FLOPs from torch.utils.flop_counter).
+
+    python benchmarks/compare_backends.py --export exported/pets-unet16 --images ../shared/data/oxford_iiit_pet_subset/images
+    python benchmarks/compare_backends.py --classic --images ...   # the 31M-parameter U-Net, random weights
+
+Writes benchmarks/results/<date>-<machine>-<model>.json/.md and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.manifest import Manifest
+from segrt.metrics import ConfusionMatrix
+from segrt.model import UNet, UNetConfig
+from segrt.processing import list_images, read_model_input
+from segrt.session import Session, SessionOptions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def timed(fn, x, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn(x)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def reestimate_bn(model: UNet, inputs: torch.Tensor) -> None:
+    """Random weights: re-estimate BatchNorm statistics so activations stay in a sane range."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(inputs), 4):
+            model(inputs[i:i + 4])
+    model.eval()
+
+
+def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, threads: int, log) -> dict:
+    """name -> callable(np.ndarray NCHW) -> np.ndarray logits. Skips what cannot run here (logged)."""
+    backends = {}
+
+    def eager(m, channels_last=False):
+        def run(x):
+            t = torch.from_numpy(x)
+            if channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                return m(t).float().numpy()
+        return run
+
+    backends["eager fp32"] = eager(model)
+    backends["eager fp32 channels_last"] = eager(model.to(memory_format=torch.channels_last), True)
+    model.to(memory_format=torch.contiguous_format)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = torch.compile(model, dynamic=False)
+            with torch.inference_mode():
+                compiled(example)
+        backends["torch.compile (inductor)"] = eager(compiled)
+    except Exception as exc:  # no compiler, unsupported platform, ...
+        log(f"skip torch.compile: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+    manifest = Manifest.load(export_dir)
+    for art in manifest.artifacts:
+        if art.kind in ("torchscript", "onnx"):
+            label = {"torchscript": "TorchScript", "onnx": f"ORT {art.precision}"}[art.kind]
+            s = Session(export_dir, artifact=art.file, provider="cpu", options=SessionOptions(threads=threads))
+            backends[label] = s.run
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled_ov = core.compile_model(str(export_dir / "model.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        backends["OpenVINO fp32"] = lambda x: compiled_ov(x)[0]
+    except ImportError:
+        log("skip OpenVINO: not installed")
+    return backends
+
+
+def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], str]:
+    """The model under test, an export folder for it, and real preprocessed inputs."""
+    if args.classic:
+        name, size = "classic-unet64", args.size
+        torch.manual_seed(0)
+        model = UNet(UNetConfig(3, 3, 64, 4)).eval()
+        tmp = Path(tempfile.mkdtemp(prefix="segrt-bench-"))
+        ckpt = tmp / "classic.pt"
+        norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        manifest = Manifest("classic", ["background", "pet", "border"], norm["mean"], norm["std"], 3, 16, [size, size])
+        inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]
+        reestimate_bn(model, torch.from_numpy(np.stack(inputs[:16])))
+        save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),
+                        mask_values={2: 0, 1: 1, 3: 2})
+        from segrt.export import run_export
+        from segrt.quantize import QuantizeOptions
+
+        log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")
+        quant = ("int8",) if args.int8 else ()
+        run_export(ckpt, tmp / "export", formats=("onnx", "torchscript"), progress=log, quantize=quant,
+                   quantize_options=QuantizeOptions(calib_images=args.images, calib_count=args.calib_count,
+                                                    val_images=args.val_images, gate=args.int8_gate))
+        return model, tmp / "export", Manifest.load(tmp / "export"), inputs, name
+    export_dir = Path(args.export)
+    manifest = Manifest.load(export_dir)
+    model = model_from_checkpoint(load_checkpoint(export_dir / "checkpoint.pt"))
+    inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]
+    return model, export_dir, manifest, inputs, export_dir.name
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--export", type=Path, default=Path("exported/pets-unet16"))
+    p.add_argument("--classic", action="store_true", help="the classic base-64 U-Net (random weights)")
+    p.add_argument("--images", type=Path, required=True, help="real images (inputs and calibration)")
+    p.add_argument("--val-images", type=Path, help="held-out images for the INT8 gate (classic)")
+    p.add_argument("--size", type=int, default=256, help="working size for --classic")
+    p.add_argument("--count", type=int, default=16, help="images used as inputs")
+    p.add_argument("--calib-count", type=int, default=100)
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--int8-gate", type=float, default=0.98)
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tag", default=platform.node() or "machine")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    log = lambda m: print(m, flush=True)
+
+    model, export_dir, manifest, inputs, name = prepare_model(args, log)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    peak = matmul_peak_gflops()
+    log(f"fp32 matmul peak: {peak:.0f} GFLOP/s on {args.threads} threads")
+    x1 = torch.from_numpy(inputs[0][None])
+    gflop = model_gflops(model, x1)
+    backends = build_backends(model, export_dir, torch.from_numpy(np.stack(inputs[: batch_sizes[0]])), args.threads, log)
+    rows = []
+    for bs in batch_sizes:
+        batches = [np.stack([inputs[(i + j) % len(inputs)] for j in range(bs)]) for i in range(0, len(inputs), bs)]
+        reference = [backends["eager fp32"](b) for b in batches]
+        lat = {k: [] for k in backends}
+        for r in range(args.runs):  # interleaved: A B C A B C, so machine noise hits all
+            for label, fn in backends.items():
+                lat[label] += timed(fn, batches[r % len(batches)], 1, args.warmup if r == 0 else 0)
+        for label, fn in backends.items():
+            cm = ConfusionMatrix(manifest.num_classes)
+            for b, ref in zip(batches, reference):
+                cm.update(fn(b).argmax(1), ref.argmax(1))
+            ms = statistics.median(lat[label]) * 1000
+            rows.append({"backend": label, "batch_size": bs, "ms_per_batch": ms, "ms_per_image": ms / bs,
+                         "images_per_s": 1000 * bs / ms, "mask_iou_vs_eager": cm.miou(),
+                         "gflops_achieved": gflop * bs / (ms / 1000), "fraction_of_fp32_peak": gflop * bs / (ms / 1000) / peak})
+        eager_ms = next(r["ms_per_image"] for r in rows if r["backend"] == "eager fp32" and r["batch_size"] == bs)
+        for r in rows:
+            if r["batch_size"] == bs:
+                r["speedup_vs_eager_fp32"] = eager_ms / r["ms_per_image"]
+    h, w = inputs[0].shape[1:]
+    result = {"model": name, "input": [h, w], "gflop_per_image": gflop, "fp32_matmul_peak_gflops": peak,
+              "threads": args.threads, "cores": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "date": dt.date.today().isoformat(), "runs": args.runs, "rows": rows}
+    write_results(result, args.tag)
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"### {result['model']} at {result['input'][0]}x{result['input'][1]} "
+             f"({result['gflop_per_image']:.1f} GFLOP/image; fp32 matmul peak {result['fp32_matmul_peak_gflops']:.0f} "
+             f"GFLOP/s on {result['threads']} threads; torch {result['torch']}; {result['date']})", "",
+             "| backend | batch | ms/image | images/s | vs eager fp32 | mask IoU vs eager | % of fp32 peak |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['backend']} | {r['batch_size']} | {r['ms_per_image']:.1f} | {r['images_per_s']:.2f} | "
+                     f"{r['speedup_vs_eager_fp32']:.2f}x | {r['mask_iou_vs_eager']:.4f} | "
+                     f"{100 * r['fraction_of_fp32_peak']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, tag: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{result['date']}-{tag}-{result['model']}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    md = to_markdown(result)
+    stem.with_suffix(".md").write_text(md)
+    backends = list(dict.fromkeys(r["backend"] for r in result["rows"]))
+    sizes = sorted({r["batch_size"] for r in result["rows"]})
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(sizes)
+    for i, bs in enumerate(sizes):
+        vals = [next((r["images_per_s"] for r in result["rows"] if r["backend"] == b and r["batch_size"] == bs), 0)
+                for b in backends]
+        ax.barh(np.arange(len(backends)) + i * width, vals, width, label=f"batch {bs}")
+    ax.set_yticks(np.arange(len(backends)) + width * (len(sizes) - 1) / 2, backends)
+    ax.invert_yaxis()
+    ax.set_xlabel("images / s (higher is better)")
+    ax.set_title(f"{result['model']} {result['input'][0]}x{result['input'][1]}, {result['threads']} CPU threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    print(md)
+    print(f"wrote {stem}.json/.md/.png")
+
+
+if __name__ == "__main__":
+    main()
