@@ -28,11 +28,13 @@ KIND_BY_SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2"}
 
 @dataclass
 class SessionOptions:
-    """threads: intra-op threads (0: all cores); graph_opt: ORT level; arena: CPU memory arena."""
+    """threads: intra-op threads (0: all cores); graph_opt: ORT level; arena: CPU memory arena;
+    spin: let idle ORT threads busy-wait (fastest alone; off yields the CPU to other work)."""
 
     threads: int = 0
     graph_opt: str = "all"
     arena: bool = True
+    spin: bool = True
 
 
 def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None,
@@ -150,6 +152,8 @@ class _OrtBackend:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[opts.graph_opt]
         so.enable_cpu_mem_arena = opts.arena
+        if not opts.spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         errors = []
         for name in candidates:

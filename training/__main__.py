@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--class-weights", help="'auto' (median frequency) or comma-separated weights")
     g.add_argument("--grad-clip", type=float, default=1.0)
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)")
     g.add_argument("--channels-last", action="store_true")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder for checkpoints, metrics.csv, curves.png")

@@ -162,7 +162,12 @@ def _train(args, d: Dist) -> dict:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.lr * 0.01)
     use_amp = d.cuda and not args.no_amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
+    if use_amp:
+        amp = lambda: torch.autocast("cuda", dtype=torch.float16)
+    elif args.bf16 and not d.cuda:  # CPUs with AVX512-BF16/AMX: ~2x faster convolutions
+        amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    else:
+        amp = nullcontext
 
     start_epoch, best = 1, -1.0
     if args.resume:
@@ -189,7 +194,7 @@ def _train(args, d: Dist) -> dict:
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{len(train_ds)} train / {len(val_ds)} val images, {num_classes} classes {layout.classes}, "
-              f"{d.world} process(es) on {d.device}, AMP {'on' if use_amp else 'off'}")
+              f"{d.world} process(es) on {d.device}, AMP {'fp16' if use_amp else 'bf16' if amp is not nullcontext else 'off'}")
     common = dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
                   input_size=size, ignore_index=D.IGNORE_INDEX, mask_values=layout.mask_map,
                   train_args=plain_args(args))
