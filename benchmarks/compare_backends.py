@@ -142,14 +142,32 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")
         quant = ("int8",) if args.int8 else ()
         run_export(ckpt, tmp / "export", formats=("onnx", "torchscript"), progress=log, quantize=quant,
-                   quantize_options=QuantizeOptions(calib_images=args.images, calib_count=args.calib_count,
+                   quantize_options=QuantizeOptions(calib_images=args.calib_images or args.images, calib_count=args.calib_count,
                                                     val_images=args.val_images, gate=args.int8_gate))
-        return model, tmp / "export", Manifest.load(tmp / "export"), inputs, name
+        manifest = Manifest.load(tmp / "export")
+        if "model.int8.onnx" in manifest.parity:
+            log(f"classic INT8 gate: {json.dumps({k: v for k, v in manifest.parity['model.int8.onnx'].items() if k != 'worst'})}")
+        return model, tmp / "export", manifest, inputs, name
     export_dir = Path(args.export)
     manifest = Manifest.load(export_dir)
     model = model_from_checkpoint(load_checkpoint(export_dir / "checkpoint.pt"))
+    if args.size_override:
+        manifest.input_size = [args.size_override, args.size_override]
     inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]
     return model, export_dir, manifest, inputs, export_dir.name
+
+
+def mask_agreement(backends: dict, inputs: list[np.ndarray], bs: int, num_classes: int) -> dict:
+    """Mask IoU agreement with eager fp32 over all inputs (each backend sees the same batches)."""
+    batches = [np.stack(inputs[i:i + bs]) for i in range(0, len(inputs), bs)]
+    reference = [backends["eager fp32"](b).argmax(1) for b in batches]
+    out = {}
+    for label, fn in backends.items():
+        cm = ConfusionMatrix(num_classes)
+        for b, ref in zip(batches, reference):
+            cm.update(fn(b).argmax(1), ref)
+        out[label] = cm.miou()
+    return out
 
 
 def main():
@@ -159,7 +177,9 @@ def main():
     p.add_argument("--images", type=Path, required=True, help="real images (inputs and calibration)")
     p.add_argument("--val-images", type=Path, help="held-out images for the INT8 gate (classic)")
     p.add_argument("--size", type=int, default=256, help="working size for --classic")
-    p.add_argument("--count", type=int, default=16, help="images used as inputs")
+    p.add_argument("--size-override", type=int, help="run an export at this square size instead of its own")
+    p.add_argument("--calib-images", type=Path, help="calibration images for --classic INT8 (default --images)")
+    p.add_argument("--count", type=int, default=100, help="images used as inputs (agreement over all of them)")
     p.add_argument("--calib-count", type=int, default=100)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--int8-gate", type=float, default=0.98)
@@ -179,22 +199,20 @@ def main():
     x1 = torch.from_numpy(inputs[0][None])
     gflop = model_gflops(model, x1)
     backends = build_backends(model, export_dir, torch.from_numpy(np.stack(inputs[: batch_sizes[0]])), args.threads, log)
+    agreement = mask_agreement(backends, inputs, max(batch_sizes), manifest.num_classes)
     rows = []
     for bs in batch_sizes:
         batches = [np.stack([inputs[(i + j) % len(inputs)] for j in range(bs)]) for i in range(0, len(inputs), bs)]
-        reference = [backends["eager fp32"](b) for b in batches]
         lat = {k: [] for k in backends}
-        for r in range(args.runs):  # interleaved: A B C A B C, so machine noise hits all
+        for r in range(args.runs):  # interleaved: A B C A B C, so machine noise hits all alike
             for label, fn in backends.items():
                 lat[label] += timed(fn, batches[r % len(batches)], 1, args.warmup if r == 0 else 0)
-        for label, fn in backends.items():
-            cm = ConfusionMatrix(manifest.num_classes)
-            for b, ref in zip(batches, reference):
-                cm.update(fn(b).argmax(1), ref.argmax(1))
+        for label in backends:
             ms = statistics.median(lat[label]) * 1000
             rows.append({"backend": label, "batch_size": bs, "ms_per_batch": ms, "ms_per_image": ms / bs,
-                         "images_per_s": 1000 * bs / ms, "mask_iou_vs_eager": cm.miou(),
-                         "gflops_achieved": gflop * bs / (ms / 1000), "fraction_of_fp32_peak": gflop * bs / (ms / 1000) / peak})
+                         "images_per_s": 1000 * bs / ms, "mask_iou_vs_eager": agreement[label],
+                         "gflops_achieved": gflop * bs / (ms / 1000),
+                         "fraction_of_fp32_peak": gflop * bs / (ms / 1000) / peak})
         eager_ms = next(r["ms_per_image"] for r in rows if r["backend"] == "eager fp32" and r["batch_size"] == bs)
         for r in rows:
             if r["batch_size"] == bs:

@@ -32,6 +32,7 @@ def main():
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU, as python -m training --bf16")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -48,7 +49,8 @@ def main():
     loss_fn = SegmentationLoss(1, 1, None, D.IGNORE_INDEX)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    step = lambda x, y: train_step(model, x, y, loss_fn, opt, scaler, nullcontext, 1.0)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else nullcontext
+    step = lambda x, y: train_step(model, x, y, loss_fn, opt, scaler, amp, 1.0)
     x0, y0 = next(iter(loader))
 
     def full_loop():
@@ -76,12 +78,12 @@ def main():
         full.append(full_loop())
     res = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "size": args.size, "base_channels": args.base_channels, "batch_size": args.batch_size,
-           "workers": args.workers, "model_only_img_s": statistics.median(bare),
+           "workers": args.workers, "bf16": args.bf16, "model_only_img_s": statistics.median(bare),
            "full_loop_img_s": statistics.median(full)}
     res["ratio"] = res["full_loop_img_s"] / res["model_only_img_s"]
     print(f"model-only {res['model_only_img_s']:.1f} img/s | full loop {res['full_loop_img_s']:.1f} img/s | "
           f"ratio {res['ratio']:.3f} (target >= 0.85)  [{args.size}px, base {args.base_channels}, "
-          f"batch {args.batch_size}, workers {args.workers}, threads {res['threads']}]")
+          f"batch {args.batch_size}, workers {args.workers}, threads {res['threads']}, bf16 {args.bf16}]")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
 

@@ -144,6 +144,9 @@ def provider_option(fn):
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
 @click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
 @click.option("--threads", type=int, default=0, help="inference threads (0: all cores)")
+@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX Runtime graph optimization level")
+@click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
 @click.option("--workers", type=int, default=2, show_default=True, help="decode threads")
 @click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
               help="refuse larger images (decompression-bomb guard); 0 disables")
@@ -154,7 +157,7 @@ def provider_option(fn):
 @click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
 @user_errors
 def predict(inputs, model, out, batch_size, provider, precision, kind, native, overlay, no_color, save_probs,
-            skip_existing, threads, workers, max_pixels, classes, mean, std, quiet, as_json):
+            skip_existing, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -168,8 +171,10 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
                           overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
                           max_pixels=max_pixels or None, progress=not quiet)
-    summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, threads=threads,
-                          opts=opts, classes=classes.split(",") if classes else None, mean=floats(mean),
+    from segrt.session import SessionOptions
+
+    summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
+                          session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena), classes=classes.split(",") if classes else None, mean=floats(mean),
                           std=floats(std))
     if as_json:
         click.echo(json.dumps(summary, indent=2))

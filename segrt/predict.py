@@ -237,7 +237,7 @@ def _progress(total: int, enabled: bool):
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str = "fp32",
                 kind: str | None = None, threads: int = 0, opts: PredictOptions | None = None, log=None,
-                **model_overrides) -> dict:
+                session_options=None, **model_overrides) -> dict:
     """Open the model (errors before any image is read), stream all inputs, write summary.json."""
     from segrt.session import SessionOptions
 
@@ -247,7 +247,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     if opts.batch_size < 1:
         raise SegrtError("--batch-size must be at least 1")
     session = Session(model, provider=provider, precision=precision, kind=kind,
-                      options=SessionOptions(threads=threads), **model_overrides)
+                      options=session_options or SessionOptions(threads=threads), **model_overrides)
     if session.auto_note:
         log(session.auto_note)
     if precision == "int8" and session.provider == "cuda":
