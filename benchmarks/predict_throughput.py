@@ -41,9 +41,10 @@ def bare_throughput(session: Session, tensors: list[np.ndarray], batch_size: int
     return len(tensors) / (time.perf_counter() - t0)
 
 
-def predict_throughput(images: Path, model: Path, batch_size: int, threads: int, workers: int) -> float:
+def predict_throughput(images: Path, model: Path, batch_size: int, threads: int, workers: int, spin: bool) -> float:
     with tempfile.TemporaryDirectory() as out:
-        s = run_predict([str(images)], model, provider="cpu", threads=threads, log=lambda m: None,
+        s = run_predict([str(images)], model, provider="cpu", log=lambda m: None,
+                        session_options=SessionOptions(threads=threads, spin=spin),
                         opts=PredictOptions(out=Path(out), batch_size=batch_size, workers=workers, progress=False))
     return s["images_per_s"]
 
@@ -70,6 +71,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--spin", action=argparse.BooleanOptionalAction, default=False,
+                   help="ORT thread spinning in predict's session (the bare session always spins)")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -87,10 +90,10 @@ def main():
         bare, e2e = [], []
         for _ in range(args.rounds):
             bare.append(bare_throughput(session, tensors, args.batch_size))
-            e2e.append(predict_throughput(subset, args.model, args.batch_size, args.threads, args.workers))
+            e2e.append(predict_throughput(subset, args.model, args.batch_size, args.threads, args.workers, args.spin))
     res = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": str(args.model),
            "input_size": m.input_size, "images": len(tensors), "batch_size": args.batch_size,
-           "threads": args.threads, "decode_workers": args.workers,
+           "threads": args.threads, "decode_workers": args.workers, "predict_spin": args.spin,
            "bare_session_img_s": statistics.median(bare), "predict_img_s": statistics.median(e2e),
            "rounds": {"bare": bare, "predict": e2e}}
     res["ratio"] = res["predict_img_s"] / res["bare_session_img_s"]

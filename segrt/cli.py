@@ -174,7 +174,8 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
     from segrt.session import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
-                          session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena), classes=classes.split(",") if classes else None, mean=floats(mean),
+                          session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
+                                                         spin=False), classes=classes.split(",") if classes else None, mean=floats(mean),
                           std=floats(std))
     if as_json:
         click.echo(json.dumps(summary, indent=2))

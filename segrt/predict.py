@@ -246,8 +246,9 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     opts.out = Path(opts.out)
     if opts.batch_size < 1:
         raise SegrtError("--batch-size must be at least 1")
+    # no busy-waiting: idle inference threads hand the cores to decoding and writing
     session = Session(model, provider=provider, precision=precision, kind=kind,
-                      options=session_options or SessionOptions(threads=threads), **model_overrides)
+                      options=session_options or SessionOptions(threads=threads, spin=False), **model_overrides)
     if session.auto_note:
         log(session.auto_note)
     if precision == "int8" and session.provider == "cuda":
@@ -255,8 +256,11 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
     check_no_overwrite(pairs, opts.out, opts)
+    from threadpoolctl import threadpool_limits
+
     t0 = time.perf_counter()
-    stats = Predictor(session, opts, log).run(pairs)
+    with threadpool_limits(1, "blas"):  # numpy's BLAS threads would fight the inference threads
+        stats = Predictor(session, opts, log).run(pairs)
     wall = time.perf_counter() - t0
     summary = {
         "model": str(model), "artifact": session.artifact.file, "kind": session.kind,
