@@ -2,7 +2,7 @@
 
 Same model, batch size and threads; measured alternately (A B A B) in one run.
 
-    python benchmarks/predict_throughput.py --model exported/pets-unet16 \
+    python benchmarks/predict_throughput.py --model exported/pets \
         --images ../shared/data/oxford_iiit_pet_subset/images
 """
 
@@ -64,7 +64,7 @@ def peak_rss_mb(images: list[Path], n: int, model: Path, threads: int, batch_siz
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", type=Path, default=Path("exported/pets-unet16"))
+    p.add_argument("--model", type=Path, default=Path("exported/pets"))
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--count", type=int, default=240, help="images for the throughput runs (>= 200)")
     p.add_argument("--batch-size", type=int, default=4)

@@ -1,6 +1,6 @@
 """README figure: photo | predicted overlay | ground-truth trimap, for a few example images.
 
-    python examples/make_figure.py --model exported/pets-unet16 --out examples/figure.png
+    python examples/make_figure.py --model exported/pets --out examples/figure.png
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", type=Path, default=HERE.parent / "exported" / "pets-unet16")
+    p.add_argument("--model", type=Path, default=HERE.parent / "exported" / "pets")
     p.add_argument("--images", type=Path, default=HERE / "images")
     p.add_argument("--masks", type=Path, default=HERE / "masks")
     p.add_argument("--count", type=int, default=4)

@@ -121,7 +121,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, 
     sys.exit(0 if report["passed"] else 1)
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets-unet16"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets"
 
 
 def provider_option(fn):

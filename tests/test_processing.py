@@ -58,3 +58,11 @@ def test_normalize_and_palette():
     assert x.shape == (3, 2, 2) and np.allclose(x, 1.0)
     pal = P.voc_palette()
     assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0]
+
+
+def test_dataset_quirks_decode():
+    gif = P.load_image(PETS / "images" / "Abyssinian_34.jpg")  # really a GIF (palette)
+    rgba = P.load_image(PETS / "images" / "Abyssinian_5.jpg")  # really a PNG with alpha
+    assert gif.shape == (202, 250, 3) and rgba.shape == (150, 200, 3)
+    assert gif.dtype == rgba.dtype == np.uint8 and gif.std() > 10 and rgba.std() > 10
+    assert P.load_image(PETS / "images" / "Abyssinian_34.jpg", channels=1).shape == (202, 250, 1)
