@@ -186,7 +186,8 @@ def main():
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--int8-gate", type=float, default=0.98)
     p.add_argument("--batch-sizes", default="1,8")
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per block")
+    p.add_argument("--rounds", type=int, default=2, help="times the sequence of blocks is repeated")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tag", default=platform.node() or "machine")
@@ -206,9 +207,14 @@ def main():
     for bs in batch_sizes:
         batches = [np.stack([inputs[(i + j) % len(inputs)] for j in range(bs)]) for i in range(0, len(inputs), bs)]
         lat = {k: [] for k in backends}
-        for r in range(args.runs):  # interleaved: A B C A B C, so machine noise hits all alike
+        # blocks of consecutive runs per backend (after a warm-up: the previous backend's threads may
+        # still be spinning), and the sequence of blocks repeated so machine noise hits all alike
+        for rnd in range(args.rounds):
             for label, fn in backends.items():
-                lat[label] += timed(fn, batches[r % len(batches)], 1, args.warmup if r == 0 else 0)
+                for _ in range(args.warmup):
+                    fn(batches[0])
+                for r in range(args.runs):
+                    lat[label] += timed(fn, batches[(rnd * args.runs + r) % len(batches)], 1, 0)
         for label in backends:
             ms = statistics.median(lat[label]) * 1000
             rows.append({"backend": label, "batch_size": bs, "ms_per_batch": ms, "ms_per_image": ms / bs,
@@ -222,7 +228,7 @@ def main():
     h, w = inputs[0].shape[1:]
     result = {"model": name, "input": [h, w], "gflop_per_image": gflop, "fp32_matmul_peak_gflops": peak,
               "threads": args.threads, "cores": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "date": dt.date.today().isoformat(), "runs": args.runs, "rows": rows}
+              "torch": torch.__version__, "date": dt.date.today().isoformat(), "runs": args.runs, "rounds": args.rounds, "rows": rows}
     write_results(result, args.tag)
 
 
