@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.session import Session, SessionOptions
+from segrt.session import Session, SessionOptions, torch_available
 
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "first_run_ms",
@@ -43,12 +43,7 @@ def peak_rss_mb() -> float:
 
 def runnable_artifacts(session_path: Path, manifest) -> list:
     """Every artifact that can run here: ONNX always, torch ones when torch imports."""
-    try:
-        import torch  # noqa: F401
-
-        has_torch = True
-    except ImportError:
-        has_torch = False
+    has_torch = torch_available()
     return [a for a in manifest.artifacts if a.kind == "onnx" or (has_torch and a.kind in ("torchscript", "pt2"))]
 
 

@@ -138,12 +138,10 @@ def evaluate(path: Path, reference: list[np.ndarray], batches: list[Batch], num_
 def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
     """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
     passed parity with eager at export)."""
+    from segrt.session import torch_available
+
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        ckpt = None
-    if ckpt is not None:
+    if ckpt is not None and torch_available():
         from segrt.checkpoint import load_checkpoint, model_from_checkpoint
         from segrt.parity import eager_logits
 

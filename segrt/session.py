@@ -122,6 +122,16 @@ class Session:
         return f"{self.path.name} ({self.kind} {self.artifact.precision}) on {self.provider}"
 
 
+def torch_available() -> bool:
+    """Is torch installed (and not blocked)? Checked without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ValueError, ImportError):  # e.g. sys.modules["torch"] = None
+        return False
+
+
 def available_ort_providers() -> list[str]:
     import onnxruntime as ort
 

@@ -33,3 +33,16 @@ def test_bench_markdown_and_unavailable_provider(exported):
     assert res.exit_code == 0 and res.output.count("| model.onnx |") == 1
     res = CliRunner().invoke(main, ["bench", str(exported), "--provider", "cuda"])
     assert res.exit_code == 2 and "provider 'cuda'" in res.output and "available: cpu" in res.output
+
+
+def test_bench_onnx_never_imports_torch(exported):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from segrt.bench import run_bench\n"
+            f"r = run_bench({str(exported)!r}, provider='cpu', batch_sizes=[1], sizes=[64], warmup=0, runs=1)\n"
+            "print(sorted({row['artifact'] for row in r['rows']}))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "['model.onnx']"

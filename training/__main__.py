@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--val-masks", help="separate validation mask folder")
     g.add_argument("--skip-bad", action="store_true", help="skip and count unusable files instead of stopping")
     g.add_argument("--size", type=int, default=128, help="training crop size (square)")
+    g.add_argument("--crop-scale", type=float, default=0.25, help="smallest random crop, as a fraction of the image area")
     g.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 2)),
                    help="DataLoader worker processes (default: cores - 2, at most 4; 0 on 2 cores, where "
                         "in-process augmentation is faster)")

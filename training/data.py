@@ -132,12 +132,12 @@ def load_all(pairs, layout: Layout, skip_bad: bool, desc: str, show: bool = True
     return loaded, problems
 
 
-def train_transform(size: tuple[int, int], mean, std, channels: int = 3) -> v2.Compose:
+def train_transform(size: tuple[int, int], mean, std, channels: int = 3, crop_scale: float = 0.25) -> v2.Compose:
     """Geometric transforms move image and mask together (mask: nearest, ignore fill);
     photometric ones touch the image only."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
+        v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.RandomAffine(degrees=15, scale=(0.9, 1.1), fill=fill)], p=0.3),
         v2.ColorJitter(0.3, 0.3, 0.3 if channels == 3 else 0, 0.05 if channels == 3 else 0),

@@ -184,7 +184,7 @@ def _train(args, d: Dist) -> dict:
     if d.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.cuda else None)
 
-    train_ds = D.TrainDataset(train_samples, D.train_transform(size, layout.mean, layout.std, layout.channels))
+    train_ds = D.TrainDataset(train_samples, D.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
     val_ds = D.EvalDataset(val_samples, size, layout.mean, layout.std)
     train_loader = make_loader(train_ds, args.batch_size, True, args.workers, d, args.seed, drop_last=True)
     val_loader = make_loader(val_ds, args.batch_size, False, 0, d, args.seed, drop_last=False)
