@@ -167,7 +167,7 @@ class Predictor:
         window = max(2 * opts.batch_size, opts.workers * 2)  # bounded: memory does not grow with inputs
         with ThreadPoolExecutor(opts.workers, "segrt-decode") as decoders, \
                 ThreadPoolExecutor(1, "segrt-write") as writers:
-            pending: collections.deque[Future] = collections.deque()
+            pending: collections.deque[tuple[Job, Future]] = collections.deque()
             writes: collections.deque[tuple[Job, Future]] = collections.deque()
             batch: list[Job] = []
 
@@ -184,6 +184,9 @@ class Predictor:
                         stats.ok += 1
                     except OSError as exc:
                         fail(job, f"{job.path}: cannot write outputs ({exc.strerror or exc})")
+                        continue
+                    except Exception as exc:  # e.g. the overlay's re-decode: this image fails, not the run
+                        fail(job, str(exc) if isinstance(exc, ImageError) else f"{job.path}: {type(exc).__name__}: {exc}")
                         continue
                     bar.update(1)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import PETS, ROOT
 from segrt import processing as P
-from segrt.errors import ProviderError, SegrtError
+from segrt.errors import ImageError, ProviderError, SegrtError
 from segrt.predict import PredictOptions, run_predict
 from segrt.session import Session
 
@@ -261,3 +261,19 @@ def test_predict_never_imports_torch(exported, folder, tmp_path):
     res = subprocess.run([sys.executable, "-c", code.replace("'--quiet'", "'--quiet', '--kind', 'torchscript'")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode != 0 and "needs torch" in res.stderr
+
+
+def test_write_failure_fails_one_image_not_the_run(exported, folder, tmp_path, monkeypatch):
+    import segrt.predict as PR
+
+    real = PR.Predictor.write
+
+    def flaky(self, job, logits):
+        if job.path.name == "Bengal_133.jpg":
+            raise ImageError(f"{job.path}: corrupt or truncated image data (simulated)")
+        return real(self, job, logits)
+
+    monkeypatch.setattr(PR.Predictor, "write", flaky)
+    summary, logs = predict([folder], exported, tmp_path / "o")
+    assert summary["written"] == 2 and summary["failed"] == 1
+    assert logs == [f"error: {folder / 'cats' / 'Bengal_133.jpg'}: corrupt or truncated image data (simulated)"]
