@@ -61,6 +61,13 @@ def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[np.ndarr
     return arrays
 
 
+def _batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
+    """Validation images read like predict, in batches of ``batch_size``."""
+    arrays = _read_set(paths, manifest, "validation")
+    return [Batch(f"val {i}", np.stack(arrays[i:i + batch_size]), [p.name for p in paths[i:i + batch_size]])
+            for i in range(0, len(arrays), batch_size)]
+
+
 def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
     """-> (calibration inputs, held-out validation batches); validation never overlaps calibration."""
     folder = opts.calib_images
@@ -95,10 +102,7 @@ def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[n
         for p in val_paths:
             batches += image_inputs(manifest, p, opts.val_masks, opts.batch_size)
     else:
-        arrays = _read_set(val_paths, manifest, "validation")
-        batches = [Batch(f"val {i}", np.stack(arrays[i:i + opts.batch_size]),
-                         [p.name for p in val_paths[i:i + opts.batch_size]])
-                   for i in range(0, len(arrays), opts.batch_size)]
+        batches = _batches(val_paths, manifest, opts.batch_size)
     log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
     return calib, batches
 
@@ -256,9 +260,7 @@ def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         paths = list_images(opts.val_images or opts.calib_images)
         if not paths:
             raise SegrtError(f"{opts.val_images or opts.calib_images}: no images found")
-        arrays = _read_set(paths, manifest, "validation")
-        batches = [Batch(f"val {i}", np.stack(arrays[i:i + opts.batch_size]), [p.name for p in paths[i:i + opts.batch_size]])
-                   for i in range(0, len(arrays), opts.batch_size)]
+        batches = _batches(paths, manifest, opts.batch_size)
     else:
         from segrt.parity import random_inputs
 
