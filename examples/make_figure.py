@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from segrt import masks as M
 from segrt import processing as P
 from segrt.parity import truth_lut
 from segrt.session import Session
@@ -38,10 +39,10 @@ def main():
     for row, path in zip(np.atleast_2d(axes), paths):
         image = P.load_image(path)
         x, geo = P.read_model_input(path, m)
-        pred = P.to_mask(session.run(x[None])[0], geo)
+        pred = M.to_mask(session.run(x[None])[0], geo)
         truth = lut[P.load_mask(args.masks / f"{path.stem}.png")]
         truth = np.where(truth == 255, 0, truth).astype(np.uint8)
-        for ax, img, title in zip(row, (image, P.overlay(image, pred), P.overlay(image, truth)),
+        for ax, img, title in zip(row, (image, M.overlay(image, pred), M.overlay(image, truth)),
                                   (path.name, "predicted (segrt predict)", "ground truth (trimap)")):
             ax.imshow(img)
             ax.set_title(title, fontsize=9)

@@ -16,7 +16,8 @@ import numpy as np
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
-from segrt.processing import Geometry, list_images, load_mask, read_model_input, to_mask
+from segrt.masks import to_mask
+from segrt.processing import Geometry, list_images, load_mask, read_model_input
 
 RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate

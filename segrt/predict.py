@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
@@ -138,20 +139,20 @@ class Predictor:
 
     def write(self, job: Job, logits: np.ndarray) -> float:
         t0 = time.perf_counter()
-        full = P.restore_logits(logits, job.geometry)
-        mask = P.argmax_channels(full)
+        mask = M.to_mask(logits, job.geometry)
         paths = output_paths(self.opts.out, job.rel, self.opts)
         paths["mask"].parent.mkdir(parents=True, exist_ok=True)
-        save_png(Image.fromarray(mask, "L"), paths["mask"])
+        grey_png, color_png = M.encode_mask_pngs(mask)
+        write_bytes_atomic(paths["mask"], grey_png)
         if "color" in paths:
-            save_png(P.color_mask_image(mask), paths["color"])
+            write_bytes_atomic(paths["color"], color_png)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
             image = P.load_image(job.path, 3, self.opts.max_pixels)
             with atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(P.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
+                Image.fromarray(M.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
-                np.save(f, P.softmax(full).astype(np.float16))
+                np.save(f, M.softmax(M.restore_logits(logits, job.geometry)).astype(np.float16))
         return time.perf_counter() - t0
 
     # -- pipeline --------------------------------------------------------------------------
@@ -225,11 +226,6 @@ class Predictor:
             drain_writes(limit=0)
         bar.close()
         return stats
-
-
-def save_png(img: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        img.save(tmp, "PNG", compress_level=1)
 
 
 def _progress(total: int, enabled: bool):

@@ -164,11 +164,15 @@ def prepare(
 
 
 def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """HWC uint8 -> CHW float32, (x/255 - mean) / std per channel."""
-    mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
-    scale = (1.0 / (255.0 * np.asarray(std, np.float32))).reshape(-1, 1, 1)
-    x = image.transpose(2, 0, 1).astype(np.float32)
-    return (x * scale - mean / np.asarray(std, np.float32).reshape(-1, 1, 1)).astype(np.float32)
+    """HWC uint8 -> CHW float32, (x/255 - mean) / std per channel (a 256-entry table per channel)."""
+    lut = _normalize_table(tuple(map(float, mean)), tuple(map(float, std)))
+    return np.stack([lut[c][image[:, :, c]] for c in range(image.shape[2])])
+
+
+@functools.lru_cache(maxsize=8)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    return ((levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None])
 
 
 def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -182,80 +186,6 @@ def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HW uint8 -> HW uint8 at size (h, w), nearest neighbour."""
     return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-
-
-def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """CHW float32 logits of the model input -> CHW float32 at the original image size."""
-    h, w = geometry.original_hw
-    if geometry.padded:
-        return logits[:, :h, :w]
-    if logits.shape[1:] == (h, w):
-        return logits
-    ry, rx = resize_weights(logits.shape[1], h), resize_weights(logits.shape[2], w)
-    return np.matmul(np.matmul(ry, logits), rx.T)  # (C, h, w) -> (C, H, w) -> (C, H, W)
-
-
-@functools.lru_cache(maxsize=64)
-def resize_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) float32 matrix of Pillow's BILINEAR filter (triangle; antialiased when shrinking)."""
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    centers = (np.arange(n_out) + 0.5) * scale
-    taps = np.arange(n_in) + 0.5
-    w = np.clip(1.0 - np.abs(taps[None, :] - centers[:, None]) / support, 0.0, None)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def argmax_channels(logits: np.ndarray) -> np.ndarray:
-    """CHW -> HW uint8 index of the largest channel (first wins ties), faster than argmax(axis=0)."""
-    best, idx = logits[0].copy(), np.zeros(logits.shape[1:], np.uint8)
-    for c in range(1, logits.shape[0]):
-        better = logits[c] > best
-        idx[better] = c
-        np.maximum(best, logits[c], out=best)
-    return idx
-
-
-def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax)."""
-    return argmax_channels(restore_logits(logits, geometry))
-
-
-def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
-    z = logits - logits.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The Pascal VOC colour map: (n, 3) uint8; class 0 black, 1 dark red, 2 green, ..."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
-
-
-def color_mask_image(mask: np.ndarray) -> Image.Image:
-    """HW uint8 class ids -> palette ('P') image whose pixel values are still the class ids."""
-    img = Image.fromarray(mask, "P")
-    img.putpalette(voc_palette().reshape(-1).tolist())
-    return img
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0) -> np.ndarray:
-    """Blend palette colours over an HWC uint8 RGB image; ``skip_class`` pixels are left as they are."""
-    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-    colors = voc_palette()[mask].astype(np.float32)
-    out = rgb.astype(np.float32) * (1 - alpha) + colors * alpha
-    if skip_class is not None:
-        out[mask == skip_class] = rgb[mask == skip_class]
-    return out.astype(np.uint8)
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:

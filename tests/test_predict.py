@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from conftest import PETS, ROOT
+from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, ProviderError, SegrtError
 from segrt.predict import PredictOptions, run_predict
@@ -52,7 +53,7 @@ def test_masks_are_class_ids_at_original_size(exported, folder, tmp_path):
     mask = np.array(Image.open(out / "cats" / "Abyssinian_11.png"))
     assert mask.shape == image.shape[:2]
     x, geo = P.read_model_input(src, sess.manifest)
-    expected = P.to_mask(sess.run(x[None])[0], geo)
+    expected = M.to_mask(sess.run(x[None])[0], geo)
     assert (mask == expected).all()
     color = Image.open(out / "cats" / "Abyssinian_11.color.png")
     assert color.mode == "P" and (np.array(color) == mask).all()

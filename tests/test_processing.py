@@ -3,26 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import PETS
+from segrt import masks as M
 from segrt import processing as P
 from segrt.manifest import Manifest
-
-
-@pytest.mark.parametrize("src,dst", [((16, 24), (50, 37)), ((64, 64), (375, 500)), ((64, 64), (20, 30))])
-def test_restore_logits_matches_pillow_bilinear(src, dst):
-    logits = np.random.default_rng(0).standard_normal((3, *src)).astype(np.float32)
-    got = P.restore_logits(logits, P.Geometry(dst, src, False))
-    ref = np.stack([np.asarray(Image.fromarray(c, "F").resize(dst[::-1], Image.BILINEAR)) for c in logits])
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-
-
-def test_padded_restore_crops():
-    logits = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
-    assert P.restore_logits(logits, P.Geometry((5, 7), (8, 8), True)).shape == (2, 5, 7)
-
-
-def test_argmax_channels_equals_numpy():
-    x = np.random.default_rng(1).standard_normal((5, 33, 17)).astype(np.float32)
-    assert (P.argmax_channels(x) == x.argmax(0)).all()
 
 
 def test_draft_decode_covers_size_and_keeps_original(tmp_path):
@@ -56,7 +39,7 @@ def test_normalize_and_palette():
     img = np.full((2, 2, 3), 255, np.uint8)
     x = P.normalize(img, [0.5] * 3, [0.5] * 3)
     assert x.shape == (3, 2, 2) and np.allclose(x, 1.0)
-    pal = P.voc_palette()
+    pal = M.voc_palette()
     assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0]
 
 
