@@ -20,6 +20,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.fsutil import atomic_path
+from segrt.graph import convtranspose_to_depth_to_space
 from segrt.manifest import Artifact, Manifest
 from segrt.parity import DEFAULT_IOU_GATES, Batch, compare
 from segrt.processing import list_images, read_model_input
@@ -184,8 +185,10 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
               "percentile": CalibrationMethod.Percentile}[opts.calib_method]
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
         tmp = Path(tmp)
-        pre, cache = tmp / "pre.onnx", tmp / "calibration.json"
-        quant_pre_process(str(fp32), str(pre), auto_merge=True)  # dynamic H/W needs auto_merge
+        pre, cache, rewritten = tmp / "pre.onnx", tmp / "calibration.json", tmp / "rewritten.onnx"
+        model, n_rewritten = convtranspose_to_depth_to_space(onnx.load(str(fp32)))
+        onnx.save(model, str(rewritten))
+        quant_pre_process(str(rewritten), str(pre), auto_merge=True)  # dynamic H/W needs auto_merge
         candidates = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE_OPS]
 
         def build(excluded: list[str], name: str) -> GateResult:
@@ -235,6 +238,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
                    opset=fp32_opset(fp32), extra={
                        "calibration": {"method": opts.calib_method, "count": len(calib)},
                        "activations": "uint8", "weights": "int8 per-channel",
+                       "rewrites": {"ConvTranspose -> Conv 1x1 + DepthToSpace": n_rewritten},
                        "excluded_nodes": best.excluded, "quantizable_nodes": len(candidates), "search": search,
                        "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": full.ms_per_image,
                                         "int8": best.ms_per_image}})

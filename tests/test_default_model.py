@@ -17,9 +17,9 @@ from segrt.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"
 EXAMPLES = ROOT / "examples"
-# measured mIoU on these 8 val-split images: 0.6462 (background 0.858, pet 0.714, border 0.367);
+# measured mIoU on these 8 val-split images: 0.6695 (background 0.868, pet 0.738, border 0.402);
 # the floor is that minus 0.05, rounded down
-MIOU_FLOOR = 0.59
+MIOU_FLOOR = 0.61
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_bundled_model_is_intact():
     m = Manifest.load(MODEL)
     m.verify(MODEL)
     assert m.classes == ["background", "pet", "border"] and m.artifact("onnx", "fp32")
-    assert sum(p.stat().st_size for p in MODEL.iterdir()) < 20e6
+    assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) < 45e6
 
 
 def test_demo_command_predicts_examples_above_floor(tmp_path):
