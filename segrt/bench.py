@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.session import Session, SessionOptions, torch_available
+from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "first_run_ms",
@@ -117,7 +117,7 @@ def machine_info(threads: int = 0) -> dict:
     import onnxruntime
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "threads": threads or os.cpu_count(), "python": platform.python_version(),
+            "cores": os.cpu_count(), "threads": threads or usable_cores(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__}
 
 

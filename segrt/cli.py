@@ -147,7 +147,7 @@ def provider_option(fn):
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
               show_default=True, help="ONNX Runtime graph optimization level")
 @click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
-@click.option("--workers", type=int, default=2, show_default=True, help="decode threads")
+@click.option("--workers", type=int, default=0, help="decode threads (0: half the cores, at least 1)")
 @click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
               help="refuse larger images (decompression-bomb guard); 0 disables")
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")

@@ -23,7 +23,7 @@ from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.session import Session
+from segrt.session import Session, usable_cores
 
 SUMMARY = "summary.json"
 
@@ -37,7 +37,7 @@ class PredictOptions:
     overlay: bool = False
     save_probs: bool = False
     skip_existing: bool = False
-    workers: int = 2  # decode threads
+    workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
     max_pixels: int | None = P.DEFAULT_MAX_PIXELS
     progress: bool = True
 
@@ -165,8 +165,9 @@ class Predictor:
                 continue
             jobs.append(Job(path, rel))
         bar = _progress(len(jobs), opts.progress)
-        window = max(2 * opts.batch_size, opts.workers * 2)  # bounded: memory does not grow with inputs
-        with ThreadPoolExecutor(opts.workers, "segrt-decode") as decoders, \
+        workers = opts.workers or max(1, usable_cores() // 2)
+        window = max(2 * opts.batch_size, workers * 2)  # bounded: memory does not grow with inputs
+        with ThreadPoolExecutor(workers, "segrt-decode") as decoders, \
                 ThreadPoolExecutor(1, "segrt-write") as writers:
             pending: collections.deque[tuple[Job, Future]] = collections.deque()
             writes: collections.deque[tuple[Job, Future]] = collections.deque()

@@ -122,6 +122,13 @@ class Session:
         return f"{self.path.name} ({self.kind} {self.artifact.precision}) on {self.provider}"
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def torch_available() -> bool:
     """Is torch installed (and not blocked)? Checked without importing it."""
     import importlib.util
@@ -156,7 +163,9 @@ class _OrtBackend:
         else:
             candidates = [provider]
         so = ort.SessionOptions()
-        so.intra_op_num_threads = opts.threads
+        # an explicit count: ORT's own default (0) pins its threads to cores, which is slower when
+        # anything else runs (measured: INT8 256x256 batch 1, 34.5 vs 28.9 ms on 2 cores)
+        so.intra_op_num_threads = opts.threads or usable_cores()
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
