@@ -27,8 +27,7 @@ def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     h, w = geometry.original_hw
     if not geometry.padded and h >= diffs.shape[1] and w >= diffs.shape[2] and (h, w) != diffs.shape[1:]:
         return _enlarged_mask(diffs, (h, w))
-    full = restore_logits(diffs, geometry)
-    return _argmax(full)
+    return _argmax(restore_logits(diffs, geometry))[0]
 
 
 def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -47,14 +46,15 @@ def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
 
 
-def _argmax(diffs: np.ndarray) -> np.ndarray:
-    """(C-1, ...) differences to class 0 -> uint8 class index per pixel (first wins ties)."""
+def _argmax(diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C-1, ...) differences to class 0 -> (uint8 class index per pixel (first wins ties), the
+    winning value: max(0, diffs))."""
     best = np.zeros(diffs.shape[1:], np.float32)
     idx = np.zeros(diffs.shape[1:], np.uint8)
     for c, plane in enumerate(diffs, start=1):
         idx[plane > best] = c
         np.maximum(best, plane, out=best)
-    return idx
+    return idx, best
 
 
 def _enlarged_mask(diffs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -63,8 +63,8 @@ def _enlarged_mask(diffs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     other pixels (a few % along boundaries) are interpolated."""
     _, h, w = diffs.shape
     H, W = size
-    cls = _argmax(diffs).view(np.int8)
-    best = np.maximum(diffs.max(axis=0), 0)
+    cls, best = _argmax(diffs)
+    cls = cls.view(np.int8)
     ties = (best == 0).astype(np.int8) + (diffs == best).sum(axis=0, dtype=np.int8)
     cls[ties > 1] = -1
     p = np.pad(cls, ((0, 1), (0, 1)), mode="edge")  # cell (i, j) = inputs {i, i+1} x {j, j+1}
@@ -81,7 +81,7 @@ def _enlarged_mask(diffs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     flat = diffs.reshape(len(diffs), -1)
     mixed = ((flat.take(r0 + c0, 1) * b0 + flat.take(r0 + c1, 1) * b1) * a0
              + (flat.take(r1 + c0, 1) * b0 + flat.take(r1 + c1, 1) * b1) * a1)
-    full[todo] = _argmax(mixed).view(np.int8)
+    full[todo] = _argmax(mixed)[0].view(np.int8)
     return full.view(np.uint8).reshape(H, W)
 
 
@@ -131,9 +131,7 @@ def encode_mask_pngs(mask: np.ndarray) -> tuple[bytes, bytes]:
     Encoded once: the two files share their pixel data (IDAT) and differ only in the header's
     colour type and the palette chunk.
     """
-    buf = io.BytesIO()
-    color_mask_image(mask).save(buf, "PNG", compress_level=1, compress_type=zlib.Z_RLE)  # fast, small for masks
-    color = buf.getvalue()
+    color = _png(color_mask_image(mask))
     chunks, pos = [color[:8]], 8
     while pos < len(color):
         (length,) = struct.unpack(">I", color[pos:pos + 4])
@@ -141,14 +139,18 @@ def encode_mask_pngs(mask: np.ndarray) -> tuple[bytes, bytes]:
         pos += 12 + length
         if kind == b"IHDR":
             if data[8:10] != b"\x08\x03":  # not 8-bit palette: encode the greyscale file on its own
-                grey = io.BytesIO()
-                Image.fromarray(mask, "L").save(grey, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
-                return grey.getvalue(), color
+                return _png(Image.fromarray(mask, "L")), color
             data = data[:9] + b"\x00" + data[10:]  # colour type 3 (palette) -> 0 (greyscale)
         elif kind in (b"PLTE", b"tRNS"):
             continue
         chunks.append(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
     return b"".join(chunks), color
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1, compress_type=zlib.Z_RLE)  # fast, and small for masks
+    return buf.getvalue()
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0) -> np.ndarray:
