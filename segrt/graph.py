@@ -1,8 +1,17 @@
-"""ONNX graph rewrites that keep the math and help ONNX Runtime's INT8 kernels."""
+"""ONNX graph rewrites that keep the math and help ONNX Runtime's INT8 kernels.
+
+ORT runs INT8 convolutions channels-last (NHWC) and inserts layout Transposes around any op it can
+not run that way. Both rewrites below are written channels-last on purpose, so that ORT's transpose
+optimizer cancels those Transposes against the ones spelled out here.
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
+
+PROBE = 1024  # input size for shape inference when measuring each node's scale
 
 
 def _attrs(node) -> dict:
@@ -11,46 +20,147 @@ def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def convtranspose_to_depth_to_space(model):
-    """Rewrite each ConvTranspose whose kernel equals its stride (the U-Net's 2x2/2 upsampling) as a
-    1x1 Conv to C*k*k channels + DepthToSpace (CRD): the same function, but ONNX Runtime has no INT8
-    ConvTranspose, while Conv and DepthToSpace run in INT8. Returns (model, rewritten count)."""
+def _plain_upsample(node, inits) -> int | None:
+    """k when ``node`` is a ConvTranspose with kernel == stride == k, no pads/groups/dilation."""
+    from onnx import numpy_helper
+
+    if node.op_type != "ConvTranspose" or node.input[1] not in inits:
+        return None
+    a = _attrs(node)
+    k = list(a.get("kernel_shape") or numpy_helper.to_array(inits[node.input[1]]).shape[2:])
+    plain = (len(k) == 2 and k[0] == k[1] and list(a.get("strides", [1, 1])) == k and a.get("group", 1) == 1
+             and not any(a.get("pads", [])) and not any(a.get("output_padding", []))
+             and set(a.get("dilations", [1])) == {1} and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+             and "output_shape" not in a and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits))
+    return int(k[0]) if plain else None
+
+
+def _output_scales(model, tensors: set[str]) -> dict[str, Fraction]:
+    """Spatial size of each tensor relative to the graph input (the same for H and W), from ONNX
+    shape inference at a fixed input size; tensors it cannot resolve are left out."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    dims = probe.graph.input[0].type.tensor_type.shape.dim
+    for i, d in enumerate(dims):
+        d.Clear()
+        d.dim_value = PROBE if i >= 2 else 1
+    del probe.graph.value_info[:]
+    for o in probe.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    try:
+        probe = onnx.shape_inference.infer_shapes(probe, strict_mode=True)
+    except Exception:  # noqa: BLE001 - no scales, so no rewrite
+        return {}
+    out = {}
+    for v in [*probe.graph.value_info, *probe.graph.output]:
+        d = [x.dim_value for x in v.type.tensor_type.shape.dim]
+        if v.name in tensors and len(d) == 4 and d[2] and d[2] == d[3]:
+            out[v.name] = Fraction(d[2], PROBE)
+    return out
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def convtranspose_to_pixel_shuffle(model):
+    """Rewrite each ConvTranspose with kernel == stride == k (the U-Net's 2x2/2 upsampling) as a 1x1
+    Conv to k*k*C channels followed by a channels-last pixel shuffle (Reshape, one Transpose that moves
+    a single axis, Reshape). The same function; ORT has no INT8 ConvTranspose, and its DepthToSpace
+    only runs channels-first (slow on uint8, with layout Transposes around it). The output size comes
+    from the graph input's size (Shape -> Mul/Div), so batch, height and width stay dynamic.
+    Returns (model, rewritten count)."""
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
+    ks = {n.output[0]: _plain_upsample(n, inits) for n in model.graph.node if _plain_upsample(n, inits)}
+    scales = _output_scales(model, set(ks)) if _opset(model) >= 15 else {}
+    image = model.graph.input[0].name
     nodes, count = [], 0
+
+    def const(name, value):
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
     for node in model.graph.node:
-        a = _attrs(node)
-        k = a.get("kernel_shape") or (list(numpy_helper.to_array(inits[node.input[1]]).shape[2:])
-                                      if node.op_type == "ConvTranspose" and node.input[1] in inits else None)
-        plain = (node.op_type == "ConvTranspose" and node.input[1] in inits and k is not None and len(set(k)) == 1
-                 and list(a.get("strides", [1, 1])) == list(k) and a.get("group", 1) == 1
-                 and not any(a.get("pads", [])) and not any(a.get("output_padding", []))
-                 and set(a.get("dilations", [1])) == {1} and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                 and "output_shape" not in a and (len(node.input) < 3 or node.input[2] in inits))
-        if not plain:
+        scale = scales.get(node.output[0])
+        if scale is None:
             nodes.append(node)
             continue
-        kk = int(k[0])
+        k, p = ks[node.output[0]], f"{node.name or node.output[0]}_ps"
         w = numpy_helper.to_array(inits[node.input[1]])  # (C_in, C_out, k, k)
-        c_in, c_out = w.shape[:2]
-        conv_w = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(c_out * kk * kk, c_in, 1, 1))
-        base = node.name or node.output[0]
-        inputs = [node.input[0], f"{base}_s2d_w"]
-        model.graph.initializer.append(numpy_helper.from_array(conv_w, inputs[1]))
+        c_out = w.shape[1]
+        inputs = [node.input[0], const(f"{p}_w", np.ascontiguousarray(
+            w.transpose(2, 3, 1, 0).reshape(k * k * c_out, w.shape[0], 1, 1)))]  # channels ordered (dy, dx, c)
         if len(node.input) > 2 and node.input[2]:
-            bias = np.repeat(numpy_helper.to_array(inits[node.input[2]]), kk * kk)
-            inputs.append(f"{base}_s2d_b")
-            model.graph.initializer.append(numpy_helper.from_array(bias, inputs[2]))
-        mid = f"{base}_s2d_out"
-        nodes.append(helper.make_node("Conv", inputs, [mid], name=f"{base}_conv1x1", kernel_shape=[1, 1]))
-        nodes.append(helper.make_node("DepthToSpace", [mid], list(node.output), name=f"{base}_d2s",
-                                      blocksize=kk, mode="CRD"))
+            inputs.append(const(f"{p}_b", np.tile(numpy_helper.to_array(inits[node.input[2]]), k * k)))
+        size = [helper.make_node("Shape", [image], [f"{p}_in_hw"], name=f"{p}_in_hw", start=2, end=4)]
+        hw = f"{p}_in_hw"
+        if scale.numerator != 1:
+            size.append(helper.make_node("Mul", [hw, const(f"{p}_num", np.array(scale.numerator, np.int64))],
+                                         [f"{p}_hw_mul"], name=f"{p}_hw_mul"))
+            hw = f"{p}_hw_mul"
+        if scale.denominator != 1:
+            size.append(helper.make_node("Div", [hw, const(f"{p}_den", np.array(scale.denominator, np.int64))],
+                                         [f"{p}_hw"], name=f"{p}_hw"))
+            hw = f"{p}_hw"
+        nodes += size + [
+            helper.make_node("Concat", [const(f"{p}_n", np.array([0], np.int64)), hw,
+                                        const(f"{p}_c", np.array([c_out], np.int64))], [f"{p}_shape"],
+                             name=f"{p}_shape", axis=0),
+            helper.make_node("Conv", inputs, [f"{p}_conv"], name=f"{p}_conv", kernel_shape=[1, 1]),
+            helper.make_node("Transpose", [f"{p}_conv"], [f"{p}_nhwc"], name=f"{p}_nhwc", perm=[0, 2, 3, 1]),
+            # (N, H, W, dy, dx*C) -> (N, H, dy, W, dx*C) is (N, kH, kW, C) in memory
+            helper.make_node("Reshape", [f"{p}_nhwc", const(f"{p}_rows", np.array([0, 0, 0, k, k * c_out], np.int64))],
+                             [f"{p}_rows_out"], name=f"{p}_rows"),
+            helper.make_node("Transpose", [f"{p}_rows_out"], [f"{p}_interleave"], name=f"{p}_interleave",
+                             perm=[0, 1, 3, 2, 4]),
+            helper.make_node("Reshape", [f"{p}_interleave", f"{p}_shape"], [f"{p}_merged"], name=f"{p}_merge"),
+            helper.make_node("Transpose", [f"{p}_merged"], list(node.output), name=f"{p}_nchw", perm=[0, 3, 1, 2])]
         count += 1
+    _replace_nodes(model, nodes)
+    return model, count
+
+
+def head_to_matmul(model):
+    """Rewrite a 1x1 Conv that produces a graph output (the segmentation head) as a channels-last
+    MatMul + bias. Quantized with its output left in float (ORT fuses it to MatMulIntegerToFloat),
+    the logits keep full precision, while the Conv would either quantize the logits to 8 bits or run
+    in fp32. Returns (model, names of the nodes after the MatMul, which must stay float); ([]) when
+    there is no such head."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    nodes, tail = [], []
+    for node in model.graph.node:
+        a = _attrs(node)
+        w = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Conv" and node.input[1] in inits else None
+        if (w is None or tail or node.output[0] not in outputs or w.shape[2:] != (1, 1) or a.get("group", 1) != 1
+                or set(a.get("strides", [1])) != {1} or any(a.get("pads", [])) or len(node.input) < 3
+                or node.input[2] not in inits):
+            nodes.append(node)
+            continue
+        p = f"{node.name or node.output[0]}_mm"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.ascontiguousarray(w[:, :, 0, 0].T), f"{p}_w"),
+            numpy_helper.from_array(numpy_helper.to_array(inits[node.input[2]]).reshape(-1, 1, 1), f"{p}_b")])
+        tail = [f"{p}_nchw", f"{p}_bias"]
+        nodes += [helper.make_node("Transpose", [node.input[0]], [f"{p}_nhwc"], name=f"{p}_nhwc", perm=[0, 2, 3, 1]),
+                  helper.make_node("MatMul", [f"{p}_nhwc", f"{p}_w"], [f"{p}_out"], name=p),
+                  helper.make_node("Transpose", [f"{p}_out"], [f"{p}_nchw"], name=tail[0], perm=[0, 3, 1, 2]),
+                  helper.make_node("Add", [f"{p}_nchw", f"{p}_b"], list(node.output), name=tail[1])]
+    _replace_nodes(model, nodes)
+    return model, tail
+
+
+def _replace_nodes(model, nodes) -> None:
+    """Set the node list and drop initializers nothing uses any more."""
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {i for n in model.graph.node for i in n.input}
     keep = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
-    return model, count

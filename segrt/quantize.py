@@ -20,7 +20,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.fsutil import atomic_path
-from segrt.graph import convtranspose_to_depth_to_space
+from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
 from segrt.parity import DEFAULT_IOU_GATES, Batch, compare
 from segrt.processing import list_images, read_model_input
@@ -186,7 +186,8 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
         tmp = Path(tmp)
         pre, cache, rewritten = tmp / "pre.onnx", tmp / "calibration.json", tmp / "rewritten.onnx"
-        model, n_rewritten = convtranspose_to_depth_to_space(onnx.load(str(fp32)))
+        model, n_rewritten = convtranspose_to_pixel_shuffle(onnx.load(str(fp32)))
+        model, float_tail = head_to_matmul(model)
         onnx.save(model, str(rewritten))
         quant_pre_process(str(rewritten), str(pre), auto_merge=True)  # dynamic H/W needs auto_merge
         candidates = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE_OPS]
@@ -195,8 +196,9 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
             out = tmp / name
             quantize_static(str(pre), str(out), _Reader(calib, manifest.input_name) if not cache.exists() else None,
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=excluded,
-                            calibration_cache_path=str(cache))
+                            weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=excluded + float_tail, calibration_cache_path=str(cache),
+                            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if float_tail else {})
             r = evaluate(out, reference, batches, manifest.num_classes)
             r.excluded = list(excluded)
             return r
@@ -238,7 +240,8 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
                    opset=fp32_opset(fp32), extra={
                        "calibration": {"method": opts.calib_method, "count": len(calib)},
                        "activations": "uint8", "weights": "int8 per-channel",
-                       "rewrites": {"ConvTranspose -> Conv 1x1 + DepthToSpace": n_rewritten},
+                       "rewrites": {"ConvTranspose -> Conv 1x1 + pixel shuffle": n_rewritten,
+                                    "1x1 Conv head -> MatMul, float logits": int(bool(float_tail))},
                        "excluded_nodes": best.excluded, "quantizable_nodes": len(candidates), "search": search,
                        "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": full.ms_per_image,
                                         "int8": best.ms_per_image}})

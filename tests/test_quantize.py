@@ -39,7 +39,9 @@ def test_int8_runs_and_is_listed_with_gate_numbers(export_copy):
     model = onnx.load(str(export_copy / "model.int8.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)  # rewritten: INT8 end to end
-    assert art.extra["rewrites"] == {"ConvTranspose -> Conv 1x1 + DepthToSpace": 3}
+    assert art.extra["rewrites"] == {"ConvTranspose -> Conv 1x1 + pixel shuffle": 3, "1x1 Conv head -> MatMul, float logits": 1}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert producer["logits"].op_type == "Add" and producer[producer["logits"].input[0]].op_type == "Transpose"  # float logits
     assert json.loads({p.key: p.value for p in model.metadata_props}["segrt.classes"])[1] == "pet"
     s = Session(export_copy, precision="int8", provider="cpu")
     out = s.run(np.zeros((2, 3, 64, 96), np.float32))
