@@ -44,8 +44,9 @@ def _output_scales(model, tensors: set[str]) -> dict[str, Fraction]:
     probe.CopyFrom(model)
     dims = probe.graph.input[0].type.tensor_type.shape.dim
     for i, d in enumerate(dims):
-        d.Clear()
-        d.dim_value = PROBE if i >= 2 else 1
+        if i != 1:  # batch and spatial dims fixed, channels kept
+            d.Clear()
+            d.dim_value = PROBE if i >= 2 else 1
     del probe.graph.value_info[:]
     for o in probe.graph.output:
         o.type.tensor_type.ClearField("shape")

@@ -28,6 +28,7 @@ from segrt.processing import list_images, read_model_input
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 MIN_CALIB_WARN = 100
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+ENTROPY_BINS = 2048  # histogram bins for entropy calibration (TensorRT's choice), 128 quantized bins
 
 
 @dataclass
@@ -119,6 +120,18 @@ class _Reader:
         return None if x is None else {self.name: x[None]}
 
 
+def entropy_ranges(model: Path, calib: list[np.ndarray], input_name: str, cache: Path) -> None:
+    """ORT's entropy calibrator defaults to as many histogram bins as quantized bins (128), so it can
+    never clip a range and gives minmax's ranges, and quantize_static does not pass num_bins on.
+    Calibrate with ENTROPY_BINS here and leave the ranges in the cache quantize_static reads."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(model, augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
+                                   calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": ENTROPY_BINS})
+    calibrator.collect_data(_Reader(calib, input_name))
+    save_tensors_data(calibrator.compute_data(), cache)
+
+
 def _run(path: Path, batches: list[Batch]) -> tuple[list[np.ndarray], float]:
     import onnxruntime as ort
 
@@ -191,6 +204,9 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         onnx.save(model, str(rewritten))
         quant_pre_process(str(rewritten), str(pre), auto_merge=True)  # dynamic H/W needs auto_merge
         candidates = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE_OPS]
+
+        if method == CalibrationMethod.Entropy:
+            entropy_ranges(pre, calib, manifest.input_name, cache)
 
         def build(excluded: list[str], name: str) -> GateResult:
             out = tmp / name

@@ -114,3 +114,24 @@ def test_export_with_quantize_and_parity_on_real_images(tiny_ckpt, tmp_path):
     assert "INT8 (QDQ) is for CPUs" in res.output and "model.int8.onnx" in res.output
     res = CliRunner().invoke(main, ["parity", str(out), "--images", str(PETS / "images")])
     assert "model.int8.onnx" in res.output and "model.fp16.onnx" in res.output
+
+
+def test_entropy_calibration_clips_ranges(exported, tmp_path):
+    """ORT's entropy defaults (128 bins = 128 quantized bins) reproduce minmax; ours must not."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
+
+    from segrt.processing import list_images, read_model_input
+    from segrt.quantize import _Reader, entropy_ranges
+
+    m = Manifest.load(exported)
+    calib = [read_model_input(p, m)[0] for p in list_images(PETS / "images")[:8]]
+    model = exported / m.artifact("onnx", "fp32").file
+    entropy_ranges(model, calib, m.input_name, tmp_path / "entropy.json")
+    entropy = load_tensors_data(tmp_path / "entropy.json").data
+    minmax = create_calibrator(model, augmented_model_path=str(tmp_path / "aug.onnx"), calibrate_method=CalibrationMethod.MinMax)
+    minmax.collect_data(_Reader(calib, m.input_name))
+    minmax = minmax.compute_data().data
+    width = {k: float(np.ptp(np.concatenate([np.ravel(v) for v in t.range_value]))) for k, t in minmax.items()}
+    clipped = [k for k, t in entropy.items()
+               if float(np.ptp(np.concatenate([np.ravel(v) for v in t.range_value]))) < 0.9 * width[k]]
+    assert set(entropy) == set(minmax) and clipped  # some activation ranges are clipped by entropy
