@@ -7,6 +7,7 @@ fp32 matmul peak measured in the same run (model FLOPs from torch.utils.flop_cou
 
     python benchmarks/compare_backends.py --export exported/pets --images ../shared/data/oxford_iiit_pet_subset/images
     python benchmarks/compare_backends.py --classic --images ...   # the 31M-parameter U-Net, random weights
+    python benchmarks/compare_backends.py --export DIR --size-override 256 --images ...  # any export, e.g. a trained classic U-Net
 
 Writes benchmarks/results/<date>-<machine>-<model>.json/.md and a PNG plot.
 """
