@@ -76,7 +76,7 @@ def convtranspose_to_pixel_shuffle(model):
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    ks = {n.output[0]: _plain_upsample(n, inits) for n in model.graph.node if _plain_upsample(n, inits)}
+    ks = {n.output[0]: k for n in model.graph.node if (k := _plain_upsample(n, inits))}
     scales = _output_scales(model, set(ks)) if _opset(model) >= 15 else {}
     image = model.graph.input[0].name
     nodes, count = [], 0
