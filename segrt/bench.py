@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import SegrtError
+from segrt.backends import module_available
+from segrt.cpuinfo import cpu_info
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
 SCHEMA = "segrt-bench/1"
-ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "first_run_ms",
+ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "open_ms", "first_run_ms",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
 
 
@@ -41,10 +43,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def runnable_artifacts(session_path: Path, manifest) -> list:
-    """Every artifact that can run here: ONNX always, torch ones when torch imports."""
-    has_torch = torch_available()
-    return [a for a in manifest.artifacts if a.kind == "onnx" or (has_torch and a.kind in ("torchscript", "pt2"))]
+def runnable_artifacts(manifest, provider: str) -> list:
+    """Every artifact that can run here: ONNX always, OpenVINO and torch ones when installed;
+    with provider openvino, its own artifacts (the fp32 ONNX when the export has none)."""
+    kinds = {"onnx"} | ({"openvino"} if module_available("openvino") else set()) \
+        | ({"torchscript", "pt2"} if torch_available() else set())
+    found = [a for a in manifest.artifacts if a.kind in kinds]
+    if provider == "openvino":
+        found = [a for a in found if a.kind == "openvino"] or [manifest.artifact("onnx", "fp32")]
+    return found
 
 
 def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
@@ -94,19 +101,20 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
     if probe.auto_note:
         log(probe.auto_note)
     manifest, m = probe.manifest, probe.manifest.size_multiple
-    variants = runnable_artifacts(Path(model), manifest) if probe.folder else [probe.artifact]
+    variants = runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
     if artifacts:
-        variants = [a for a in variants if a.file in artifacts]
+        variants = [a for a in variants if a.name in artifacts or a.file in artifacts]
     rows = []
     for art in variants:
-        session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.file,
+        session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
                                                               options=SessionOptions(threads=threads))
         for size in sizes:
             h = w = -(-int(size) // m) * m
             for batch in batch_sizes:
-                log(f"bench {art.file} on {session.provider}: batch {batch}, {h}x{w}")
-                row = {"artifact": art.file, "kind": art.kind, "precision": art.precision,
-                       "provider": session.provider, "batch_size": batch, "height": h, "width": w}
+                log(f"bench {session.describe()}: batch {batch}, {h}x{w}")
+                row = {"artifact": art.name, "kind": art.kind, "precision": art.precision,
+                       "provider": session.provider, "batch_size": batch, "height": h, "width": w,
+                       "open_ms": session.open_s * 1000}
                 row.update(time_variant(session, batch, h, w, warmup, runs))
                 rows.append({k: row[k] for k in ROW_KEYS})
     return {"schema": SCHEMA, "model": str(model), "machine": machine_info(threads), "warmup": warmup,
@@ -116,16 +124,21 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
 def machine_info(threads: int = 0) -> dict:
     import onnxruntime
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "threads": threads or usable_cores(), "python": platform.python_version(),
+    info = {"platform": platform.platform(), "cpu": cpu_info(), "cores": os.cpu_count(),
+            "threads": threads or usable_cores(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__}
+    if module_available("openvino"):
+        from importlib.metadata import version
+
+        info["openvino"] = version("openvino")
+    return info
 
 
 def format_table(result: dict, markdown: bool = False) -> str:
-    head = ["artifact", "precision", "provider", "batch", "size", "first ms", "p50 ms", "p90 ms", "p99 ms",
-            "img/s", "peak RSS MB"]
+    head = ["artifact", "precision", "provider", "batch", "size", "open ms", "first ms", "p50 ms", "p90 ms",
+            "p99 ms", "img/s", "peak RSS MB"]
     body = [[r["artifact"], r["precision"], r["provider"], str(r["batch_size"]), f"{r['height']}x{r['width']}",
-             f"{r['first_run_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
+             f"{r['open_ms']:.0f}", f"{r['first_run_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
              f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -61,7 +61,7 @@ def quantize_options(fn):
 
 
 def make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
-    from segrt.quantize import QuantizeOptions
+    from segrt.gate import QuantizeOptions
 
     p = lambda v: Path(v) if v else None
     return QuantizeOptions(calib_images=p(calib_images), calib_count=calib_count, calib_method=calib_method,
@@ -72,10 +72,12 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="export folder (default exported/<checkpoint name>)")
 @click.option("--opset", type=int, default=20, show_default=True)
-@click.option("--formats", default="onnx,torchscript,pt2", show_default=True, help="comma separated")
+@click.option("--formats", default="onnx,torchscript,pt2", show_default=True,
+              help="comma separated: onnx, openvino (IR, needs onnx), torchscript, pt2")
 @click.option("--force", is_flag=True, help="replace an existing export folder")
-@click.option("--quantize", "quantize", multiple=True, type=click.Choice(["int8", "fp16"]),
-              help="also write a gated INT8 / FP16 variant (repeatable)")
+@click.option("--quantize", "quantize", multiple=True, type=click.Choice(["int8", "fp16", "bf16"]),
+              help="also write gated variants for each format that has them (repeatable): int8 (onnx, "
+                   "openvino), fp16 (onnx), bf16 (openvino)")
 @quantize_options
 @gate_options
 @user_errors
@@ -127,7 +129,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets"
 def provider_option(fn):
     return click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
                         default="auto", show_default=True,
-                        help="execution provider; an unavailable explicit choice is an error")(fn)
+                        help="cpu/cuda/tensorrt: ONNX Runtime (torch for .ts/.pt2); openvino: native OpenVINO; "
+                             "auto: CUDA if it works, else the fastest gated CPU variant. An unavailable explicit "
+                             "choice is an error")(fn)
 
 
 @main.command()
@@ -136,8 +140,10 @@ def provider_option(fn):
 @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @provider_option
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--kind", type=click.Choice(["onnx", "torchscript", "pt2"]), help="artifact kind (default onnx)")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="artifact precision (default: fp32; with --provider auto, the fastest gated one)")
+@click.option("--kind", type=click.Choice(["onnx", "openvino", "torchscript", "pt2"]),
+              help="artifact kind (default: openvino for --provider openvino, else onnx)")
 @click.option("--native", is_flag=True, help="keep native resolution (pad to the size multiple) instead of resizing")
 @click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
@@ -175,7 +181,7 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
-                                                         spin=False), classes=classes.split(",") if classes else None, mean=floats(mean),
+                                                         spin=False, throughput=True), classes=classes.split(",") if classes else None, mean=floats(mean),
                           std=floats(std))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -220,17 +226,24 @@ def bench(model, provider, batch_sizes, sizes, warmup, runs, threads, artifacts,
 
 @main.command()
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True)
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True)
+@click.option("--precision", type=click.Choice(["int8", "fp16", "bf16"]), default="int8", show_default=True,
+              help="onnxruntime: int8, fp16; openvino: int8 (NNCF), bf16")
 @quantize_options
 @user_errors
-def quantize(export_dir, precision, calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
-    """Add a gated INT8 (static, QDQ) or FP16 variant to an existing export."""
+def quantize(export_dir, backend, precision, calib_images, calib_count, calib_method, val_images, val_masks,
+             quant_gate):
+    """Add a gated variant to an existing export: INT8 (ONNX Runtime QDQ or OpenVINO NNCF), FP16, bf16."""
+    from segrt.choose import record_speeds
     from segrt.quantize import run_quantize
 
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
-    art = run_quantize(export_dir, precision, opts, log=lambda m: click.echo(m, err=True))
-    click.echo(f"added {art.file} ({art.size / 1e6:.2f} MB) to {export_dir}; run it with "
-               f"segrt predict IMAGES --model {export_dir} --precision {precision}")
+    art = run_quantize(export_dir, precision, opts, log, backend)
+    record_speeds(export_dir, log)
+    provider = " --provider openvino" if art.kind == "openvino" else ""
+    click.echo(f"added {art.name} to {export_dir}; run it with "
+               f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
 
 
 if __name__ == "__main__":

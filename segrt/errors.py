@@ -25,3 +25,9 @@ class GateFailed(SegrtError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report or {}
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its first line, else its type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -24,8 +24,10 @@ from segrt.fsutil import atomic_dir
 from segrt.manifest import Artifact, Manifest
 from segrt.model import UNet
 
-FORMATS = ("onnx", "torchscript", "pt2")
-FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
+FORMATS = ("onnx", "openvino", "torchscript", "pt2")
+DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
+FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
+BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}  # who quantizes an exported format
 DEFAULT_OPSET = 20
 TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model.ts is written for LibTorch "
                     "deployments, model.pt2 (torch.export) is the forward-compatible format")
@@ -121,12 +123,39 @@ def export_pt2(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
     return Artifact(file=path.name, kind="pt2", exporter="torch.export")
 
 
+def export_openvino(path: Path) -> Artifact:
+    from segrt.quantize_openvino import write_ir
+
+    return write_ir(path.with_name(FILES["onnx"]), path.parent)
+
+
+def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list[tuple[str, str]]:
+    """--quantize P for every exported format whose runtime makes P: [(backend, precision)]."""
+    from segrt.quantize import VARIANTS
+
+    jobs = []
+    for p in precisions:
+        found = [(BACKEND_OF_FORMAT[f], p) for f in formats if (BACKEND_OF_FORMAT.get(f), p) in VARIANTS]
+        if not found:
+            raise SegrtError(f"--quantize {p}: none of the formats {', '.join(formats)} has a {p} variant "
+                             "(int8: onnx, openvino; fp16: onnx; bf16: openvino)")
+        jobs += found
+    return jobs
+
+
 def versions() -> dict:
     import onnx
     import onnxruntime
 
-    return {"segrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    from segrt.backends import module_available
+
+    found = {"segrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    if module_available("openvino"):
+        from importlib.metadata import version
+
+        found["openvino"] = version("openvino")
+    return found
 
 
 def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
@@ -139,7 +168,7 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 
 
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
-               formats: tuple[str, ...] = FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
+               formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None) -> ExportResult:
     """Export, check and gate. Raises SegrtError (bad input) or ParityFailed (gate)."""
@@ -150,6 +179,10 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    if "openvino" in formats and "onnx" not in formats:
+        raise SegrtError("the OpenVINO IR is converted from the ONNX export: use --formats onnx,openvino")
+    formats = tuple(f for f in FORMATS if f in formats)  # onnx before openvino
+    quant_jobs = quantize_jobs(quantize, formats)
     out = Path(out) if out else Path("exported") / checkpoint.stem
     if out.exists() and not force:
         raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
@@ -170,6 +203,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
                 if fmt == "torchscript":
                     notes.append(TORCHSCRIPT_NOTE)
                 fn = {"onnx": lambda p: export_onnx(graph, p, manifest, opset),
+                      "openvino": lambda p: export_openvino(p),
                       "torchscript": lambda p: export_torchscript(graph, p, manifest),
                       "pt2": lambda p: export_pt2(graph, p, manifest)}[fmt]
                 manifest.add_artifact(tmp, fn(tmp / FILES[fmt]))
@@ -180,14 +214,15 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
             if not report["passed"]:
                 raise ParityFailed(report)
             manifest.save(tmp)
-            if quantize:
-                from segrt.quantize import QuantizeOptions, run_quantize
+            from segrt.choose import record_speeds
+            from segrt.quantize import QuantizeOptions, run_quantize
 
-                for precision in quantize:
-                    run_quantize(tmp, precision, quantize_options or QuantizeOptions(), progress)
-                    if precision == "int8":
-                        notes.append(INT8_NOTE)
-                manifest = Manifest.load(tmp)
+            for backend, precision in quant_jobs:
+                run_quantize(tmp, precision, quantize_options or QuantizeOptions(), progress, backend)
+                if (backend, precision) == ("onnxruntime", "int8"):
+                    notes.append(INT8_NOTE)
+            record_speeds(tmp, progress)
+            manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     return ExportResult(out, manifest, report, notes)
@@ -196,7 +231,8 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
 def describe_export(result: ExportResult) -> str:
     lines = [f"exported {result.folder}/"]
     for a in result.manifest.artifacts:
-        lines.append(f"  {a.file:<16} {a.size / 1e6:8.2f} MB  {a.kind} {a.precision}"
+        size = a.size + sum(c["size"] for c in a.companions.values())
+        lines.append(f"  {a.name:<18} {size / 1e6:8.2f} MB  {a.kind} {a.precision}"
                      + (f"  opset {a.opset}" if a.opset else "") + (f"  [{a.exporter}]" if a.exporter else ""))
     lines.append("  manifest.json")
     lines += result.notes

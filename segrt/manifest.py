@@ -22,14 +22,23 @@ DEFAULT_MEAN, DEFAULT_STD, DEFAULT_MULTIPLE = [0.485, 0.456, 0.406], [0.229, 0.2
 
 @dataclass
 class Artifact:
+    """One runnable variant. ``name`` is its key in the manifest (parity, --artifact): the file, or
+    FILE@PRECISION for a precision chosen at run time on a shared file (OpenVINO bf16).
+    ``companions``: other files it needs (file -> {sha256, size}), e.g. an OpenVINO IR's .bin."""
+
     file: str
-    kind: str  # onnx | torchscript | pt2 | checkpoint
-    precision: str = "fp32"  # fp32 | fp16 | int8
+    kind: str  # onnx | openvino | torchscript | pt2 | checkpoint
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8
     sha256: str = ""
     size: int = 0
     opset: int | None = None
     exporter: str | None = None
     extra: dict = field(default_factory=dict)
+    name: str = ""
+    companions: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.name = self.name or self.file
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Manifest:
     model_config: dict = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     parity: dict = field(default_factory=dict)
+    speed: dict = field(default_factory=dict)  # CPU speed of every gated variant, measured together (see segrt.choose)
     versions: dict = field(default_factory=dict)
     input_name: str = "image"
     output_name: str = "logits"
@@ -71,6 +81,7 @@ class Manifest:
             "model_config": self.model_config,
             "artifacts": [asdict(a) for a in self.artifacts],
             "parity": self.parity,
+            "speed": self.speed,
             "versions": self.versions,
         }
 
@@ -86,7 +97,7 @@ class Manifest:
                 size_multiple=int(inp["size_multiple"]), input_size=inp.get("size"),
                 mask_values=d.get("labels", {}).get("mask_values", {}), model_config=d.get("model_config", {}),
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
-                versions=d.get("versions", {}), input_name=inp.get("name", "image"),
+                speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -118,23 +129,36 @@ class Manifest:
         have = ", ".join(f"{a.kind}/{a.precision}" for a in self.artifacts if a.kind != "checkpoint")
         raise SegrtError(f"export {self.name!r} has no {kind} {precision} artifact (it has: {have or 'none'})")
 
+    def find(self, name: str) -> Artifact | None:
+        """The artifact with this name, else the first one stored in this file."""
+        return next((a for a in self.artifacts if a.name == name), None) or \
+            next((a for a in self.artifacts if a.file == name), None)
+
     def add_artifact(self, folder: Path, artifact: Artifact) -> Artifact:
         path = Path(folder) / artifact.file
         artifact.sha256, artifact.size = sha256_file(path), path.stat().st_size
-        self.artifacts = [a for a in self.artifacts if a.file != artifact.file] + [artifact]
+        for other in artifact.companions:
+            p = Path(folder) / other
+            artifact.companions[other] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+        self.artifacts = [a for a in self.artifacts if a.name != artifact.name] + [artifact]
         return artifact
 
-    def verify(self, folder: Path, files: list[str] | None = None) -> None:
+    def verify(self, folder: Path, names: list[str] | None = None) -> None:
         """Refuse an export whose files do not match the recorded hashes (names the file)."""
+        checked = set()
         for a in self.artifacts:
-            if files is not None and a.file not in files:
+            if names is not None and a.name not in names:
                 continue
-            path = Path(folder) / a.file
-            if not path.is_file():
-                raise SegrtError(f"{path}: listed in the manifest but missing")
-            if sha256_file(path) != a.sha256:
-                raise SegrtError(f"{path}: sha256 does not match manifest.json (modified after export?); "
-                                 "re-export or restore the file")
+            for file, sha in [(a.file, a.sha256), *((f, c["sha256"]) for f, c in a.companions.items())]:
+                if file in checked:
+                    continue
+                checked.add(file)
+                path = Path(folder) / file
+                if not path.is_file():
+                    raise SegrtError(f"{path}: listed in the manifest but missing")
+                if sha256_file(path) != sha:
+                    raise SegrtError(f"{path}: sha256 does not match manifest.json (modified after export?); "
+                                     "re-export or restore the file")
 
     # -- ONNX metadata ---------------------------------------------------------------------
     def metadata_props(self) -> dict[str, str]:

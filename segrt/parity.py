@@ -21,7 +21,8 @@ from segrt.processing import Geometry, list_images, load_mask, read_model_input
 
 RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
-DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "int8": 0.98}
+DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}
+NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
 
 
 class ParityFailed(GateFailed):
@@ -145,25 +146,27 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
 
 
 def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
-                  gate_logit: float = 1e-3, provider: str = "cpu", files: list[str] | None = None) -> dict:
+                  gate_logit: float = 1e-3, provider: str = "cpu", names: list[str] | None = None) -> dict:
     """Compare every runnable artifact in ``folder`` with the eager ``model``; returns the report."""
+    from segrt.backends import module_available
     from segrt.session import Session
 
     eager = eager_logits(model, batches)
     report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches]}
     real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
-        if art.kind == "checkpoint" or (files and art.file not in files):
+        if art.kind == "checkpoint" or (names and art.name not in names):
             continue
-        if art.precision == "int8" and not real:
-            report["skipped"][art.file] = "INT8 is calibrated for real images; random inputs say nothing: pass --images"
+        why_not = skip_reason(art, provider, real, module_available("openvino"))
+        if why_not:
+            report["skipped"][art.name] = why_not
             continue
-        session = Session(folder, artifact=art.file, provider=provider)
+        session = Session(folder, artifact=art.name, provider=provider)
         res = compare(eager, [session.run(b.x) for b in batches], batches, manifest.num_classes)
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)
-        recorded = manifest.parity.get(art.file, {}).get("mask_iou_min")  # the gate it was made under
+        recorded = manifest.parity.get(art.name, {}).get("mask_iou_min")  # the gate it was made under
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
         problems = []
@@ -178,10 +181,21 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         if s["batch_invariance"].get("checked") and not s["batch_invariance"]["same_mask"]:
             problems.append(f"mask of {s['batch_invariance']['input']} changes with batch size")
         s["passed"] = not problems
-        report["failures"] += [f"{art.file}: {p}" for p in problems]
-        report["artifacts"][art.file] = res
+        report["failures"] += [f"{art.name}: {p}" for p in problems]
+        report["artifacts"][art.name] = res
     report["passed"] = not report["failures"]
     return report
+
+
+def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
+    """Why an artifact is not compared here, or None."""
+    if art.precision in NEEDS_REAL_IMAGES and not real:
+        return f"{art.precision} is gated on real images; random inputs say nothing: pass --images"
+    if art.kind == "openvino" and not have_openvino:
+        return "OpenVINO is not installed: pip install 'segrt[openvino]'"
+    if art.kind == "openvino" and provider not in ("cpu", "openvino", "auto"):
+        return f"OpenVINO artifacts run on the CPU, not on {provider}"
+    return None
 
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,

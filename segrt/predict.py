@@ -56,9 +56,19 @@ class Stats:
     ok: int = 0
     skipped: int = 0
     failures: list[dict] = field(default_factory=list)
-    decode_s: float = 0.0
-    inference_s: float = 0.0
-    write_s: float = 0.0
+    decode_s: float = 0.0  # summed over decode threads
+    write_s: float = 0.0  # the writer thread
+    wait_decode_s: float = 0.0  # the main thread, waiting for a decoded image
+    wait_inference_s: float = 0.0  # the main thread, waiting for logits
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (submitted, done) per batch
+
+    def inference_busy_s(self) -> float:
+        """Time during which at least one batch was being inferred (union of the spans)."""
+        busy, end = 0.0, float("-inf")
+        for start, stop in sorted(self.spans):
+            busy += max(0.0, stop - max(start, end))
+            end = max(end, stop)
+        return busy
 
 
 def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path, Path]]:
@@ -157,76 +167,98 @@ class Predictor:
 
     # -- pipeline --------------------------------------------------------------------------
     def run(self, pairs: list[tuple[Path, Path]]) -> Stats:
-        stats, opts = Stats(), self.opts
+        """Decode (thread pool, bounded window) -> batch -> Session.submit (up to its in_flight
+        batches at once) -> write (one thread), in input order."""
+        self.stats, opts = Stats(), self.opts
         jobs = collections.deque()
         for path, rel in pairs:
             if opts.skip_existing and all(p.exists() for p in output_paths(opts.out, rel, opts).values()):
-                stats.skipped += 1
+                self.stats.skipped += 1
                 continue
             jobs.append(Job(path, rel))
-        bar = _progress(len(jobs), opts.progress)
+        self.bar = _progress(len(jobs), opts.progress)
         workers = opts.workers or max(1, usable_cores() // 2)
         window = max(2 * opts.batch_size, workers * 2)  # bounded: memory does not grow with inputs
+        self.batch: list[Job] = []
+        self.inflight: collections.deque[tuple[list[Job], Future]] = collections.deque()
+        self.writes: collections.deque[tuple[Job, Future]] = collections.deque()
         with ThreadPoolExecutor(workers, "segrt-decode") as decoders, \
-                ThreadPoolExecutor(1, "segrt-write") as writers:
+                ThreadPoolExecutor(1, "segrt-write") as self.writers:
             pending: collections.deque[tuple[Job, Future]] = collections.deque()
-            writes: collections.deque[tuple[Job, Future]] = collections.deque()
-            batch: list[Job] = []
-
-            def fail(job: Job, reason: str):
-                stats.failures.append({"file": str(job.path), "reason": reason})
-                self.log(f"error: {reason}")
-                bar.update(1)
-
-            def drain_writes(limit: int):
-                while len(writes) > limit:
-                    job, fut = writes.popleft()
-                    try:
-                        stats.write_s += fut.result()
-                        stats.ok += 1
-                    except OSError as exc:
-                        fail(job, f"{job.path}: cannot write outputs ({exc.strerror or exc})")
-                        continue
-                    except Exception as exc:  # e.g. the overlay's re-decode: this image fails, not the run
-                        fail(job, str(exc) if isinstance(exc, ImageError) else f"{job.path}: {type(exc).__name__}: {exc}")
-                        continue
-                    bar.update(1)
-
-            def flush():
-                if not batch:
-                    return
-                t0 = time.perf_counter()
-                logits = self.session.run(np.stack([j.x for j in batch]))
-                stats.inference_s += time.perf_counter() - t0
-                for j, out in zip(batch, logits):
-                    j.x = None
-                    writes.append((j, writers.submit(self.write, j, out)))
-                batch.clear()
-                drain_writes(limit=2 * opts.batch_size)
-
             while jobs or pending:
                 while jobs and len(pending) < window:
                     job = jobs.popleft()
                     pending.append((job, decoders.submit(self.decode, job)))
                 job, fut = pending.popleft()
-                try:
-                    fut.result()
-                except ImageError as exc:
-                    fail(job, str(exc))
-                    continue
-                except Exception as exc:  # an unexpected decoder failure still names the file
-                    fail(job, f"{job.path}: {type(exc).__name__}: {exc}")
-                    continue
-                stats.decode_s += job.decode_s
-                if batch and job.x.shape != batch[0].x.shape:
-                    flush()  # native resolution: only same-size inputs share a batch
-                batch.append(job)
-                if len(batch) == opts.batch_size:
-                    flush()
-            flush()
-            drain_writes(limit=0)
-        bar.close()
-        return stats
+                if self._decoded(job, fut):
+                    if self.batch and job.x.shape != self.batch[0].x.shape:
+                        self._submit()  # native resolution: only same-size inputs share a batch
+                    self.batch.append(job)
+                    if len(self.batch) == opts.batch_size:
+                        self._submit()
+            self._submit()
+            self._collect(keep=0)
+            self._drain_writes(limit=0)
+        self.bar.close()
+        return self.stats
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.stats.failures.append({"file": str(job.path), "reason": reason})
+        self.log(f"error: {reason}")
+        self.bar.update(1)
+
+    def _decoded(self, job: Job, fut: Future) -> bool:
+        t0 = time.perf_counter()
+        try:
+            fut.result()
+        except ImageError as exc:
+            self._fail(job, str(exc))
+            return False
+        except Exception as exc:  # an unexpected decoder failure still names the file
+            self._fail(job, f"{job.path}: {type(exc).__name__}: {exc}")
+            return False
+        finally:
+            self.stats.wait_decode_s += time.perf_counter() - t0
+        self.stats.decode_s += job.decode_s
+        return True
+
+    def _submit(self) -> None:
+        if not self.batch:
+            return
+        jobs, x = list(self.batch), np.stack([j.x for j in self.batch])
+        self.batch.clear()
+        for j in jobs:
+            j.x = None
+        start = time.perf_counter()
+        fut = self.session.submit(x)
+        fut.add_done_callback(lambda f: self.stats.spans.append((start, time.perf_counter())))
+        self.inflight.append((jobs, fut))
+        self._collect(keep=self.session.in_flight - 1)
+
+    def _collect(self, keep: int) -> None:
+        """Hand finished batches (in order) to the writer; wait while more than ``keep`` are out."""
+        while self.inflight and (len(self.inflight) > keep or self.inflight[0][1].done()):
+            jobs, fut = self.inflight.popleft()
+            t0 = time.perf_counter()
+            logits = fut.result()
+            self.stats.wait_inference_s += time.perf_counter() - t0
+            for j, out in zip(jobs, logits):
+                self.writes.append((j, self.writers.submit(self.write, j, out)))
+        self._drain_writes(limit=2 * self.opts.batch_size)
+
+    def _drain_writes(self, limit: int) -> None:
+        while len(self.writes) > limit:
+            job, fut = self.writes.popleft()
+            try:
+                self.stats.write_s += fut.result()
+                self.stats.ok += 1
+            except OSError as exc:
+                self._fail(job, f"{job.path}: cannot write outputs ({exc.strerror or exc})")
+                continue
+            except Exception as exc:  # e.g. the overlay's re-decode: this image fails, not the run
+                self._fail(job, str(exc) if isinstance(exc, ImageError) else f"{job.path}: {type(exc).__name__}: {exc}")
+                continue
+            self.bar.update(1)
 
 
 def _progress(total: int, enabled: bool):
@@ -235,7 +267,7 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", desc="predict", disable=not enabled or not sys.stderr.isatty())
 
 
-def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str = "fp32",
+def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
                 kind: str | None = None, threads: int = 0, opts: PredictOptions | None = None, log=None,
                 session_options=None, **model_overrides) -> dict:
     """Open the model (errors before any image is read), stream all inputs, write summary.json."""
@@ -246,12 +278,14 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     opts.out = Path(opts.out)
     if opts.batch_size < 1:
         raise SegrtError("--batch-size must be at least 1")
-    # no busy-waiting: idle inference threads hand the cores to decoding and writing
+    # no busy-waiting: idle inference threads hand the cores to decoding and writing; several
+    # batches in flight where the runtime has streams (OpenVINO)
     session = Session(model, provider=provider, precision=precision, kind=kind,
-                      options=session_options or SessionOptions(threads=threads, spin=False), **model_overrides)
+                      options=session_options or SessionOptions(threads=threads, spin=False, throughput=True),
+                      **model_overrides)
     if session.auto_note:
         log(session.auto_note)
-    if precision == "int8" and session.provider == "cuda":
+    if session.artifact.precision == "int8" and session.provider == "cuda":
         log("warning: INT8 (QDQ) models are not accelerated by ONNX Runtime's CUDA provider; use fp16 on "
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
@@ -263,14 +297,18 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         stats = Predictor(session, opts, log).run(pairs)
     wall = time.perf_counter() - t0
     summary = {
-        "model": str(model), "artifact": session.artifact.file, "kind": session.kind,
-        "precision": session.artifact.precision, "provider": session.provider,
+        "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
+        "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
+        "auto_choice": session.auto_note,
         "inputs": len(pairs), "written": stats.ok, "skipped_existing": stats.skipped,
         "failed": len(stats.failures), "failures": stats.failures,
         "batch_size": opts.batch_size, "mode": "native+pad" if opts.native or not session.manifest.input_size
         else f"resize {session.manifest.input_size[0]}x{session.manifest.input_size[1]}",
-        "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_s,
-                      "write": stats.write_s},
+        # decode and write: summed over their threads; inference: time with a batch in flight;
+        # waits: the main thread stalled on a decoded image or on logits (where the time goes)
+        "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_busy_s(),
+                      "write": stats.write_s, "wait_decode": stats.wait_decode_s,
+                      "wait_inference": stats.wait_inference_s},
         "images_per_s": stats.ok / wall if wall > 0 else 0.0,
         "out": str(opts.out),
     }
@@ -281,9 +319,11 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
 
 def format_summary(s: dict) -> str:
     t = s["timings_s"]
-    line = (f"{s['written']} of {s['inputs']} image(s) segmented with {s['artifact']} ({s['precision']}) on "
-            f"{s['provider']} in {t['wall']:.2f}s ({s['images_per_s']:.1f} img/s; decode {t['decode']:.2f}s, "
-            f"inference {t['inference']:.2f}s, write {t['write']:.2f}s)")
+    busy = t["inference"] / t["wall"] if t["wall"] > 0 else 0.0
+    line = (f"{s['written']} of {s['inputs']} image(s) segmented with {s['runtime']} in {t['wall']:.2f}s "
+            f"({s['images_per_s']:.1f} img/s; inference busy {t['inference']:.2f}s = {100 * busy:.0f}% of the time, "
+            f"decode {t['decode']:.2f}s, write {t['write']:.2f}s of thread time; waited {t['wait_decode']:.2f}s "
+            f"for decoding, {t['wait_inference']:.2f}s for inference)")
     if s["skipped_existing"]:
         line += f"; {s['skipped_existing']} skipped (outputs exist)"
     if s["failed"]:

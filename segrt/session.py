@@ -1,41 +1,20 @@
-"""Session: open an exported artifact and run NCHW float32 batches through it.
+"""Session: choose an exported artifact, open it through its backend and run NCHW float32 batches.
 
-ONNX runs on ONNX Runtime with strictly resolved providers (never a silent CPU fallback);
-TorchScript (.ts) and torch.export (.pt2) run through torch, imported only for them.
+The backend comes from the artifact's kind (segrt/backends/: ONNX Runtime, OpenVINO, torch), each
+imported only when used. Providers are resolved strictly (never a silent CPU fallback); ``auto``
+takes CUDA where ONNX Runtime has it, else the fastest CPU variant that passed its gate (segrt.choose).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import ProviderError, SegrtError
+from segrt.backends import PROVIDERS, SessionOptions, module_available, open_backend, usable_cores  # noqa: F401
+from segrt.errors import ProviderError, SegrtError, first_line
 from segrt.manifest import DEFAULT_MEAN, DEFAULT_MULTIPLE, DEFAULT_STD, Artifact, Manifest
-
-ORT_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-}
-AUTO_ORDER = ("cuda", "cpu")  # TensorRT/OpenVINO only when asked for: engine builds, precision hints
-GRAPH_OPT = ("disable", "basic", "extended", "all")
-KIND_BY_SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2"}
-
-
-@dataclass
-class SessionOptions:
-    """threads: intra-op threads (0: all cores); graph_opt: ORT level; arena: CPU memory arena;
-    spin: let idle ORT threads busy-wait (fastest alone; off yields the CPU to other work)."""
-
-    threads: int = 0
-    graph_opt: str = "all"
-    arena: bool = True
-    spin: bool = True
-
 
 def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None,
                     mean: list[float] | None = None, std: list[float] | None = None,
@@ -55,7 +34,7 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise SegrtError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:120]})") from None
+        raise SegrtError(f"{path}: not a readable ONNX model ({first_line(exc, 120)})") from None
     props = {p.key: p.value for p in model.metadata_props}
     manifest = Manifest.from_metadata_props(props, path.stem)
     if manifest is None:
@@ -86,168 +65,74 @@ def _manifest_from_graph(model, path: Path) -> Manifest:
 
 
 class Session:
-    """Runs one artifact. ``run(x)``: NCHW float32 normalized -> NCHW float32 logits."""
+    """Runs one artifact. ``run(x)``: NCHW float32 normalized -> NCHW float32 logits.
 
-    def __init__(self, model: str | os.PathLike, *, provider: str = "auto", precision: str = "fp32",
+    Which artifact: ``artifact`` (a manifest name or file); else the one of ``kind`` and ``precision``
+    (default fp32; kind openvino for provider openvino when the export has it, else onnx); with
+    provider ``auto`` and no kind: CUDA if ONNX Runtime has it, else the fastest gated CPU variant
+    (of ``precision`` when given).
+    """
+
+    def __init__(self, model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
                  kind: str | None = None, artifact: str | None = None, options: SessionOptions | None = None,
                  **overrides):
         self.manifest, self.folder = load_model_info(model, **overrides)
         self.options = options or SessionOptions()
-        path = Path(model)
+        if provider not in (*PROVIDERS, "auto"):
+            raise ProviderError(f"unknown provider {provider!r}; choose from {', '.join([*PROVIDERS, 'auto'])}")
+        path, note = Path(model), None
+        if artifact is None and self.folder is not None and path.is_file():  # a file inside an export
+            artifact = path.name
         if artifact:
-            self.artifact = next((a for a in self.manifest.artifacts if a.file == artifact), None)
+            self.artifact = self.manifest.find(artifact)
             if self.artifact is None:
                 raise SegrtError(f"{model}: the manifest lists no artifact {artifact!r}")
-        elif self.folder is None and path.suffix != ".onnx":
-            self.artifact = self.manifest.artifact(KIND_BY_SUFFIX.get(path.suffix, "?"), precision)
+        elif self.folder is None:  # a single file
+            self.artifact = self.manifest.artifacts[0]
+        elif provider == "auto" and kind is None:
+            self.artifact, provider, note = _auto_choice(self.manifest, precision)
         else:
-            self.artifact = self.manifest.artifact(kind or "onnx", precision)
+            self.artifact = self.manifest.artifact(kind or _default_kind(self.manifest, provider, precision),
+                                                   precision or "fp32")
         self.path = (self.folder / self.artifact.file) if self.folder else path
         self.kind = self.artifact.kind
-        if provider not in (*ORT_PROVIDERS, "auto"):
-            raise ProviderError(f"unknown provider {provider!r}; choose from {', '.join([*ORT_PROVIDERS, 'auto'])}")
-        if self.kind == "onnx":
-            self._backend = _OrtBackend(self.path, provider, self.options, self.manifest)
-        elif self.kind in ("torchscript", "pt2"):
-            self._backend = _TorchBackend(self.path, self.kind, provider, self.options)
-        else:
-            raise SegrtError(f"{self.path}: cannot run an artifact of kind {self.kind!r}")
+        self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider
-        self.auto_note = self._backend.auto_note
+        self.auto_note = "; ".join(n for n in (note, self._backend.note) if n) or None
+        self.in_flight = self._backend.in_flight
+        self.open_s = self._backend.open_s
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
 
+    def submit(self, x: np.ndarray):
+        """Start ``run(x)``; returns a Future of the logits. Up to ``in_flight`` may be outstanding."""
+        return self._backend.submit(np.ascontiguousarray(x, dtype=np.float32))
+
     def describe(self) -> str:
-        return f"{self.path.name} ({self.kind} {self.artifact.precision}) on {self.provider}"
+        return f"{self.artifact.name} ({self.kind} {self.artifact.precision}) on {self._backend.describe()}"
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+def _default_kind(manifest: Manifest, provider: str, precision: str | None) -> str:
+    """provider openvino: its IR when the export has one (an fp32 ONNX file runs on it too)."""
+    if provider == "openvino" and (precision not in (None, "fp32") or
+                                   any(a.kind == "openvino" for a in manifest.artifacts)):
+        return "openvino"
+    return "onnx"
+
+
+def _auto_choice(manifest: Manifest, precision: str | None) -> tuple[Artifact, str, str | None]:
+    """-> (artifact, provider, note): the ONNX model where ONNX Runtime has CUDA (its backend says
+    whether CUDA worked), else segrt.choose's pick among the gated CPU variants."""
+    from segrt.backends.ort import available_ort_providers
+    from segrt.choose import choose_cpu_variant
+
+    if "cuda" in available_ort_providers():
+        return manifest.artifact("onnx", precision or "fp32"), "auto", None
+    art, why = choose_cpu_variant(manifest, precision)
+    return art, "openvino" if art.kind == "openvino" else "cpu", why
 
 
 def torch_available() -> bool:
     """Is torch installed (and not blocked)? Checked without importing it."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ValueError, ImportError):  # e.g. sys.modules["torch"] = None
-        return False
-
-
-def available_ort_providers() -> list[str]:
-    import onnxruntime as ort
-
-    names = {v: k for k, v in ORT_PROVIDERS.items()}
-    return [names[p] for p in ort.get_available_providers() if p in names]
-
-
-class _OrtBackend:
-    def __init__(self, path: Path, provider: str, opts: SessionOptions, manifest: Manifest):
-        import onnxruntime as ort
-
-        self.ort = ort
-        available = available_ort_providers()
-        self.auto_note = None
-        if provider == "auto":
-            candidates = [p for p in AUTO_ORDER if p in available]
-        elif provider not in available:
-            raise ProviderError(
-                f"provider {provider!r} ({ORT_PROVIDERS[provider]}) is not available in this onnxruntime "
-                f"build; available: {', '.join(available)}"
-                + (" (install onnxruntime-gpu and a CUDA driver for cuda)" if provider in ("cuda", "tensorrt") else ""))
-        else:
-            candidates = [provider]
-        so = ort.SessionOptions()
-        # an explicit count: with 0, ORT picks its own count and pins its threads to cores
-        so.intra_op_num_threads = opts.threads or usable_cores()
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[opts.graph_opt]
-        so.enable_cpu_mem_arena = opts.arena
-        if not opts.spin:
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
-        errors = []
-        for name in candidates:
-            try:
-                sess = ort.InferenceSession(str(path), so, providers=[ORT_PROVIDERS[name]])
-            except Exception as exc:  # ORT raises plain RuntimeError/Fail subclasses
-                errors.append(f"{name}: {str(exc).splitlines()[0][:200]}")
-                continue
-            if sess.get_providers()[0] != ORT_PROVIDERS[name]:  # ORT fell back silently
-                errors.append(f"{name}: failed to initialise (ONNX Runtime fell back to {sess.get_providers()[0]})")
-                continue
-            self.sess, self.provider = sess, name
-            break
-        else:
-            if provider == "auto" or len(errors) != 1:
-                raise SegrtError(f"{path}: no provider could run it: {'; '.join(errors)}")
-            raise ProviderError(f"provider {provider!r} is installed but unusable here: {errors[0]}")
-        if provider == "auto":
-            self.auto_note = f"provider auto -> {self.provider}" + (f" ({'; '.join(errors)})" if errors else "")
-        self.input_name = self.sess.get_inputs()[0].name
-        self.output_name = self.sess.get_outputs()[0].name
-        self._check_signature(path, manifest)
-        self.use_binding = self.provider in ("cuda", "tensorrt")
-
-    def _check_signature(self, path: Path, manifest: Manifest) -> None:
-        inp, out = self.sess.get_inputs()[0], self.sess.get_outputs()[0]
-        if len(inp.shape) != 4 or len(out.shape) != 4:
-            raise SegrtError(f"{path}: expected 4-D NCHW input and output, got {inp.shape} -> {out.shape}; "
-                             "not a segmentation model")
-        if isinstance(inp.shape[1], int) and inp.shape[1] != manifest.channels:
-            raise SegrtError(f"{path}: model takes {inp.shape[1]} input channels but its metadata says "
-                             f"{manifest.channels}")
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        if not self.use_binding:
-            return self.sess.run([self.output_name], {self.input_name: x})[0]
-        # GPU: bind the input once on the device and let ORT allocate the output there
-        binding = self.sess.io_binding()
-        binding.bind_ortvalue_input(self.input_name, self.ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        binding.bind_output(self.output_name, "cuda", 0)
-        self.sess.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
-
-
-class _TorchBackend:
-    def __init__(self, path: Path, kind: str, provider: str, opts: SessionOptions):
-        try:
-            import torch
-        except ImportError:
-            raise SegrtError(f"{path}: running {kind} artifacts needs torch (pip install 'segrt[torch]'); "
-                             "the .onnx artifact runs without it") from None
-        self.torch = torch
-        self.auto_note = None
-        if provider == "auto":
-            self.provider = "cuda" if torch.cuda.is_available() else "cpu"
-            self.auto_note = f"provider auto -> {self.provider}"
-        elif provider in ("cpu", "cuda"):
-            if provider == "cuda" and not torch.cuda.is_available():
-                raise ProviderError(f"provider 'cuda' requested for {path.name} but torch sees no CUDA device; "
-                                    "available: cpu")
-            self.provider = provider
-        else:
-            raise ProviderError(f"provider {provider!r} is for ONNX artifacts; {kind} runs on cpu or cuda")
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
-        self.device = torch.device(self.provider)
-        import warnings
-
-        with warnings.catch_warnings():  # torch.jit deprecation: segrt export says it once
-            warnings.simplefilter("ignore")
-            if kind == "torchscript":
-                self.module = torch.jit.load(str(path), map_location=self.device).eval()
-            else:
-                self.module = torch.export.load(str(path)).module().to(self.device)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.module(self.torch.from_numpy(x).to(self.device))
-        return out.float().cpu().numpy()
+    return module_available("torch")

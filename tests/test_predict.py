@@ -62,7 +62,7 @@ def test_masks_are_class_ids_at_original_size(exported, folder, tmp_path):
     assert probs.shape == (3, *image.shape[:2]) and np.allclose(probs.sum(0), 1, atol=1e-2)
     assert (out / "dogs" / "american_bulldog_10.png").exists()
     written = json.loads((out / "summary.json").read_text())
-    assert written["inputs"] == 3 and set(written["timings_s"]) == {"wall", "decode", "inference", "write"}
+    assert written["inputs"] == 3 and set(written["timings_s"]) == {"wall", "decode", "inference", "write", "wait_decode", "wait_inference"}
     assert written["images_per_s"] > 0
 
 
@@ -215,12 +215,13 @@ def test_bare_onnx_uses_metadata_or_documented_defaults(exported, folder, tmp_pa
 def test_provider_strictness(exported, monkeypatch):
     with pytest.raises(ProviderError, match="'cuda'.*not available.*available: cpu"):
         Session(exported, provider="cuda")
-    s = Session(exported, provider="auto")
-    assert s.provider == "cpu" and s.auto_note == "provider auto -> cpu"
+    s = Session(exported, provider="auto")  # no GPU: the fastest gated CPU variant, and why
+    assert s.provider == "cpu" and s.auto_note.startswith("provider auto -> model.onnx (onnx fp32; gate: mask IoU")
+    assert "the fastest gated variant measured on this CPU" in s.auto_note
     # a provider that is installed but silently falls back to CPU is refused
     import onnxruntime as ort
 
-    import segrt.session as S
+    import segrt.backends.ort as ORT
 
     real = ort.InferenceSession
 
@@ -228,7 +229,7 @@ def test_provider_strictness(exported, monkeypatch):
         def get_providers(self):
             return ["CPUExecutionProvider"]
 
-    monkeypatch.setattr(S, "available_ort_providers", lambda: ["cuda", "cpu"])
+    monkeypatch.setattr(ORT, "available_ort_providers", lambda: ["cuda", "cpu"])
     monkeypatch.setattr(ort, "InferenceSession",
                         lambda path, so, providers: FallsBack(path, so, providers=["CPUExecutionProvider"]))
     with pytest.raises(ProviderError, match="installed but unusable.*fell back to CPUExecutionProvider"):

@@ -1,0 +1,94 @@
+"""Runtimes behind one small protocol; each module is imported only when its artifact is used
+(the ONNX path never loads torch or OpenVINO).
+
+    backend = open_backend(path, artifact, provider, options, manifest)
+    backend.run(x)        # NCHW float32 normalized -> NCHW float32 logits
+    backend.submit(x)     # -> Future of run(x); up to backend.in_flight outstanding at once
+    backend.provider      # what runs it: cpu | cuda | tensorrt | openvino
+    backend.note          # what 'auto' chose and why, or None
+    backend.describe()    # one line
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segrt.errors import SegrtError
+
+PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino")
+MODULE_BY_KIND = {"onnx": "ort", "openvino": "openvino", "torchscript": "torch", "pt2": "torch"}
+
+
+@dataclass
+class SessionOptions:
+    """threads: inference threads (0: all usable cores); graph_opt: ORT level; arena: ORT's CPU
+    memory arena; spin: let idle ORT threads busy-wait (fastest alone; off yields the CPU to other
+    work); throughput: keep several requests in flight where the runtime can (OpenVINO streams)."""
+
+    threads: int = 0
+    graph_opt: str = "all"
+    arena: bool = True
+    spin: bool = True
+    throughput: bool = False
+
+
+class Backend:
+    """The protocol, with the defaults: ``submit`` runs at once and returns a finished Future."""
+
+    provider: str = "cpu"
+    note: str | None = None
+    in_flight: int = 1
+    open_s: float = 0.0  # time to load/compile the artifact
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def submit(self, x: np.ndarray) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(self.run(x))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def describe(self) -> str:
+        return self.provider
+
+
+def backend_module(kind: str, provider: str) -> str:
+    """Which module runs an artifact: by its kind; an ONNX file on provider 'openvino' runs on
+    native OpenVINO (it reads ONNX), not through an ONNX Runtime execution provider."""
+    if kind == "onnx" and provider == "openvino":
+        return "openvino"
+    if kind not in MODULE_BY_KIND:
+        raise SegrtError(f"cannot run an artifact of kind {kind!r}")
+    return MODULE_BY_KIND[kind]
+
+
+def open_backend(path: Path, artifact, provider: str, options: SessionOptions, manifest) -> Backend:
+    module = importlib.import_module(f"segrt.backends.{backend_module(artifact.kind, provider)}")
+    return module.open_artifact(path, artifact, provider, options, manifest)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def module_available(name: str) -> bool:
+    """Is ``name`` installed (and not blocked)? Checked without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ValueError, ImportError):  # e.g. sys.modules["torch"] = None
+        return False
+

@@ -1,0 +1,123 @@
+"""OpenVINO, the native runtime on its CPU device: IR (.xml + .bin) or ONNX files, fp32 / bf16 /
+INT8 (NNCF). The inference precision is always stated (OpenVINO silently runs bf16 on CPUs that
+have it otherwise); compiled models are cached on disk so the second start is fast; ``submit``
+uses an AsyncInferQueue, several requests in flight with the THROUGHPUT hint (one per stream)."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from segrt.backends import Backend, SessionOptions, usable_cores
+from segrt.errors import ProviderError, SegrtError, first_line
+
+INSTALL = "pip install 'segrt[openvino]'"
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the precision of its non-INT8 layers
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise SegrtError(f"OpenVINO is not installed; {INSTALL} (openvino, nncf)") from None
+    return openvino
+
+
+def cache_dir() -> Path | None:
+    """Where compiled models are cached: $SEGRT_CACHE_DIR, else the user's cache folder; None if
+    it cannot be created (then every start compiles)."""
+    root = os.environ.get("SEGRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "segrt")
+    path = Path(root) / "openvino"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU optimization capabilities, e.g. ['BF16', 'FP32', 'INT8', ...]."""
+    return list(import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def inference_precision(artifact) -> str:
+    """The precision hint a variant was gated with (recorded at quantize time)."""
+    return artifact.extra.get("inference_precision") or HINTS[artifact.precision]
+
+
+class OpenVinoBackend(Backend):
+    """``model``: an .xml/.onnx path or an in-memory ov.Model (the quantizer's candidates)."""
+
+    provider = "openvino"
+
+    def __init__(self, model, hint: str, opts: SessionOptions, required: bool = True, label: str = ""):
+        ov = import_openvino()
+        core = ov.Core()
+        self.label = label or str(model)
+        if hint == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            if required:
+                raise ProviderError(f"{self.label}: this CPU has no bf16 support (OpenVINO CPU capabilities: "
+                                    f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); "
+                                    "use --precision fp32 or int8")
+            hint, self.note = "f32", "this CPU has no bf16: the non-INT8 layers run in f32"
+        self.hint = hint
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": opts.threads or usable_cores(),
+                  "PERFORMANCE_HINT": "THROUGHPUT" if opts.throughput else "LATENCY"}
+        self.cache = cache_dir() if not isinstance(model, ov.Model) else None
+        if self.cache:
+            config["CACHE_DIR"] = str(self.cache)
+        t0 = time.perf_counter()
+        try:
+            self.compiled = core.compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
+        except RuntimeError as exc:
+            raise SegrtError(f"{self.label}: OpenVINO cannot compile it ({first_line(exc)})") from None
+        self.open_s = time.perf_counter() - t0
+        self.version = ov.__version__
+        shapes = [p.get_partial_shape() for p in (self.compiled.inputs[0], self.compiled.outputs[0])]
+        if any(s.rank.is_dynamic or s.rank.get_length() != 4 for s in shapes):
+            raise SegrtError(f"{self.label}: expected 4-D NCHW input and output, got {shapes[0]} -> {shapes[1]}; "
+                             "not a segmentation model")
+        self.in_flight = self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if opts.throughput else 1
+        self._request = self.compiled.create_infer_request()
+        self._queue = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._request.infer({0: x}, share_inputs=True)[0]  # outputs are copied out
+
+    def submit(self, x: np.ndarray) -> Future:
+        if self._queue is None:
+            self._queue = import_openvino().AsyncInferQueue(self.compiled, self.in_flight)
+            self._queue.set_callback(_deliver)
+        fut: Future = Future()
+        self._queue.start_async({0: x}, (fut, x), share_inputs=True)  # waits while every request is busy
+        return fut
+
+    def describe(self) -> str:
+        streams = f", {self.in_flight} requests in flight" if self.in_flight > 1 else ""
+        return f"OpenVINO {self.version.split('-')[0]} CPU, inference precision {self.hint}{streams}"
+
+
+def _deliver(request, userdata) -> None:
+    fut, _ = userdata  # the input is kept alive until the request is done
+    try:
+        fut.set_result(request.get_output_tensor(0).data.copy())
+    except Exception as exc:
+        fut.set_exception(exc)
+
+
+def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> OpenVinoBackend:
+    if provider not in ("openvino", "cpu", "auto"):
+        raise ProviderError(f"provider {provider!r} cannot run {path.name}: OpenVINO artifacts run on provider "
+                            "openvino (its CPU device)")
+    backend = OpenVinoBackend(path, inference_precision(artifact), opts, required=artifact.precision == "bf16",
+                              label=str(path))
+    channels = backend.compiled.inputs[0].get_partial_shape()[1]
+    if channels.is_static and channels.get_length() != manifest.channels:
+        raise SegrtError(f"{path}: model takes {channels.get_length()} input channels but its metadata says "
+                         f"{manifest.channels}")
+    return backend

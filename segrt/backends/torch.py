@@ -1,0 +1,55 @@
+"""torch: TorchScript (.ts) and torch.export (.pt2) artifacts on cpu or cuda (needs segrt[torch])."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from segrt.backends import Backend, SessionOptions
+from segrt.errors import ProviderError, SegrtError
+
+
+class TorchBackend(Backend):
+    def __init__(self, path: Path, kind: str, provider: str, opts: SessionOptions):
+        try:
+            import torch
+        except ImportError:
+            raise SegrtError(f"{path}: running {kind} artifacts needs torch (pip install 'segrt[torch]'); "
+                             "the .onnx artifact runs without it") from None
+        self.torch = torch
+        if provider == "auto":
+            self.provider = "cuda" if torch.cuda.is_available() else "cpu"
+            self.note = f"provider auto -> {self.provider}"
+        elif provider in ("cpu", "cuda"):
+            if provider == "cuda" and not torch.cuda.is_available():
+                raise ProviderError(f"provider 'cuda' requested for {path.name} but torch sees no CUDA device; "
+                                    "available: cpu")
+            self.provider = provider
+        else:
+            raise ProviderError(f"provider {provider!r} is for ONNX/OpenVINO artifacts; {kind} runs on cpu or cuda")
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.device = torch.device(self.provider)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # torch.jit deprecation: segrt export says it once
+            warnings.simplefilter("ignore")
+            if kind == "torchscript":
+                self.module = torch.jit.load(str(path), map_location=self.device).eval()
+            else:
+                self.module = torch.export.load(str(path)).module().to(self.device)
+        self.open_s = time.perf_counter() - t0
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.module(self.torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy()
+
+    def describe(self) -> str:
+        return f"torch {self.torch.__version__} on {self.provider}"
+
+
+def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> TorchBackend:
+    return TorchBackend(path, artifact.kind, provider, opts)

@@ -1,0 +1,114 @@
+"""`--provider auto` on a CPU: the fastest variant that passed its gate and can run here.
+
+Speeds come from ``manifest.speed``: every gated CPU variant timed together in one process by
+``record_speeds`` (export and quantize run it), with the CPU it ran on. On another CPU, the
+default order applies: INT8, then bf16 where the CPU has AMX, then fp32; OpenVINO before ONNX
+Runtime at equal precision (faster on x86 in every measurement so far, PERF-NOTES). An ungated
+variant is never chosen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrt.backends import module_available, usable_cores
+from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
+from segrt.errors import SegrtError
+from segrt.manifest import Artifact, Manifest
+
+SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
+
+
+def gate_of(manifest: Manifest, art: Artifact) -> dict:
+    """The gate record of an artifact: {passed, mask_iou, mask_iou_min, ...} or {}."""
+    entry = manifest.parity.get(art.name, {})
+    return {**entry, "mask_iou_min": entry.get("mask_iou_min", entry.get("gates", {}).get("mask_iou_min"))}
+
+
+def _unusable(art: Artifact, manifest: Manifest) -> str | None:
+    if not gate_of(manifest, art).get("passed"):
+        return "no passed gate recorded"
+    if art.precision == "fp16":
+        return "fp16 is for GPUs: no faster than fp32 on a CPU"
+    if art.kind == "openvino" and not module_available("openvino"):
+        return "OpenVINO is not installed: pip install 'segrt[openvino]'"
+    if art.precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(cpu_info()["isa"]):
+        return "this CPU has no bf16"
+    return None
+
+
+def candidates(manifest: Manifest, precision: str | None = None) -> tuple[list[Artifact], list[str]]:
+    """-> (gated CPU variants that can run here, 'name (why not)' for the others)."""
+    ok, skipped = [], []
+    for art in manifest.artifacts:
+        if art.kind not in SERVING_KINDS or (precision and art.precision != precision):
+            continue
+        reason = _unusable(art, manifest)
+        if reason:
+            skipped.append(f"{art.name} ({reason})")
+        else:
+            ok.append(art)
+    return ok, skipped
+
+
+def default_rank(art: Artifact) -> tuple[int, int]:
+    amx = "amx_bf16" in cpu_info()["isa"]
+    order = {"int8": 0, "bf16": 1 if amx else 3, "fp32": 2}
+    return order.get(art.precision, 4), 0 if art.kind == "openvino" else 1
+
+
+def choose_cpu_variant(manifest: Manifest, precision: str | None = None) -> tuple[Artifact, str]:
+    """-> (the artifact, one line saying what was picked and why)."""
+    ok, skipped = candidates(manifest, precision)
+    if not ok:
+        raise SegrtError(f"export {manifest.name!r} has no gated {precision + ' ' if precision else ''}variant that "
+                         f"can run on this CPU: {'; '.join(skipped) or 'none listed'}")
+    speed = manifest.speed or {}
+    ms = speed.get("ms_per_image", {})
+    if same_cpu(speed.get("cpu")) and all(a.name in ms for a in ok):
+        ranked = sorted(ok, key=lambda a: ms[a.name])
+        shape = "x".join(map(str, speed.get("input", [])))
+        others = ", ".join(f"{a.name} {ms[a.name]:.1f}" for a in ranked[1:])
+        why = (f"the fastest gated variant measured on this CPU, {ms[ranked[0].name]:.1f} ms/image at {shape}"
+               + (f" (others: {others})" if others else ""))
+    else:
+        ranked = sorted(ok, key=default_rank)
+        where = f"measured on {describe_cpu(speed['cpu'])}" if speed.get("cpu") else "none recorded"
+        why = f"no speeds measured on this CPU ({where}): default order int8 > fp32, OpenVINO first"
+    best, gate = ranked[0], gate_of(manifest, ranked[0])
+    note = (f"provider auto -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate['mask_iou']:.4f} >= "
+            f"{gate['mask_iou_min']}): {why}")
+    return best, note + (f"; not considered: {', '.join(skipped)}" if skipped else "")
+
+
+def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3) -> dict:
+    """Time every gated CPU variant of an export together (batch 1 at its working size, all usable
+    cores, rounds alternating between variants) and store it as ``manifest.speed``."""
+    from segrt.session import Session
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    ok, _ = candidates(manifest)
+    m = manifest.size_multiple
+    h, w = (-(-s // m) * m for s in (manifest.input_size or (256, 256)))
+    x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
+    sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
+                for a in ok}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            s.run(x)  # warm-up after the other variants ran
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(x)
+                times[name].append(time.perf_counter() - t0)
+    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
+    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "ms_per_image": ms,
+                      "date": dt.date.today().isoformat()}
+    manifest.save(folder)
+    log("speed on this CPU (batch 1, ms/image): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))
+    return manifest.speed

@@ -1,0 +1,199 @@
+"""The accuracy gate every reduced-precision variant goes through, whatever its runtime.
+
+Held-out images (never used for calibration) are read exactly like predict; the reference is
+eager PyTorch (or the fp32 ONNX that passed parity with it); a variant passes when its mask IoU
+agreement with the reference is >= the gate. ``fallback_search`` is the shared recovery when it
+misses: score each quantizable node by how much keeping it in higher precision helps, then keep
+the worst ones out of INT8 greedily until the gate passes (ONNX Runtime: nodes_to_exclude,
+OpenVINO/NNCF: IgnoredScope).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segrt.errors import GateFailed, ImageError, SegrtError
+from segrt.manifest import Manifest
+from segrt.parity import Batch, compare
+from segrt.processing import list_images, read_model_input
+
+MIN_CALIB_WARN = 100
+
+
+@dataclass
+class QuantizeOptions:
+    calib_images: Path | None = None
+    calib_count: int | None = None
+    calib_method: str = "minmax"
+    val_images: Path | None = None
+    val_masks: Path | None = None
+    val_fraction: float = 0.2
+    gate: float | None = None  # mask IoU agreement; default by precision
+    max_fp32_nodes: float = 0.34  # fraction of quantizable nodes the fallback may keep out of INT8
+    batch_size: int = 4
+    seed: int = 0
+
+
+@dataclass
+class GateResult:
+    mask_iou: float
+    summary: dict
+    excluded: list[str] = field(default_factory=list)
+    ms_per_image: float = 0.0
+
+    def record(self, gate: float, reference: str) -> dict:
+        """What the manifest keeps under parity[name]."""
+        return {"mask_iou_min": gate, "reference": reference, **{k: v for k, v in self.summary.items() if k != "worst"},
+                "passed": self.mask_iou >= gate, "worst": self.summary.get("worst", [])}
+
+
+def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[np.ndarray]:
+    arrays = []
+    for p in paths:
+        try:
+            arrays.append(read_model_input(p, manifest)[0])
+        except ImageError as exc:
+            raise SegrtError(f"{what} image unusable: {exc}") from None
+    return arrays
+
+
+def image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
+    """Validation images read like predict, in batches of ``batch_size``."""
+    arrays = _read_set(paths, manifest, "validation")
+    return [Batch(f"val {i}", np.stack(arrays[i:i + batch_size]), [p.name for p in paths[i:i + batch_size]])
+            for i in range(0, len(arrays), batch_size)]
+
+
+def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
+    """-> (calibration inputs, held-out validation batches); validation never overlaps calibration."""
+    folder = opts.calib_images
+    if folder is None:
+        raise SegrtError("INT8 needs calibration images: pass --calib-images DIR")
+    if not Path(folder).is_dir():
+        raise SegrtError(f"{folder}: calibration folder not found")
+    paths = list_images(folder)
+    if not paths:
+        raise SegrtError(f"{folder}: no images found for calibration")
+    if opts.val_images:
+        val_paths = list_images(opts.val_images)
+        calib_paths = [p for p in paths if p.stem not in {v.stem for v in val_paths}]
+    else:
+        if len(paths) < 2:
+            raise SegrtError(f"{folder}: need at least 2 images (calibration + held-out), or pass --val-images")
+        shuffled = sorted(paths)
+        random.Random(opts.seed).shuffle(shuffled)
+        n_val = max(1, round(len(shuffled) * opts.val_fraction))
+        val_paths, calib_paths = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+    if opts.calib_count:
+        calib_paths = calib_paths[: opts.calib_count]
+    if not calib_paths or not val_paths:
+        raise SegrtError(f"{folder}: no images left for calibration or validation")
+    if len(calib_paths) < MIN_CALIB_WARN:
+        log(f"warning: only {len(calib_paths)} calibration images; ~{MIN_CALIB_WARN}+ give more reliable ranges")
+    calib = _read_set(calib_paths, manifest, "calibration")
+    log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
+    return calib, validation_batches(opts, manifest, val_paths)
+
+
+def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
+    if not opts.val_masks:
+        return image_batches(paths, manifest, opts.batch_size)
+    from segrt.parity import image_inputs
+
+    return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, opts.batch_size)]
+
+
+def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:
+    """Real images for a gate without calibration (fp16, bf16): --val-images, else --calib-images,
+    else random inputs."""
+    folder = opts.val_images or opts.calib_images
+    if not folder:
+        from segrt.parity import random_inputs
+
+        return random_inputs(manifest)
+    paths = list_images(folder)
+    if not paths:
+        raise SegrtError(f"{folder}: no images found")
+    return validation_batches(opts, manifest, paths)
+
+
+def run_batches(run: Callable[[np.ndarray], np.ndarray], batches: list[Batch]) -> tuple[list[np.ndarray], float]:
+    """-> (logits per batch, ms per image after one warm-up run)."""
+    run(batches[0].x[:1])
+    t0, outs = time.perf_counter(), [run(b.x) for b in batches]
+    return outs, (time.perf_counter() - t0) * 1000 / sum(len(b.x) for b in batches)
+
+
+def evaluate(run: Callable[[np.ndarray], np.ndarray], reference: list[np.ndarray], batches: list[Batch],
+             num_classes: int) -> GateResult:
+    outs, ms = run_batches(run, batches)
+    res = compare(reference, outs, batches, num_classes)
+    return GateResult(res["summary"]["mask_iou"], {**res["summary"], "worst": res["worst"]}, ms_per_image=ms)
+
+
+def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
+    """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
+    passed parity with eager at export)."""
+    from segrt.session import Session, torch_available
+
+    ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
+    if ckpt is not None and torch_available():
+        from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+        from segrt.parity import eager_logits
+
+        return eager_logits(model_from_checkpoint(load_checkpoint(folder / ckpt.file)), batches), "eager"
+    session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
+    return [session.run(b.x) for b in batches], "onnx fp32"
+
+
+def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[str], gate: float,
+                    max_fraction: float, log) -> tuple[GateResult, list[dict]]:
+    """All nodes INT8 first; below the gate, rank nodes by how much excluding each alone helps and
+    exclude the worst greedily (at most ``max_fraction`` of them) until the gate passes.
+    -> (best result, the search as [{excluded, mask_iou, ms_per_image}])."""
+    full = build([])
+    best, search = full, [{"excluded": [], "mask_iou": full.mask_iou, "ms_per_image": full.ms_per_image}]
+    log(f"  all nodes int8: mask IoU {full.mask_iou:.5f}")
+    if full.mask_iou >= gate:
+        return best, search
+    budget = max(1, int(len(candidates) * max_fraction))
+    log(f"  below the gate: scanning {len(candidates)} nodes for sensitivity (fallback may exclude {budget})")
+    scores = [(build([n]).mask_iou, n) for n in candidates]
+    excluded = []
+    for _, n in sorted(scores, key=lambda s: -s[0])[:budget]:
+        excluded.append(n)
+        r = build(list(excluded))
+        log(f"  excluded {len(excluded)} node(s) (+{n}): mask IoU {r.mask_iou:.5f}")
+        search.append({"excluded": list(excluded), "mask_iou": r.mask_iou, "ms_per_image": r.ms_per_image})
+        if r.mask_iou > best.mask_iou:
+            best = r
+        if r.mask_iou >= gate:
+            break
+    return best, search
+
+
+def save_variant(folder: Path, art, gate_record: dict) -> None:
+    """List a gated variant in the export's manifest: its hashes and its gate record."""
+    manifest = Manifest.load(folder)
+    manifest.add_artifact(folder, art)
+    manifest.parity[art.name] = gate_record
+    manifest.save(folder)
+
+
+def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None) -> None:
+    """Raise GateFailed (exit 1, nothing written) when ``result`` misses the gate."""
+    if result.mask_iou >= gate:
+        return
+    kept = f" (with {len(result.excluded)} node(s) kept fp32: {', '.join(result.excluded) or 'none'})" \
+        if search is not None else ""
+    hint = ("; try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
+            if search is not None else "; use a higher precision or a lower --quant-gate")
+    raise GateFailed(f"{what} gate failed: best mask IoU agreement {result.mask_iou:.5f} < {gate}{kept}{hint}",
+                     {"best": {"mask_iou": result.mask_iou, "excluded": result.excluded}, "search": search or [],
+                      "gate": gate})

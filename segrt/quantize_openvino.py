@@ -1,0 +1,178 @@
+"""OpenVINO variants of an export, behind the shared accuracy gate (segrt.gate).
+
+IR: model.xml + model.bin converted from the exported ONNX with fp32 weights (ov.save_model
+compresses to fp16 unless told not to). INT8: NNCF post-training quantization calibrated through
+segrt's own image reader (the same images and preprocessing as the ONNX Runtime INT8 path); when
+the gate misses, segrt.gate's fallback keeps the most sensitive nodes out of INT8 through NNCF's
+IgnoredScope, so both runtimes share one search and one record. Those nodes run in f32, or in
+bf16 where the CPU has it and that is both faster and still inside the gate. bf16: the fp32 IR
+run with the bf16 precision hint, gated on held-out photos and recorded with the CPU it ran on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segrt.backends import SessionOptions
+from segrt.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
+from segrt.cpuinfo import cpu_info
+from segrt.errors import SegrtError
+from segrt.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches, reference_logits,
+                        require, save_variant, split_images)
+from segrt.manifest import Artifact, Manifest
+from segrt.parity import DEFAULT_IOU_GATES, Batch
+
+IR_FILE = "model.xml"
+QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+FP32_GATE = {"mask_iou_min": 0.999, "max_abs_logit_diff_max": 1e-3}  # as export's parity gate
+
+
+def save_ir(model, folder: Path, xml_name: str) -> None:
+    """Write an ov.Model as folder/xml_name + .bin, fp32 weights kept; both files appear together
+    (written in a temp folder beside them, then moved, .bin first)."""
+    ov = import_openvino()
+    tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=folder))
+    try:
+        ov.save_model(model, str(tmp / xml_name), compress_to_fp16=False)
+        for name in (Path(xml_name).with_suffix(".bin").name, xml_name):
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ir_artifact(xml_name: str, precision: str = "fp32", **extra) -> Artifact:
+    ov = import_openvino()
+    name = xml_name if precision != "bf16" else f"{xml_name}@bf16"
+    return Artifact(file=xml_name, kind="openvino", precision=precision, name=name,
+                    exporter=f"openvino {ov.__version__.split('-')[0]}",
+                    companions={Path(xml_name).with_suffix(".bin").name: {}}, extra=extra)
+
+
+def write_ir(onnx_path: Path, folder: Path) -> Artifact:
+    """The OpenVINO IR of an exported ONNX file (export --formats openvino); gated by the caller."""
+    ov = import_openvino()
+    save_ir(ov.convert_model(str(onnx_path)), folder, IR_FILE)
+    return ir_artifact(IR_FILE, source=onnx_path.name, weights="fp32")
+
+
+def ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference, ref_name: str, log) -> Artifact:
+    """The export's fp32 IR; converted from model.onnx and gated at fp32 parity when missing."""
+    have = next((a for a in manifest.artifacts if a.kind == "openvino" and a.precision == "fp32"), None)
+    if have:
+        return have
+    log(f"no OpenVINO IR in {folder}: converting {manifest.artifact('onnx', 'fp32').file} ...")
+    art = write_ir(folder / manifest.artifact("onnx", "fp32").file, folder)
+    r = evaluate(OpenVinoBackend(folder / IR_FILE, "f32", SessionOptions()).run, reference, batches,
+                 manifest.num_classes)
+    diff = r.summary["max_abs_logit_diff"]
+    if r.mask_iou < FP32_GATE["mask_iou_min"] or diff > FP32_GATE["max_abs_logit_diff_max"]:
+        for f in (IR_FILE, Path(IR_FILE).with_suffix(".bin").name):
+            (folder / f).unlink(missing_ok=True)
+        raise SegrtError(f"{folder / IR_FILE}: OpenVINO fp32 disagrees with {ref_name} (mask IoU {r.mask_iou:.5f}, "
+                         f"max |logit diff| {diff:.3g}); not added")
+    save_variant(folder, art, {**r.record(FP32_GATE["mask_iou_min"], ref_name), "gates": FP32_GATE})
+    return art
+
+
+def _median_ms(run, x: np.ndarray, runs: int = 5) -> float:
+    run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
+def _setup(folder, opts: QuantizeOptions, precision: str) -> tuple[Path, Manifest, float]:
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    gate = opts.gate if opts.gate is not None else DEFAULT_IOU_GATES[precision]
+    return folder, manifest, gate
+
+
+def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
+    """Add model.int8.xml/.bin: NNCF INT8, gated, with the IgnoredScope fallback."""
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    ov = import_openvino()
+    folder, manifest, gate = _setup(folder, opts, "int8")
+    calib, batches = split_images(opts, manifest, log)
+    reference, ref_name = reference_logits(folder, manifest, batches)
+    ir = ensure_ir(folder, manifest, batches, reference, ref_name, log)
+    core = ov.Core()
+    read = lambda: core.read_model(str(folder / ir.file))  # noqa: E731 - nncf.quantize consumes its model
+    candidates = [op.get_friendly_name() for op in read().get_ordered_ops() if op.get_type_name() in QUANTIZABLE_OPS]
+    dataset = nncf.Dataset(calib, lambda x: x[None])
+    models = {}
+
+    def build(excluded: list[str]) -> GateResult:
+        scope = nncf.IgnoredScope(names=excluded) if excluded else None
+        models[tuple(excluded)] = q = nncf.quantize(read(), dataset, subset_size=len(calib), ignored_scope=scope)
+        r = evaluate(OpenVinoBackend(q, "f32", SessionOptions(), label="NNCF candidate").run, reference, batches,
+                     manifest.num_classes)
+        r.excluded = list(excluded)
+        return r
+
+    log(f"quantizing with NNCF ({len(calib)} calibration images) and gating at mask IoU >= {gate} vs {ref_name} ...")
+    best, search = fallback_search(build, candidates, gate, opts.max_fp32_nodes, log)
+    require(best, gate, "OpenVINO INT8", search)
+    model = models[tuple(best.excluded)]
+    hint, ms = _float_precision(model, best, gate, reference, batches, manifest, log)
+    save_ir(model, folder, "model.int8.xml")
+    art = ir_artifact("model.int8.xml", "int8", inference_precision=hint, measured_on=cpu_info(),
+                      calibration={"method": "nncf defaults (min-max, preset performance)", "count": len(calib)},
+                      excluded_nodes=best.excluded, quantizable_nodes=len(candidates), search=search,
+                      ms_per_image=ms)
+    save_variant(folder, art, best.record(gate, ref_name))
+    log(f"model.int8.xml: mask IoU {best.mask_iou:.5f} (gate {gate}), {len(best.excluded)} node(s) out of INT8 "
+        f"running in {hint}, {ms[hint]:.1f} ms/img at batch 1")
+    return art
+
+
+def _float_precision(model, best: GateResult, gate: float, reference, batches: list[Batch], manifest: Manifest,
+                     log) -> tuple[str, dict]:
+    """The precision of the INT8 model's other layers: bf16 only where the CPU has it, it is
+    faster here and the gate still passes; else f32. -> (hint, {hint: ms/image at batch 1})."""
+    x = batches[0].x[:1]
+    f32 = OpenVinoBackend(model, "f32", SessionOptions(), label="model.int8.xml")
+    ms = {"f32": _median_ms(f32.run, x)}
+    if best.excluded and "BF16" in cpu_capabilities():
+        bf16 = OpenVinoBackend(model, "bf16", SessionOptions(), label="model.int8.xml")
+        ms["bf16"], ms["f32"] = _median_ms(bf16.run, x), min(ms["f32"], _median_ms(f32.run, x))
+        if ms["bf16"] < ms["f32"]:
+            r = evaluate(bf16.run, reference, batches, manifest.num_classes)
+            if r.mask_iou >= gate:
+                log(f"  layers kept out of INT8 run in bf16: {ms['bf16']:.1f} vs f32 {ms['f32']:.1f} ms/img, "
+                    f"mask IoU {r.mask_iou:.5f}")
+                best.summary, best.mask_iou = r.summary, r.mask_iou
+                return "bf16", ms
+    return "f32", ms
+
+
+def gate_bf16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
+    """Record the fp32 IR run in bf16 as a variant (model.xml@bf16), gated on held-out photos."""
+    folder, manifest, gate = _setup(folder, opts, "bf16")
+    if not (opts.val_images or opts.calib_images):
+        raise SegrtError("bf16 is gated on real photos: pass --val-images DIR (held-out images)")
+    batches = gate_batches(opts, manifest)
+    reference, ref_name = reference_logits(folder, manifest, batches)
+    ir = ensure_ir(folder, manifest, batches, reference, ref_name, log)
+    bf16 = OpenVinoBackend(folder / ir.file, "bf16", SessionOptions(), label=str(folder / ir.file))
+    r = evaluate(bf16.run, reference, batches, manifest.num_classes)
+    x = batches[0].x[:1]
+    ms = {"f32": _median_ms(OpenVinoBackend(folder / ir.file, "f32", SessionOptions()).run, x),
+          "bf16": _median_ms(bf16.run, x)}
+    log(f"bf16: mask IoU {r.mask_iou:.5f} (gate {gate}), {ms['bf16']:.1f} vs f32 {ms['f32']:.1f} ms/img at batch 1")
+    require(r, gate, "bf16")
+    art = ir_artifact(ir.file, "bf16", inference_precision="bf16", measured_on=cpu_info(), ms_per_image=ms)
+    save_variant(folder, art, r.record(gate, ref_name))
+    return art
