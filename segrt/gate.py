@@ -186,14 +186,18 @@ def save_variant(folder: Path, art, gate_record: dict) -> None:
     manifest.save(folder)
 
 
-def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None) -> None:
-    """Raise GateFailed (exit 1, nothing written) when ``result`` misses the gate."""
+CALIB_HINT = "try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
+
+
+def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None,
+            hint: str = CALIB_HINT) -> None:
+    """Raise GateFailed (exit 1, nothing written) when ``result`` misses the gate; ``search``: the
+    fallback's record, for INT8."""
     if result.mask_iou >= gate:
         return
     kept = f" (with {len(result.excluded)} node(s) kept fp32: {', '.join(result.excluded) or 'none'})" \
         if search is not None else ""
-    hint = ("; try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
-            if search is not None else "; use a higher precision or a lower --quant-gate")
+    hint = "; " + (hint if search is not None else "use a higher precision or a lower --quant-gate")
     raise GateFailed(f"{what} gate failed: best mask IoU agreement {result.mask_iou:.5f} < {gate}{kept}{hint}",
                      {"best": {"mask_iou": result.mask_iou, "excluded": result.excluded}, "search": search or [],
                       "gate": gate})

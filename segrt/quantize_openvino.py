@@ -110,11 +110,12 @@ def _setup(folder, opts: QuantizeOptions, precision: str) -> tuple[Path, Manifes
 def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
     """Add model.int8.xml/.bin: NNCF INT8 with its defaults, gated; below the gate, NNCF's accuracy
     control keeps the quantizer groups that cost the most agreement in float."""
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)  # its progress bars go to stderr, beside segrt's log
+    nncf = import_nncf()
     ov = import_openvino()
     folder, manifest, gate = _setup(folder, opts, "int8")
+    if opts.calib_method != "minmax":
+        log(f"note: --calib-method {opts.calib_method} is for ONNX Runtime INT8; NNCF calibrates with its own "
+            "defaults (min-max)")
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
     source = manifest.artifact("onnx", "fp32").file
@@ -131,14 +132,15 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
                "ms_per_image": best.ms_per_image}]
     log(f"  NNCF defaults: mask IoU {best.mask_iou:.5f}")
     if best.mask_iou < gate:
+        budget = max(1, int(len(float_ops(read())) * opts.max_fp32_nodes))
         with contextlib.redirect_stdout(sys.stderr):
-            model = accuracy_control(read, dataset, batches, reference, manifest.num_classes, gate, log)
+            model = accuracy_control(read, dataset, batches, reference, manifest.num_classes, gate, budget, log)
         best = score(model)
         best.excluded = float_ops(model)
         search.append({"method": "nncf.quantize_with_accuracy_control", "excluded": best.excluded,
                        "mask_iou": best.mask_iou, "ms_per_image": best.ms_per_image})
         log(f"  accuracy control: {len(best.excluded)} node(s) left in float: mask IoU {best.mask_iou:.5f}")
-    require(best, gate, "OpenVINO INT8", search)
+    require(best, gate, "OpenVINO INT8", search, "try more/other calibration images or a lower --quant-gate")
     hint, ms = _float_precision(model, best, gate, reference, batches, manifest, log)
     save_ir(model, folder, "model.int8.xml")
     art = ir_artifact("model.int8.xml", "int8", inference_precision=hint, measured_on=cpu_info(), source=source,
@@ -151,12 +153,16 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     return art
 
 
-def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes: int, gate: float, log):
+def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes: int, gate: float, budget: int,
+                     log):
     """nncf.quantize_with_accuracy_control with segrt's metric: mask IoU agreement with the same
     reference on the same held-out batches, allowed to drop from the fp32 IR's agreement to the gate.
-    NNCF reverts whole quantizer groups (scales shared across a Concat), which a node-by-node
-    search cannot: in a U-Net the skip concatenations are where INT8 loses agreement."""
-    import nncf
+    NNCF reverts whole quantizer groups (scales shared across a Concat, an op's input quantizer with
+    its weights), which a node-by-node IgnoredScope search cannot: on the bundled model, ignoring
+    the first convolution by name left agreement at 0.9885, while reverting its group gave 0.9919.
+    At most ``budget`` groups are reverted (as the ONNX Runtime fallback's --max-fp32-nodes share)."""
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     def agreement(compiled, items) -> float:
         items = list(items)
@@ -165,10 +171,24 @@ def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes
 
     pairs = list(zip(batches, reference))
     initial = agreement(OpenVinoBackend(read(), "f32", SessionOptions()).compiled, pairs)
-    log(f"  below the gate: NNCF accuracy control (fp32 agreement {initial:.5f}, may drop to {gate})")
-    return nncf.quantize_with_accuracy_control(read(), dataset, nncf.Dataset(pairs), validation_fn=agreement,
-                                               max_drop=max(initial - gate, 0.0), drop_type=nncf.DropType.ABSOLUTE,
-                                               subset_size=dataset.get_length() or 300)
+    log(f"  below the gate: NNCF accuracy control (fp32 agreement {initial:.5f}, may drop to {gate}; "
+        f"at most {budget} layer group(s) back to float)")
+    return nncf.quantize_with_accuracy_control(
+        read(), dataset, nncf.Dataset(pairs), validation_fn=agreement, max_drop=max(initial - gate, 0.0),
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=dataset.get_length() or 300,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=budget))
+
+
+def import_nncf():
+    """nncf, quiet: its INFO log off, and torch's CUDA-probe warning (nncf imports torch when it is
+    installed) silenced."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        import nncf
+    except ImportError:
+        raise SegrtError("NNCF is not installed; pip install 'segrt[openvino]' (openvino, nncf)") from None
+    nncf.set_log_level(logging.ERROR)
+    return nncf
 
 
 def float_ops(model) -> list[str]:
