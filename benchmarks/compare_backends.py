@@ -1,13 +1,15 @@
 """Side-by-side backends in ONE process on the same model and inputs.
 
-eager PyTorch (NCHW, channels_last), torch.compile (if it works), TorchScript, ONNX Runtime fp32,
-ONNX Runtime INT8 (when the export has it) and OpenVINO (if installed): latency, images/s, ratio to
-eager fp32, mask IoU agreement with eager, and achieved FLOP/s as a fraction of this machine's
-fp32 matmul peak measured in the same run (model FLOPs from torch.utils.flop_counter).
+What a PyTorch user would try (eager NCHW / channels_last, bf16 autocast + channels_last,
+torch.compile, TorchScript), every variant of the export through segrt's Session (ONNX Runtime and
+OpenVINO, fp32 / bf16 / INT8, each marked gated or not) and OpenVINO run by hand on the ONNX file
+(fp32 and bf16 hints, INT8 with NNCF's defaults calibrated on --calib-images): latency, images/s,
+ratio to eager fp32, mask IoU agreement with eager, achieved FLOP/s as a fraction of this machine's
+fp32 matmul peak measured in the same run, and the CPU model with its ISA flags.
 
-    python benchmarks/compare_backends.py --export exported/pets --images ../shared/data/oxford_iiit_pet_subset/images
+    python benchmarks/compare_backends.py --export exported/pets --size-override 256 \
+        --images /tmp/pets-sets/eval --calib-images /tmp/pets-sets/calib     # benchmarks/pets_sets.py makes these
     python benchmarks/compare_backends.py --classic --images ...   # the 31M-parameter U-Net, random weights
-    python benchmarks/compare_backends.py --export DIR --size-override 256 --images ...  # any export, e.g. a trained classic U-Net
 
 Writes benchmarks/results/<date>-<machine>-<model>.json/.md and a PNG plot.
 """
@@ -15,6 +17,7 @@ Writes benchmarks/results/<date>-<machine>-<model>.json/.md and a PNG plot.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
@@ -29,6 +32,8 @@ import numpy as np
 import torch
 
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.choose import gate_of
+from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNet, UNetConfig
@@ -83,22 +88,25 @@ def reestimate_bn(model: UNet, inputs: torch.Tensor) -> None:
     model.eval()
 
 
-def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, threads: int, log) -> dict:
-    """name -> callable(np.ndarray NCHW) -> np.ndarray logits. Skips what cannot run here (logged)."""
+def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, calib: list[np.ndarray], threads: int,
+                   log) -> tuple[dict, set]:
+    """-> (name -> callable(np.ndarray NCHW) -> np.ndarray logits, names of segrt's gated variants).
+    Skips what cannot run here (logged)."""
     backends = {}
 
-    def eager(m, channels_last=False):
+    def eager(m, channels_last=False, bf16=False):
         def run(x):
             t = torch.from_numpy(x)
             if channels_last:
                 t = t.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 return m(t).float().numpy()
         return run
 
     backends["eager fp32"] = eager(model)
-    backends["eager fp32 channels_last"] = eager(model.to(memory_format=torch.channels_last), True)
-    model.to(memory_format=torch.contiguous_format)
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    backends["eager fp32 channels_last"] = eager(cl_model, True)
+    backends["eager bf16 autocast + channels_last"] = eager(cl_model, True, True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -108,21 +116,42 @@ def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, threads
         backends["torch.compile (inductor)"] = eager(compiled)
     except Exception as exc:  # no compiler, unsupported platform, ...
         log(f"skip torch.compile: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-    manifest = Manifest.load(export_dir)
+    manifest, gated = Manifest.load(export_dir), set()
+    runtime = {"torchscript": "TorchScript", "onnx": "segrt ORT", "openvino": "segrt OpenVINO"}
     for art in manifest.artifacts:
-        if art.kind in ("torchscript", "onnx"):
-            label = {"torchscript": "TorchScript", "onnx": f"ORT {art.precision}"}[art.kind]
-            s = Session(export_dir, artifact=art.file, provider="cpu", options=SessionOptions(threads=threads))
-            backends[label] = s.run
+        if art.kind in runtime:
+            label = runtime[art.kind] + ("" if art.kind == "torchscript" else f" {art.precision}")
+            provider = "openvino" if art.kind == "openvino" else "cpu"
+            backends[label] = Session(export_dir, artifact=art.name, provider=provider,
+                                      options=SessionOptions(threads=threads)).run
+            if art.kind != "torchscript" and gate_of(manifest, art).get("passed"):
+                gated.add(label)
+    backends.update(openvino_by_hand(export_dir / manifest.artifact("onnx", "fp32").file, calib, threads, log))
+    return backends, gated
+
+
+def openvino_by_hand(onnx_path: Path, calib: list[np.ndarray], threads: int, log) -> dict:
+    """OpenVINO as a user runs it on the ONNX file: fp32 and bf16 hints, and INT8 with NNCF's defaults
+    (compiled with OpenVINO's default precision for its float parts)."""
     try:
         import openvino as ov
-
-        core = ov.Core()
-        compiled_ov = core.compile_model(str(export_dir / "model.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        backends["OpenVINO fp32"] = lambda x: compiled_ov(x)[0]
     except ImportError:
-        log("skip OpenVINO: not installed")
-    return backends
+        log("skip OpenVINO by hand: not installed")
+        return {}
+    core, out = ov.Core(), {}
+    threads_cfg = {"INFERENCE_NUM_THREADS": threads}
+    for hint in ("f32", "bf16"):
+        c = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": hint, **threads_cfg})
+        out[f"OpenVINO {hint} by hand"] = (lambda c: lambda x: c(x)[0])(c)
+    if not calib:
+        log("skip OpenVINO INT8 NNCF defaults: pass --calib-images")
+        return out
+    import nncf
+
+    q = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(calib, lambda x: x[None]), subset_size=len(calib))
+    c = core.compile_model(q, "CPU", threads_cfg)
+    out["OpenVINO INT8, NNCF defaults"] = lambda x: c(x)[0]
+    return out
 
 
 def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], str]:
@@ -181,7 +210,8 @@ def main():
     p.add_argument("--val-images", type=Path, help="held-out images for the INT8 gate (classic)")
     p.add_argument("--size", type=int, default=256, help="working size for --classic")
     p.add_argument("--size-override", type=int, help="run an export at this square size instead of its own")
-    p.add_argument("--calib-images", type=Path, help="calibration images for --classic INT8 (default --images)")
+    p.add_argument("--calib-images", type=Path,
+                   help="calibration images: NNCF defaults baseline, and --classic INT8 (default --images)")
     p.add_argument("--count", type=int, default=100, help="images used as inputs (agreement over all of them)")
     p.add_argument("--calib-count", type=int, default=100)
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
@@ -202,7 +232,10 @@ def main():
     log(f"fp32 matmul peak: {peak:.0f} GFLOP/s on {args.threads} threads")
     x1 = torch.from_numpy(inputs[0][None])
     gflop = model_gflops(model, x1)
-    backends = build_backends(model, export_dir, torch.from_numpy(np.stack(inputs[: batch_sizes[0]])), args.threads, log)
+    calib = [read_model_input(p, manifest)[0] for p in list_images(args.calib_images)[: args.calib_count]] \
+        if args.calib_images else []
+    backends, gated = build_backends(model, export_dir, torch.from_numpy(np.stack(inputs[: batch_sizes[0]])), calib,
+                                     args.threads, log)
     agreement = mask_agreement(backends, inputs, max(batch_sizes), manifest.num_classes)
     rows = []
     for bs in batch_sizes:
@@ -218,7 +251,8 @@ def main():
                     lat[label] += timed(fn, batches[(rnd * args.runs + r) % len(batches)], 1, 0)
         for label in backends:
             ms = statistics.median(lat[label]) * 1000
-            rows.append({"backend": label, "batch_size": bs, "ms_per_batch": ms, "ms_per_image": ms / bs,
+            rows.append({"backend": label, "gated": label in gated, "batch_size": bs, "ms_per_batch": ms,
+                         "ms_per_image": ms / bs,
                          "images_per_s": 1000 * bs / ms, "mask_iou_vs_eager": agreement[label],
                          "gflops_achieved": gflop * bs / (ms / 1000),
                          "fraction_of_fp32_peak": gflop * bs / (ms / 1000) / peak})
@@ -228,21 +262,48 @@ def main():
                 r["speedup_vs_eager_fp32"] = eager_ms / r["ms_per_image"]
     h, w = inputs[0].shape[1:]
     result = {"model": name, "input": [h, w], "gflop_per_image": gflop, "fp32_matmul_peak_gflops": peak,
-              "threads": args.threads, "cores": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "date": dt.date.today().isoformat(), "runs": args.runs, "rounds": args.rounds, "rows": rows}
+              "threads": args.threads, "cores": os.cpu_count(), "cpu": cpu_info(), "torch": torch.__version__,
+              "date": dt.date.today().isoformat(), "runs": args.runs, "rounds": args.rounds, "rows": rows,
+              "targets": targets(rows, batch_sizes)}
     write_results(result, args.tag)
+
+
+def targets(rows: list[dict], batch_sizes: list[int]) -> list[str]:
+    """The issue's measures, per batch size: segrt's fastest gated path vs OpenVINO INT8 with NNCF's
+    defaults, and the bf16 variant beside eager bf16 autocast."""
+    lines = []
+    for bs in batch_sizes:
+        at = {r["backend"]: r for r in rows if r["batch_size"] == bs}
+        gated = [r for r in at.values() if r["gated"]]
+        if not gated:
+            continue
+        best = min(gated, key=lambda r: r["ms_per_image"])
+        line = f"batch {bs}: fastest gated segrt path {best['backend']} {best['ms_per_image']:.2f} ms/image " \
+               f"(agreement {best['mask_iou_vs_eager']:.4f})"
+        nncf = at.get("OpenVINO INT8, NNCF defaults")
+        if nncf:
+            line += (f"; OpenVINO INT8 NNCF defaults {nncf['ms_per_image']:.2f} ms/image (agreement "
+                     f"{nncf['mask_iou_vs_eager']:.4f}): segrt is {nncf['ms_per_image'] / best['ms_per_image']:.2f}x as fast")
+        bf16, autocast = at.get("segrt OpenVINO bf16"), at.get("eager bf16 autocast + channels_last")
+        if bf16 and autocast:
+            line += (f"; segrt OpenVINO bf16 {bf16['ms_per_image']:.2f} ms/image (agreement "
+                     f"{bf16['mask_iou_vs_eager']:.4f}) vs eager bf16 autocast {autocast['ms_per_image']:.2f}")
+        lines.append(line)
+    return lines
 
 
 def to_markdown(result: dict) -> str:
     lines = [f"### {result['model']} at {result['input'][0]}x{result['input'][1]} "
              f"({result['gflop_per_image']:.1f} GFLOP/image; fp32 matmul peak {result['fp32_matmul_peak_gflops']:.0f} "
              f"GFLOP/s on {result['threads']} threads; torch {result['torch']}; {result['date']})", "",
-             "| backend | batch | ms/image | images/s | vs eager fp32 | mask IoU vs eager | % of fp32 peak |",
-             "|---|---|---|---|---|---|---|"]
+             f"CPU: {describe_cpu(result['cpu'])}, {result['cores']} cores", "",
+             "| backend | gated | batch | ms/image | images/s | vs eager fp32 | mask IoU vs eager | % of fp32 peak |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['backend']} | {r['batch_size']} | {r['ms_per_image']:.1f} | {r['images_per_s']:.2f} | "
-                     f"{r['speedup_vs_eager_fp32']:.2f}x | {r['mask_iou_vs_eager']:.4f} | "
+        lines.append(f"| {r['backend']} | {'yes' if r['gated'] else ''} | {r['batch_size']} | {r['ms_per_image']:.1f} | "
+                     f"{r['images_per_s']:.2f} | {r['speedup_vs_eager_fp32']:.2f}x | {r['mask_iou_vs_eager']:.4f} | "
                      f"{100 * r['fraction_of_fp32_peak']:.0f}% |")
+    lines += [""] + [f"- {t}" for t in result.get("targets", [])]
     return "\n".join(lines) + "\n"
 
 
