@@ -6,6 +6,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PETS = ROOT / "tests" / "data" / "pets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """OpenVINO's compile cache in a temp folder, not the user's ~/.cache (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("SEGRT_CACHE_DIR")
+    os.environ["SEGRT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SEGRT_CACHE_DIR", None)
+    else:
+        os.environ["SEGRT_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def pets_dir() -> Path:
     return PETS

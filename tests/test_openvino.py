@@ -76,6 +76,14 @@ def test_openvino_matches_eager_and_onnx_runtime(ov_export):
     np.testing.assert_allclose(np.concatenate([f.result() for f in futures]), ort_out, atol=1e-4)
 
 
+def test_bare_onnx_on_openvino(ov_export, tmp_path):
+    shutil.copy(ov_export / "model.onnx", tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    s = Session(tmp_path / "m.onnx", provider="openvino")
+    assert s.provider == "openvino" and s.kind == "onnx" and "OpenVINO" in s.describe()
+    np.testing.assert_allclose(s.run(x), Session(tmp_path / "m.onnx", provider="cpu").run(x), atol=1e-4)
+
+
 def test_int8_gated_and_recorded(ov_export):
     m = Manifest.load(ov_export)
     art = m.artifact("openvino", "int8")
