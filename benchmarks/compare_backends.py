@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segrt.bench import timed
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.choose import gate_of
 from segrt.cpuinfo import cpu_info, describe_cpu
@@ -62,17 +63,6 @@ def model_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x)
     return counter.get_total_flops() / 1e9
-
-
-def timed(fn, x, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn(x)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def reestimate_bn(model: UNet, inputs: torch.Tensor) -> None:

@@ -22,6 +22,18 @@ ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
 
 
+def timed(fn, x, runs: int, warmup: int = 0) -> list[float]:
+    """Seconds per call of ``fn(x)``, ``runs`` times after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn(x)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def reset_peak_rss() -> bool:
     """Linux: reset VmHWM so the next reading is this row's peak."""
     try:

@@ -10,7 +10,6 @@ variant is never chosen.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +87,7 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None) -> tupl
 def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3) -> dict:
     """Time every gated CPU variant of an export together (batch 1 at its working size, all usable
     cores, rounds alternating between variants) and store it as ``manifest.speed``."""
+    from segrt.bench import timed
     from segrt.session import Session
 
     folder = Path(folder)
@@ -101,11 +101,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3)
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
         for name, s in sessions.items():
-            s.run(x)  # warm-up after the other variants ran
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(x)
-                times[name].append(time.perf_counter() - t0)
+            times[name] += timed(s.run, x, runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
     manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "ms_per_image": ms,
                       "date": dt.date.today().isoformat()}

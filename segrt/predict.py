@@ -229,10 +229,7 @@ class Predictor:
         self.batch.clear()
         for j in jobs:
             j.x = None
-        start = time.perf_counter()
-        fut = self.session.submit(x)
-        fut.add_done_callback(lambda f: self.stats.spans.append((start, time.perf_counter())))
-        self.inflight.append((jobs, fut))
+        self.inflight.append((jobs, self.session.submit(x)))
         self._collect(keep=self.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
@@ -242,6 +239,7 @@ class Predictor:
             t0 = time.perf_counter()
             logits = fut.result()
             self.stats.wait_inference_s += time.perf_counter() - t0
+            self.stats.spans.append(fut.span)
             for j, out in zip(jobs, logits):
                 self.writes.append((j, self.writers.submit(self.write, j, out)))
         self._drain_writes(limit=2 * self.opts.batch_size)

@@ -24,12 +24,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from segrt.backends import SessionOptions
+from segrt.bench import timed
 from segrt.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
@@ -91,13 +91,7 @@ def ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference,
 
 
 def _median_ms(run, x: np.ndarray, runs: int = 5) -> float:
-    run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000
+    return float(np.median(timed(run, x, runs, warmup=1))) * 1000
 
 
 def _setup(folder, opts: QuantizeOptions, precision: str) -> tuple[Path, Manifest, float]:

@@ -76,6 +76,17 @@ def test_openvino_matches_eager_and_onnx_runtime(ov_export):
     np.testing.assert_allclose(np.concatenate([f.result() for f in futures]), ort_out, atol=1e-4)
 
 
+def test_failed_request_is_an_error_not_a_hang(ov_export):
+    from segrt.backends import SessionOptions
+
+    s = Session(ov_export, provider="openvino", options=SessionOptions(throughput=True))
+    bad = s.submit(np.zeros((1, 3, 65, 64), np.float32))  # not a multiple of 8: the skip concat fails
+    good = s.submit(np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(SegrtError, match="OpenVINO inference failed"):
+        bad.result()
+    assert good.result().shape == (1, 3, 64, 64) and good.span[0] <= good.span[1]
+
+
 def test_bare_onnx_on_openvino(ov_export, tmp_path):
     shutil.copy(ov_export / "model.onnx", tmp_path / "m.onnx")
     x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)

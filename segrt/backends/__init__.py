@@ -3,7 +3,8 @@
 
     backend = open_backend(path, artifact, provider, options, manifest)
     backend.run(x)        # NCHW float32 normalized -> NCHW float32 logits
-    backend.submit(x)     # -> Future of run(x); up to backend.in_flight outstanding at once
+    backend.submit(x)     # -> a Future of run(x) (done(), result(), span = (start, end) once done);
+                          #    up to backend.in_flight outstanding at once
     backend.provider      # what runs it: cpu | cuda | tensorrt | openvino
     backend.note          # what 'auto' chose and why, or None
     backend.describe()    # one line
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +53,12 @@ class Backend:
 
     def submit(self, x: np.ndarray) -> Future:
         fut: Future = Future()
+        start = time.perf_counter()
         try:
             fut.set_result(self.run(x))
         except Exception as exc:
             fut.set_exception(exc)
+        fut.span = (start, time.perf_counter())
         return fut
 
     def describe(self) -> str:

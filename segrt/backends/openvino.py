@@ -1,13 +1,12 @@
 """OpenVINO, the native runtime on its CPU device: IR (.xml + .bin) or ONNX files, fp32 / bf16 /
 INT8 (NNCF). The inference precision is always stated (OpenVINO silently runs bf16 on CPUs that
 have it otherwise); compiled models are cached on disk so the second start is fast; ``submit``
-uses an AsyncInferQueue, several requests in flight with the THROUGHPUT hint (one per stream)."""
+starts one of several infer requests (THROUGHPUT hint: one per stream), so batches overlap."""
 
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,12 @@ def cache_dir() -> Path | None:
     except OSError:
         return None
     return path if os.access(path, os.W_OK) else None
+
+
+def reason(exc: BaseException) -> str:
+    """OpenVINO's errors start with source locations; the last plain line says what went wrong."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    return lines[-1][:200] if lines else first_line(exc)
 
 
 def cpu_capabilities() -> list[str]:
@@ -75,7 +80,7 @@ class OpenVinoBackend(Backend):
         try:
             self.compiled = core.compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
         except RuntimeError as exc:
-            raise SegrtError(f"{self.label}: OpenVINO cannot compile it ({first_line(exc)})") from None
+            raise SegrtError(f"{self.label}: OpenVINO cannot compile it ({reason(exc)})") from None
         self.open_s = time.perf_counter() - t0
         self.version = ov.__version__
         shapes = [p.get_partial_shape() for p in (self.compiled.inputs[0], self.compiled.outputs[0])]
@@ -83,31 +88,54 @@ class OpenVinoBackend(Backend):
             raise SegrtError(f"{self.label}: expected 4-D NCHW input and output, got {shapes[0]} -> {shapes[1]}; "
                              "not a segmentation model")
         self.in_flight = self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if opts.throughput else 1
-        self._request = self.compiled.create_infer_request()
-        self._queue = None
+        # plain requests, not an AsyncInferQueue: a failed job there aborts the process
+        self._requests = [self.compiled.create_infer_request() for _ in range(self.in_flight)]
+        self._pending: list[Pending | None] = [None] * self.in_flight
+        self._next = 0
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._request.infer({0: x}, share_inputs=True)[0]  # outputs are copied out
+        return self._requests[0].infer({0: x}, share_inputs=True)[0]  # outputs are copied out
 
-    def submit(self, x: np.ndarray) -> Future:
-        if self._queue is None:
-            self._queue = import_openvino().AsyncInferQueue(self.compiled, self.in_flight)
-            self._queue.set_callback(_deliver)
-        fut: Future = Future()
-        self._queue.start_async({0: x}, (fut, x), share_inputs=True)  # waits while every request is busy
-        return fut
+    def submit(self, x: np.ndarray) -> "Pending":
+        i, self._next = self._next, (self._next + 1) % self.in_flight
+        if self._pending[i] is not None:
+            self._pending[i].done(wait=True)  # its logits are copied out before the request is reused
+        self._pending[i] = Pending(self._requests[i], x, self.label)
+        return self._pending[i]
 
     def describe(self) -> str:
         streams = f", {self.in_flight} requests in flight" if self.in_flight > 1 else ""
         return f"OpenVINO {self.version.split('-')[0]} CPU, inference precision {self.hint}{streams}"
 
 
-def _deliver(request, userdata) -> None:
-    fut, _ = userdata  # the input is kept alive until the request is done
-    try:
-        fut.set_result(request.get_output_tensor(0).data.copy())
-    except Exception as exc:
-        fut.set_exception(exc)
+class Pending:
+    """A started infer request, used like a Future: ``done()``, ``result()``; ``span`` is (start,
+    end) in perf_counter seconds once done (end from the request's own latency)."""
+
+    def __init__(self, request, x: np.ndarray, label: str):
+        self.request, self.x, self.label = request, x, label  # x stays alive while the request reads it
+        self.span, self._value, self._error = None, None, None
+        self.start = time.perf_counter()
+        request.start_async({0: x}, share_inputs=True)
+
+    def done(self, wait: bool = False) -> bool:
+        if self.span is None:
+            try:
+                if wait:
+                    self.request.wait()
+                elif not self.request.wait_for(0):
+                    return False
+                self._value = self.request.get_output_tensor(0).data.copy()
+            except RuntimeError as exc:
+                self._error = exc
+            self.span, self.x = (self.start, self.start + self.request.latency / 1000), None
+        return True
+
+    def result(self) -> np.ndarray:
+        self.done(wait=True)
+        if self._error is not None:
+            raise SegrtError(f"{self.label}: OpenVINO inference failed ({reason(self._error)})")
+        return self._value
 
 
 def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> OpenVinoBackend:
