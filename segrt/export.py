@@ -20,7 +20,7 @@ from torch import nn
 from segrt import __version__
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import SegrtError
-from segrt.fsutil import atomic_dir
+from segrt.fsutil import atomic_dir, remove_stale_temps
 from segrt.manifest import Artifact, Manifest
 from segrt.model import UNet
 
@@ -184,6 +184,8 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     formats = tuple(f for f in FORMATS if f in formats)  # onnx before openvino
     quant_jobs = quantize_jobs(quantize, formats)
     out = Path(out) if out else Path("exported") / checkpoint.stem
+    for stale in remove_stale_temps(out.parent, out.name):
+        progress(f"removed {stale}, left by an earlier export that was killed")
     if out.exists() and not force:
         raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
     model = model_from_checkpoint(ckpt)

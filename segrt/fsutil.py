@@ -1,12 +1,31 @@
-"""Atomic file and directory writes: temp name in the same folder, then rename."""
+"""Atomic file and directory writes: temp name in the same folder, then rename.
+
+The results get the modes a plain ``open(path, "w")`` / ``mkdir`` would give (0666 / 0777 less
+the umask), not mkstemp's owner-only 0600 / 0700. Temp names carry the writer's pid
+(``.NAME.PID.XXXX.tmp``), so leftovers of a killed process can be told from work in progress.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def umask() -> int:
+    """The process umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
 
 
 @contextlib.contextmanager
@@ -14,7 +33,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -33,7 +53,8 @@ def atomic_dir(path: str | os.PathLike, force: bool = False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
         if path.exists() and force:
@@ -52,3 +73,33 @@ def atomic_dir(path: str | os.PathLike, force: bool = False):
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
+    """Delete temp folders/files segrt left beside ``parent/name`` when its writer was killed (their
+    pid no longer runs); returns what was removed."""
+    removed = []
+    for p in Path(parent).glob(f".{glob_escape(name)}.*.tmp*"):
+        m = STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
+        if not m or m["name"] != name or _alive(int(m["pid"])):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

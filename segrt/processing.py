@@ -6,9 +6,11 @@ inputs. Images are HWC uint8 in [0, 255]; model inputs CHW float32 normalized; l
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +43,9 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
     covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
     """
     path = Path(path)
+    check_regular_file(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not data:
@@ -72,6 +71,25 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
+
+
+def check_regular_file(path: Path) -> None:
+    """Only regular files (symlinks followed) are read: a FIFO would block and a device (/dev/zero)
+    never ends. Raises ImageError with the reason."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file" + (" (broken symbolic link)" if os.path.islink(path) else "")) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{path}: symbolic link loop") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path}: is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise ImageError(f"{path}: not a regular file ({kind}); only regular files are read as images")
 
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
@@ -105,6 +123,7 @@ def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """Decode a label image to HW uint8 raw values (no EXIF rotation: masks carry none)."""
     path = Path(path)
+    check_regular_file(path)
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "1", "I", "I;16"):

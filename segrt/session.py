@@ -95,6 +95,8 @@ class Session:
             self.artifact = self.manifest.artifact(kind or _default_kind(self.manifest, provider, precision),
                                                    precision or "fp32")
         self.path = (self.folder / self.artifact.file) if self.folder else path
+        if self.folder:  # the file it runs must be the one the export verified (sha256, once per open)
+            self.manifest.verify(self.folder, [self.artifact.name])
         self.kind = self.artifact.kind
         self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider

@@ -166,8 +166,10 @@ def test_outputs_never_overwrite_inputs(exported, tmp_path):
     src.mkdir()
     Image.open(PETS / "images" / "Bengal_133.jpg").save(src / "a.png")
     before = (src / "a.png").read_bytes()
-    with pytest.raises(SegrtError, match="would overwrite the input"):
+    with pytest.raises(SegrtError, match="is an input folder"):
         predict([src], exported, src)
+    with pytest.raises(SegrtError, match="would overwrite the input"):
+        predict([src / "a.png"], exported, src)
     assert (src / "a.png").read_bytes() == before
     # an output folder inside the input folder is fine when nothing collides, and is never re-read
     assert predict([src], exported, src / "pred")[0]["written"] == 1
