@@ -106,8 +106,8 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
               warmup: int = 3, runs: int = 20, threads: int = 0, artifacts: list[str] | None = None,
               log=None) -> dict:
     """Benchmark every runnable artifact variant of an export (or a single .onnx)."""
-    if runs < 1 or warmup < 0:
-        raise SegrtError("--runs must be >= 1 and --warmup >= 0")
+    if runs < 1 or warmup < 0 or min(batch_sizes, default=0) < 1 or min(sizes, default=0) < 1:
+        raise SegrtError("--runs, --batch-sizes and --sizes must be >= 1 and --warmup >= 0")
     log = log or (lambda m: None)
     probe = Session(model, provider=provider, options=SessionOptions(threads=threads))
     if probe.auto_note:
@@ -115,6 +115,10 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
     manifest, m = probe.manifest, probe.manifest.size_multiple
     variants = runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
     if artifacts:
+        unknown = [n for n in artifacts if not any(n in (a.name, a.file) for a in variants)]
+        if unknown:
+            raise SegrtError(f"--artifact {unknown[0]}: not a runnable artifact of {model}; choose from "
+                             f"{', '.join(a.name for a in variants)}")
         variants = [a for a in variants if a.name in artifacts or a.file in artifacts]
     rows = []
     for art in variants:

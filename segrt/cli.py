@@ -10,6 +10,11 @@ import click
 
 from segrt import __version__
 from segrt.errors import SegrtError
+from segrt.options import FloatList, IntList, OneLineErrors
+
+COUNT = click.IntRange(min=1)
+NONNEG = click.IntRange(min=0)
+FRACTION = click.FloatRange(0.0, 1.0)
 
 
 def user_errors(fn):
@@ -26,7 +31,7 @@ def user_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="segrt")
 def main():
     """segrt: U-Net segmentation from training to a fast, verified deployment.
@@ -40,21 +45,22 @@ def main():
 
 
 def gate_options(fn):
-    fn = click.option("--gate-iou", type=float, default=0.999, show_default=True,
+    fn = click.option("--gate-iou", type=FRACTION, default=0.999, show_default=True,
                       help="minimum mask IoU agreement for fp32 artifacts")(fn)
-    return click.option("--gate-logit", type=float, default=1e-3, show_default=True,
+    return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 
 
 def quantize_options(fn):
     for opt in reversed([
         click.option("--calib-images", type=click.Path(), help="calibration images (INT8), read like predict"),
-        click.option("--calib-count", type=int, help="use at most N calibration images"),
+        click.option("--calib-count", type=COUNT, help="use at most N calibration images"),
         click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
                      show_default=True),
         click.option("--val-images", type=click.Path(), help="held-out gate images (default: 20%% of calibration)"),
         click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),
-        click.option("--quant-gate", type=float, help="min mask IoU agreement (default int8 0.98, fp16 0.995)"),
+        click.option("--quant-gate", type=FRACTION,
+                     help="min mask IoU agreement (default int8 0.98, fp16 and bf16 0.995)"),
     ]):
         fn = opt(fn)
     return fn
@@ -107,8 +113,8 @@ def export(checkpoint, out, opset, formats, force, quantize, calib_images, calib
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="eager reference (default: the export's)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the full report here")
-@click.option("--limit", type=int, help="use only the first N images")
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--limit", type=COUNT, help="use only the first N images")
+@click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
 @gate_options
 @user_errors
@@ -138,7 +144,7 @@ def provider_option(fn):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
 @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @provider_option
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="artifact precision (default: fp32; with --provider auto, the fastest gated one)")
@@ -149,16 +155,16 @@ def provider_option(fn):
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
 @click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
-@click.option("--threads", type=int, default=0, help="inference threads (0: all cores)")
+@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
               show_default=True, help="ONNX Runtime graph optimization level")
 @click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
-@click.option("--workers", type=int, default=0, help="decode threads (0: half the cores, at least 1)")
-@click.option("--max-pixels", type=int, default=64_000_000, show_default=True,
+@click.option("--workers", type=NONNEG, default=0, help="decode threads (0: half the cores, at least 1)")
+@click.option("--max-pixels", type=NONNEG, default=64_000_000, show_default=True,
               help="refuse larger images (decompression-bomb guard); 0 disables")
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
-@click.option("--mean", help="normalization mean, comma separated (for an .onnx without segrt metadata)")
-@click.option("--std", help="normalization std, comma separated (for an .onnx without segrt metadata)")
+@click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
+@click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
 @click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
 @click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
 @user_errors
@@ -173,7 +179,6 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
         if not DEFAULT_MODEL.is_dir():
             raise SegrtError(f"no --model given and the bundled default model is missing ({DEFAULT_MODEL})")
         model = DEFAULT_MODEL
-    floats = lambda s: [float(v) for v in s.split(",")] if s else None
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
                           overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
                           max_pixels=max_pixels or None, progress=not quiet)
@@ -181,8 +186,8 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
-                                                         spin=False, throughput=True), classes=classes.split(",") if classes else None, mean=floats(mean),
-                          std=floats(std))
+                                                         spin=False, throughput=True), classes=classes.split(",") if classes else None, mean=mean,
+                          std=std)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -190,21 +195,15 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
     sys.exit(1 if summary["failed"] else 0)
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-
-
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
 @provider_option
-@click.option("--batch-sizes", default="1,8", show_default=True)
-@click.option("--sizes", default="256", show_default=True, help="square input sizes, rounded up to the size multiple")
-@click.option("--warmup", type=int, default=3, show_default=True)
-@click.option("--runs", type=int, default=20, show_default=True)
-@click.option("--threads", type=int, default=0, help="inference threads (0: all cores)")
+@click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
+@click.option("--sizes", type=IntList(), default="256", show_default=True,
+              help="square input sizes, rounded up to the size multiple")
+@click.option("--warmup", type=NONNEG, default=3, show_default=True)
+@click.option("--runs", type=COUNT, default=20, show_default=True)
+@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
 @click.option("--artifact", "artifacts", multiple=True, help="only these files of the export (repeatable)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
 @click.option("--markdown", is_flag=True, help="print a markdown table")
@@ -216,7 +215,7 @@ def bench(model, provider, batch_sizes, sizes, warmup, runs, threads, artifacts,
     from segrt.bench import format_table, run_bench
     from segrt.fsutil import write_bytes_atomic
 
-    result = run_bench(model, provider=provider, batch_sizes=int_list(batch_sizes), sizes=int_list(sizes),
+    result = run_bench(model, provider=provider, batch_sizes=batch_sizes, sizes=sizes,
                        warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
                        log=lambda m: click.echo(m, err=True))
     click.echo(format_table(result, markdown))

@@ -58,6 +58,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     input_name: str = "image"
     output_name: str = "logits"
+    fixed_size: list[int] | None = None  # a foreign model's fixed input [h, w]: resize to it, never pad
     format: str = FORMAT
 
     @property
@@ -73,7 +74,7 @@ class Manifest:
             "num_classes": self.num_classes,
             "normalization": {"mean": self.mean, "std": self.std},
             "input": {"name": self.input_name, "layout": "NCHW", "channels": self.channels, "dtype": "float32",
-                      "size_multiple": self.size_multiple, "size": self.input_size,
+                      "size_multiple": self.size_multiple, "size": self.input_size, "fixed_size": self.fixed_size,
                       "value_range": "normalized: (pixel/255 - mean) / std"},
             "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
                        "channels": self.num_classes},
@@ -98,7 +99,7 @@ class Manifest:
                 mask_values=d.get("labels", {}).get("mask_values", {}), model_config=d.get("model_config", {}),
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
-                output_name=d.get("output", {}).get("name", "logits"),
+                output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

@@ -297,6 +297,9 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     session = Session(model, provider=provider, precision=precision, kind=kind,
                       options=session_options or SessionOptions(threads=threads, spin=False, throughput=True),
                       **model_overrides)
+    if opts.native and session.manifest.fixed_size:
+        raise SegrtError(f"{model}: the model takes a fixed {'x'.join(map(str, session.manifest.fixed_size))} input, "
+                         "so --native cannot apply; drop --native (images are resized to that size)")
     if session.auto_note:
         log(session.auto_note)
     if session.artifact.precision == "int8" and session.provider == "cuda":

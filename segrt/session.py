@@ -12,57 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import PROVIDERS, SessionOptions, module_available, open_backend, usable_cores  # noqa: F401
-from segrt.errors import ProviderError, SegrtError, first_line
-from segrt.manifest import DEFAULT_MEAN, DEFAULT_MULTIPLE, DEFAULT_STD, Artifact, Manifest
-
-def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None,
-                    mean: list[float] | None = None, std: list[float] | None = None,
-                    size_multiple: int | None = None) -> tuple[Manifest, Path | None]:
-    """-> (manifest, export folder or None). A bare .onnx uses its metadata_props, else defaults."""
-    path = Path(path)
-    if path.is_dir():
-        return Manifest.load(path), path
-    if not path.is_file():
-        raise SegrtError(f"{path}: no such model file or export folder")
-    if path.suffix != ".onnx":
-        if (path.parent / "manifest.json").is_file():
-            return Manifest.load(path.parent), path.parent
-        raise SegrtError(f"{path}: a {path.suffix} file needs the manifest.json of its export folder beside it")
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise SegrtError(f"{path}: not a readable ONNX model ({first_line(exc, 120)})") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    manifest = Manifest.from_metadata_props(props, path.stem)
-    if manifest is None:
-        manifest = _manifest_from_graph(model, path)
-    for attr, value in (("classes", classes), ("mean", mean), ("std", std), ("size_multiple", size_multiple)):
-        if value is not None:
-            setattr(manifest, attr, value)
-    manifest.artifacts = [Artifact(file=path.name, kind="onnx")]
-    return manifest, None
-
-
-def _manifest_from_graph(model, path: Path) -> Manifest:
-    """Documented defaults for a foreign ONNX file: see segrt.manifest.DEFAULT_*."""
-    inp, out = model.graph.input[0], model.graph.output[0]
-    dims = lambda v: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-    in_dims, out_dims = dims(inp), dims(out)
-    if len(in_dims) != 4 or len(out_dims) != 4:
-        raise SegrtError(f"{path}: expected NCHW image input and NCHW logits output, got input {in_dims} "
-                         f"and output {out_dims}: not a segmentation model")
-    channels, n_cls = in_dims[1] or 3, out_dims[1]
-    if not n_cls:
-        raise SegrtError(f"{path}: output {out.name!r} has no fixed class dimension; not a segmentation model")
-    gray = channels == 1
-    return Manifest(name=path.stem, classes=[f"class{i}" for i in range(n_cls)],
-                    mean=[0.5] if gray else list(DEFAULT_MEAN), std=[0.25] if gray else list(DEFAULT_STD),
-                    channels=channels, size_multiple=DEFAULT_MULTIPLE, input_size=None,
-                    input_name=inp.name, output_name=out.name)
-
+from segrt.backends import PROVIDERS, Backend, SessionOptions, module_available, open_backend, usable_cores  # noqa: F401
+from segrt.errors import ProviderError, SegrtError
+from segrt.manifest import Artifact, Manifest
+from segrt.model_info import load_model_info
 
 class Session:
     """Runs one artifact. ``run(x)``: NCHW float32 normalized -> NCHW float32 logits.
@@ -105,10 +58,19 @@ class Session:
         self.open_s = self._backend.open_s
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._backend.run(np.ascontiguousarray(x, dtype=np.float32))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = self._backend.fixed_batch
+        if n is None or len(x) == n:
+            return self._backend.run(x)
+        # a model with a fixed batch size: run it chunk by chunk, the last one padded with zeros
+        outs = [self._backend.run(np.concatenate([c, np.zeros((n - len(c), *c.shape[1:]), c.dtype)]))[:len(c)]
+                for c in (x[i:i + n] for i in range(0, len(x), n))]
+        return np.concatenate(outs)
 
     def submit(self, x: np.ndarray):
         """Start ``run(x)``; returns a Future of the logits. Up to ``in_flight`` may be outstanding."""
+        if self._backend.fixed_batch is not None:
+            return Backend.submit(self, x)  # runs at once, through run()'s chunking
         return self._backend.submit(np.ascontiguousarray(x, dtype=np.float32))
 
     def describe(self) -> str:

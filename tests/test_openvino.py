@@ -132,7 +132,7 @@ def test_int8_gate_failure_writes_nothing(ov_copy):
     m = Manifest.load(ov_copy)
     m.artifacts = [a for a in m.artifacts if a.name != "model.int8.xml"]
     m.save(ov_copy)
-    res = cli("quantize", ov_copy, "--backend", "openvino", "--calib-images", IMAGES, "--quant-gate", "1.01")
+    res = cli("quantize", ov_copy, "--backend", "openvino", "--calib-images", IMAGES, "--quant-gate", "1.0")
     assert res.exit_code == 1 and "OpenVINO INT8 gate failed: best mask IoU agreement" in res.output
     assert not (ov_copy / "model.int8.xml").exists() and not (ov_copy / "model.int8.bin").exists()
     Manifest.load(ov_copy).verify(ov_copy)

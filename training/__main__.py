@@ -12,8 +12,38 @@ import sys
 from segrt.errors import SegrtError
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, exit 2."""
+
+    def error(self, message):
+        print(f"error: {message} (see 'python -m training --help')", file=sys.stderr)
+        sys.exit(2)
+
+
+def at_least(minimum: int):
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return check
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description="Train a segrt U-Net.")
+    p = Parser(prog="python -m training", description="Train a segrt U-Net.")
     g = p.add_argument_group("data")
     g.add_argument("--layout", choices=["pets", "isbi", "folders"], default="folders")
     g.add_argument("--data", help="dataset root for --layout pets/isbi")
@@ -29,19 +59,19 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--val-images", help="separate validation image folder (instead of a split)")
     g.add_argument("--val-masks", help="separate validation mask folder")
     g.add_argument("--skip-bad", action="store_true", help="skip and count unusable files instead of stopping")
-    g.add_argument("--size", type=int, default=128, help="training crop size (square)")
+    g.add_argument("--size", type=at_least(8), default=128, help="training crop size (square)")
     g.add_argument("--crop-scale", type=float, default=0.25, help="smallest random crop, as a fraction of the image area")
-    g.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 2)),
+    g.add_argument("--workers", type=at_least(0), default=max(0, min(4, (os.cpu_count() or 1) - 2)),
                    help="DataLoader worker processes (default: cores - 2, at most 4; 0 on 2 cores, where "
                         "in-process augmentation is faster)")
     g = p.add_argument_group("model")
-    g.add_argument("--base-channels", type=int, default=16)
-    g.add_argument("--depth", type=int, default=4)
+    g.add_argument("--base-channels", type=at_least(1), default=16)
+    g.add_argument("--depth", type=at_least(1), default=4)
     g.add_argument("--upsampling", choices=["transpose", "bilinear"], default="transpose")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=20)
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--epochs", type=at_least(1), default=20)
+    g.add_argument("--batch-size", type=at_least(1), default=8)
+    g.add_argument("--lr", type=positive_float, default=3e-3)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce+dice")
     g.add_argument("--dice-weight", type=float, default=1.0, help="weight of Dice in ce+dice")
@@ -54,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="run folder for checkpoints, metrics.csv, curves.png")
     g.add_argument("--resume", help="checkpoint to resume from (e.g. RUN/last.pt)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    g.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch default)")
     g.add_argument("--quiet", action="store_true")
     return p
 

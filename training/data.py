@@ -69,12 +69,25 @@ def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
                   list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD))
 
 
-def parse_mask_map(text: str) -> dict[int, int]:
-    """'255:1,0:0' -> {255: 1, 0: 0}; a class of 'ignore' maps to the ignore index."""
+def parse_mask_map(text: str, num_classes: int | None = None) -> dict[int, int]:
+    """'255:1,0:0' -> {255: 1, 0: 0}; a class of 'ignore' maps to the ignore index. Raw values are
+    0..255, class ids 0..num_classes-1."""
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         raw, _, cls = item.partition(":")
-        out[int(raw)] = IGNORE_INDEX if cls.strip() == "ignore" else int(cls)
+        try:
+            value, cls_id = int(raw), IGNORE_INDEX if cls.strip() == "ignore" else int(cls)
+        except ValueError:
+            raise DataError(f"--mask-map: expected VALUE:CLASS pairs like '0:0,255:1' (CLASS may be 'ignore'), "
+                            f"got {item!r}") from None
+        if not 0 <= value <= 255:
+            raise DataError(f"--mask-map: raw mask values are 0..255, got {value} in {item!r}")
+        if cls_id != IGNORE_INDEX and num_classes is not None and not 0 <= cls_id < num_classes:
+            raise DataError(f"--mask-map: class {cls_id} in {item!r} does not exist; there are {num_classes} "
+                            f"classes (0..{num_classes - 1})")
+        out[value] = cls_id
+    if not out:
+        raise DataError(f"--mask-map: expected VALUE:CLASS pairs like '0:0,255:1', got {text!r}")
     return out
 
 

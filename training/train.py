@@ -52,6 +52,8 @@ class Dist:
 
 
 def build_layout(args) -> D.Layout:
+    from segrt.options import floats
+
     if args.layout == "pets":
         layout = D.pets_layout(args.data)
     elif args.layout == "isbi":
@@ -60,14 +62,13 @@ def build_layout(args) -> D.Layout:
         if not (args.images and args.masks and args.classes):
             raise D.DataError("--layout folders needs --images, --masks and --classes")
         classes = args.classes.split(",")
-        layout = D.folders_layout(args.images, args.masks, classes,
-                                  D.parse_mask_map(args.mask_map) if args.mask_map else None, args.channels)
-    if args.mask_map and args.layout != "folders":
-        layout.mask_map = D.parse_mask_map(args.mask_map)
+        layout = D.folders_layout(args.images, args.masks, classes, None, args.channels)
+    if args.mask_map:
+        layout.mask_map = D.parse_mask_map(args.mask_map, len(layout.classes))
     if args.mean:
-        layout.mean = [float(x) for x in args.mean.split(",")]
+        layout.mean = floats(args.mean, "--mean", layout.channels)
     if args.std:
-        layout.std = [float(x) for x in args.std.split(",")]
+        layout.std = floats(args.std, "--std", layout.channels, positive=True)
     return layout
 
 

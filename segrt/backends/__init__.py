@@ -47,6 +47,7 @@ class Backend:
     note: str | None = None
     in_flight: int = 1
     open_s: float = 0.0  # time to load/compile the artifact
+    fixed_batch: int | None = None  # a model whose batch dimension is fixed (Session chunks for it)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

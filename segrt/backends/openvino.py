@@ -87,6 +87,8 @@ class OpenVinoBackend(Backend):
         if any(s.rank.is_dynamic or s.rank.get_length() != 4 for s in shapes):
             raise SegrtError(f"{self.label}: expected 4-D NCHW input and output, got {shapes[0]} -> {shapes[1]}; "
                              "not a segmentation model")
+        batch = shapes[0][0]
+        self.fixed_batch = batch.get_length() if batch.is_static else None
         self.in_flight = self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if opts.throughput else 1
         # plain requests, not an AsyncInferQueue: a failed job there aborts the process
         self._requests = [self.compiled.create_infer_request() for _ in range(self.in_flight)]
@@ -94,7 +96,10 @@ class OpenVinoBackend(Backend):
         self._next = 0
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._requests[0].infer({0: x}, share_inputs=True)[0]  # outputs are copied out
+        try:
+            return self._requests[0].infer({0: x}, share_inputs=True)[0]  # outputs are copied out
+        except RuntimeError as exc:
+            raise SegrtError(f"{self.label}: OpenVINO inference failed ({reason(exc)})") from None
 
     def submit(self, x: np.ndarray) -> "Pending":
         i, self._next = self._next, (self._next + 1) % self.in_flight

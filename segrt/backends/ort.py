@@ -91,8 +91,16 @@ class OrtBackend(Backend):
         if channels is not None and isinstance(inp.shape[1], int) and inp.shape[1] != channels:
             raise SegrtError(f"{self.path}: model takes {inp.shape[1]} input channels but its metadata says "
                              f"{channels}")
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._run(x)
+        except Exception as exc:  # ORT's own exception classes: the model failed on this input
+            raise SegrtError(f"{self.path}: ONNX Runtime failed on an input of shape {list(x.shape)} "
+                             f"({first_line(exc)})") from None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         if not self.use_binding:
             return self.sess.run([self.output_name], {self.input_name: x})[0]
         # GPU: bind the input once on the device and let ORT allocate the output there

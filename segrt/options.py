@@ -1,0 +1,93 @@
+"""Option values checked once, up front: click types for the CLI, plain parsers for the library and
+`python -m training`. A bad value is one line naming the option and what it needs."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from segrt.errors import SegrtError
+
+
+def floats(text: str, option: str, count: int | None = None, positive: bool = False) -> list[float]:
+    """'0.5,0.25' -> [0.5, 0.25]: finite numbers (and > 0 with ``positive``), ``count`` of them."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SegrtError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise SegrtError(f"{option}: expected comma-separated numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise SegrtError(f"{option}: values must be finite numbers, got {text!r}")
+    if positive and not all(v > 0 for v in values):
+        raise SegrtError(f"{option}: values must be > 0, got {text!r}")
+    if count is not None and len(values) != count:
+        raise SegrtError(f"{option}: expected {count} values (one per channel), got {len(values)} ({text!r})")
+    return values
+
+
+def ints(text: str, option: str, minimum: int = 1) -> list[int]:
+    """'1,8' -> [1, 8], each >= ``minimum``."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SegrtError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise SegrtError(f"{option}: expected comma-separated integers >= {minimum}, got {text!r}")
+    return values
+
+
+class FloatList(click.ParamType):
+    """A click type for floats(): comma-separated, finite, optionally > 0."""
+
+    name = "FLOATS"
+
+    def __init__(self, positive: bool = False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return floats(value, param.opts[0] if param else "value", positive=self.positive)
+        except SegrtError as exc:
+            self.fail(str(exc).split(": ", 1)[1], param, ctx)
+
+
+class IntList(click.ParamType):
+    name = "INTS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return ints(value, param.opts[0] if param else "value")
+        except SegrtError as exc:
+            self.fail(str(exc).split(": ", 1)[1], param, ctx)
+
+
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line (``error: ...``, exit 2) instead of the usage
+    block, and where Ctrl-C outside a command's own handling exits 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NO_ARGS_IS_HELP as exc:  # a bare `segrt` shows the help
+            click.echo(exc.format_message())
+            raise SystemExit(0) from None
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            raise SystemExit(2) from None
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            raise SystemExit(130) from None
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            raise SystemExit(exc.exit_code) from None
+        raise SystemExit(rv if isinstance(rv, int) else 0)
