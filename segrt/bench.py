@@ -15,6 +15,7 @@ import numpy as np
 from segrt.errors import SegrtError
 from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info
+from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
 SCHEMA = "segrt-bench/1"
@@ -120,7 +121,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
             raise SegrtError(f"--artifact {unknown[0]}: not a runnable artifact of {model}; choose from "
                              f"{', '.join(a.name for a in variants)}")
         variants = [a for a in variants if a.name in artifacts or a.file in artifacts]
-    rows = []
+    rows, bar = [], progress(total=len(variants) * len(sizes) * len(batch_sizes), desc="bench", unit="row")
     for art in variants:
         session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
                                                               options=SessionOptions(threads=threads))
@@ -133,6 +134,8 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
                        "open_ms": session.open_s * 1000}
                 row.update(time_variant(session, batch, h, w, warmup, runs))
                 rows.append({k: row[k] for k in ROW_KEYS})
+                bar.update(1)
+    bar.close()
     return {"schema": SCHEMA, "model": str(model), "machine": machine_info(threads), "warmup": warmup,
             "runs": runs, "rows": rows}
 

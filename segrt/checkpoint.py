@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -64,8 +65,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling, truncated zip, not a torch file at all
-        reason = _first_line(exc)
-        raise CheckpointError(f"{path}: not a readable segrt checkpoint ({reason})") from None
+        blocked = _blocked_global(exc)
+        if blocked:
+            raise CheckpointError(f"{path}: refused: it needs {blocked} to load, and segrt loads only tensors and "
+                                  "plain values (weights_only=True); this is not a segrt checkpoint") from None
+        raise CheckpointError(f"{path}: not a readable segrt checkpoint ({_first_line(exc)})") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise CheckpointError(f"{path}: not a segrt checkpoint (no 'format' key)")
     if ckpt["format"] != FORMAT:
@@ -75,23 +79,34 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt["path"] = str(path)  # in memory only: later errors name the file
     return ckpt
 
 
+def _blocked_global(exc: Exception) -> str | None:
+    """The code a weights-only load refused to run, e.g. 'posix.system' (torch's message goes on to
+    suggest weights_only=False, which segrt never repeats)."""
+    m = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
+    return m.group(1) if m else None
+
+
 def _first_line(exc: Exception) -> str:
-    """The informative line of a torch.load error (e.g. 'Unsupported global: ...')."""
+    """The informative line of a torch.load error (e.g. 'failed finding central directory')."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:
-        if "Unsupported global" in ln or "failed finding central directory" in ln:
+        if "failed finding central directory" in ln:
             return ln[:200]
     return lines[0][:200] if lines else type(exc).__name__
 
 
 def model_from_checkpoint(ckpt: dict) -> UNet:
     """Rebuild the UNet from the stored config and load its weights; returns it in eval mode."""
+    where = ckpt.get("path", "checkpoint")
     try:
         model = UNet(UNetConfig(**ckpt["model_config"]))
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint weights do not match its model config: {str(exc)[:200]}") from None
+        detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc).strip())
+        raise CheckpointError(f"{where}: its weights do not fit its model config {ckpt.get('model_config')} "
+                              f"({detail[:160]})") from None
     return model.eval()

@@ -192,7 +192,7 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
         click.echo(json.dumps(summary, indent=2))
     elif not quiet:
         click.echo(format_summary(summary))
-    sys.exit(1 if summary["failed"] else 0)
+    sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
 
 
 @main.command()

@@ -1,5 +1,6 @@
-"""What CPU this is: model name and the ISA flags that decide which precision runs fast (Linux
-/proc/cpuinfo; elsewhere the platform's processor string and no flags). No torch, no OpenVINO."""
+"""What machine this is: the CPU model and the ISA flags that decide which precision runs fast,
+and the memory available now (Linux /proc; elsewhere the platform's processor string, no flags,
+memory unknown). No torch, no OpenVINO."""
 
 from __future__ import annotations
 
@@ -40,3 +41,14 @@ def same_cpu(record: dict | None) -> bool:
 def describe_cpu(info: dict | None = None) -> str:
     info = info or cpu_info()
     return f"{info['model']} [{' '.join(info['isa']) or 'no AVX-512/AMX'}]"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -22,6 +22,7 @@ from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.parity import Batch, compare
 from segrt.processing import list_images, read_model_input
+from segrt.progress import progress
 
 MIN_CALIB_WARN = 100
 
@@ -55,7 +56,7 @@ class GateResult:
 
 def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[np.ndarray]:
     arrays = []
-    for p in paths:
+    for p in progress(paths, desc=f"reading {what} images", unit="img"):
         try:
             arrays.append(read_model_input(p, manifest)[0])
         except ImageError as exc:
@@ -164,7 +165,7 @@ def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[s
         return best, search
     budget = max(1, int(len(candidates) * max_fraction))
     log(f"  below the gate: scanning {len(candidates)} nodes for sensitivity (fallback may exclude {budget})")
-    scores = [(build([n]).mask_iou, n) for n in candidates]
+    scores = [(build([n]).mask_iou, n) for n in progress(candidates, desc="sensitivity scan", unit="node")]
     excluded = []
     for _, n in sorted(scores, key=lambda s: -s[0])[:budget]:
         excluded.append(n)

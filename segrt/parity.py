@@ -18,6 +18,7 @@ from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.masks import to_mask
 from segrt.processing import Geometry, list_images, load_mask, read_model_input
+from segrt.progress import progress
 
 RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
@@ -142,7 +143,7 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
     import torch
 
     with torch.inference_mode():
-        return [model(torch.from_numpy(b.x)).numpy() for b in batches]
+        return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
 
 
 def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
@@ -162,7 +163,8 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
             report["skipped"][art.name] = why_not
             continue
         session = Session(folder, artifact=art.name, provider=provider)
-        res = compare(eager, [session.run(b.x) for b in batches], batches, manifest.num_classes)
+        outs = [session.run(b.x) for b in progress(batches, desc=art.name, unit="batch")]
+        res = compare(eager, outs, batches, manifest.num_classes)
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)

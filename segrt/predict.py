@@ -23,9 +23,30 @@ from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
+from segrt.progress import progress
 from segrt.session import Session, usable_cores
 
 SUMMARY = "summary.json"
+MEMORY_SHARE = 0.8  # a batch may use at most this share of the memory available when it starts
+
+
+def batch_bytes(manifest, n: int, h: int, w: int) -> int:
+    """Rough peak memory of one model run on ``n`` images of h x w: per pixel, float32 input, logits and
+    about 8 feature maps of the base width (measured: 1.44 GB for one 1600x1200 photo through the
+    bundled base-24 U-Net, i.e. ~750 bytes a pixel; this gives 792)."""
+    base = int(manifest.model_config.get("base_channels", 32))
+    return n * h * w * 4 * (manifest.channels + manifest.num_classes + 8 * base)
+
+
+def memory_budget() -> int | None:
+    from segrt.cpuinfo import available_memory
+
+    free = available_memory()
+    return int(free * MEMORY_SHARE) if free else None
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
 
 
 @dataclass
@@ -61,6 +82,7 @@ class Stats:
     wait_decode_s: float = 0.0  # the main thread, waiting for a decoded image
     wait_inference_s: float = 0.0  # the main thread, waiting for logits
     spans: list[tuple[float, float]] = field(default_factory=list)  # (submitted, done) per batch
+    interrupted: bool = False  # Ctrl-C: the run stopped early
 
     def inference_busy_s(self) -> float:
         """Time during which at least one batch was being inferred (union of the spans)."""
@@ -192,14 +214,15 @@ class Predictor:
                 self.stats.skipped += 1
                 continue
             jobs.append(Job(path, rel))
-        self.bar = _progress(len(jobs), opts.progress)
+        self.bar = progress(total=len(jobs), desc="predict", unit="img", enabled=opts.progress)
         workers = opts.workers or max(1, usable_cores() // 2)
         window = max(2 * opts.batch_size, workers * 2)  # bounded: memory does not grow with inputs
         self.batch: list[Job] = []
         self.inflight: collections.deque[tuple[list[Job], Future]] = collections.deque()
         self.writes: collections.deque[tuple[Job, Future]] = collections.deque()
-        with ThreadPoolExecutor(workers, "segrt-decode") as decoders, \
-                ThreadPoolExecutor(1, "segrt-write") as self.writers:
+        decoders = ThreadPoolExecutor(workers, "segrt-decode")
+        self.writers = ThreadPoolExecutor(1, "segrt-write")
+        try:
             pending: collections.deque[tuple[Job, Future]] = collections.deque()
             while jobs or pending:
                 while jobs and len(pending) < window:
@@ -215,7 +238,15 @@ class Predictor:
             self._submit()
             self._collect(keep=0)
             self._drain_writes(limit=0)
-        self.bar.close()
+        except KeyboardInterrupt:  # stop: what is written stays written, nothing half-written
+            self.stats.interrupted = True
+            decoders.shutdown(cancel_futures=True)
+            self.writers.shutdown(cancel_futures=True)  # running writes finish (atomically)
+            self._drain_writes(limit=0, finished_only=True)
+        finally:
+            decoders.shutdown()
+            self.writers.shutdown()
+            self.bar.close()
         return self.stats
 
     def _fail(self, job: Job, reason: str) -> None:
@@ -239,14 +270,26 @@ class Predictor:
         return True
 
     def _submit(self) -> None:
-        if not self.batch:
+        """Run the collected batch; at native resolution a batch too large for the memory available
+        is split, and an image too large on its own fails with the reason."""
+        jobs, self.batch = self.batch, []
+        if not jobs:
             return
-        jobs, x = list(self.batch), np.stack([j.x for j in self.batch])
-        self.batch.clear()
-        for j in jobs:
-            j.x = None
-        self.inflight.append((jobs, self.session.submit(x)))
-        self._collect(keep=self.session.in_flight - 1)
+        h, w = jobs[0].x.shape[1:]
+        budget, one = memory_budget(), batch_bytes(self.m, 1, h, w)
+        fit = len(jobs) if budget is None else budget // one
+        if fit == 0:
+            for j in jobs:
+                self._fail(j, f"{j.path}: needs ~{gb(one)} at its native {w}x{h}, {gb(budget)} available; "
+                              "drop --native to resize it to the model's size")
+            return
+        for i in range(0, len(jobs), fit):
+            part = jobs[i:i + fit]
+            x = np.stack([j.x for j in part])
+            for j in part:
+                j.x = None
+            self.inflight.append((part, self.session.submit(x)))
+            self._collect(keep=self.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
         """Hand finished batches (in order) to the writer; wait while more than ``keep`` are out."""
@@ -260,9 +303,11 @@ class Predictor:
                 self.writes.append((j, self.writers.submit(self.write, j, out)))
         self._drain_writes(limit=2 * self.opts.batch_size)
 
-    def _drain_writes(self, limit: int) -> None:
+    def _drain_writes(self, limit: int, finished_only: bool = False) -> None:
         while len(self.writes) > limit:
             job, fut = self.writes.popleft()
+            if finished_only and (fut.cancelled() or not fut.done()):
+                continue
             try:
                 self.stats.write_s += fut.result()
                 self.stats.ok += 1
@@ -273,12 +318,6 @@ class Predictor:
                 self._fail(job, str(exc) if isinstance(exc, ImageError) else f"{job.path}: {type(exc).__name__}: {exc}")
                 continue
             self.bar.update(1)
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="predict", disable=not enabled or not sys.stderr.isatty())
 
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
@@ -307,6 +346,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
     check_no_overwrite(pairs, opts.out, opts)
+    check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts)
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
@@ -317,7 +357,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
         "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
         "auto_choice": session.auto_note,
-        "inputs": len(pairs), "written": stats.ok, "skipped_existing": stats.skipped,
+        "inputs": len(pairs), "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
         "failed": len(stats.failures), "failures": stats.failures,
         "batch_size": opts.batch_size, "mode": "native+pad" if opts.native or not session.manifest.input_size
         else f"resize {session.manifest.input_size[0]}x{session.manifest.input_size[1]}",
@@ -334,6 +374,20 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     return summary
 
 
+def check_batch_memory(manifest, n: int, opts: PredictOptions) -> None:
+    """Resizing to the model's size: refuse a --batch-size whose run would not fit in memory, up
+    front (native sizes are checked per batch)."""
+    budget = memory_budget()
+    if opts.native or not manifest.input_size or budget is None or n < 1:
+        return
+    h, w = manifest.input_size
+    need = batch_bytes(manifest, n, h, w)
+    if need > budget:
+        fit = budget // batch_bytes(manifest, 1, h, w)
+        raise SegrtError(f"--batch-size {opts.batch_size} at {w}x{h} needs ~{gb(need)}, {gb(budget)} of memory is "
+                         f"available; use --batch-size {max(1, fit)} or less")
+
+
 def format_summary(s: dict) -> str:
     t = s["timings_s"]
     busy = t["inference"] / t["wall"] if t["wall"] > 0 else 0.0
@@ -345,4 +399,6 @@ def format_summary(s: dict) -> str:
         line += f"; {s['skipped_existing']} skipped (outputs exist)"
     if s["failed"]:
         line += f"; {s['failed']} FAILED (see {s['out']}/{SUMMARY})"
+    if s["interrupted"]:
+        line = "INTERRUPTED: " + line + "; rerun with --skip-existing to finish"
     return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary in {s['out']}/{SUMMARY}"

@@ -23,6 +23,7 @@ from segrt.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, 
 from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
 from segrt.parity import DEFAULT_IOU_GATES
+from segrt.progress import progress
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -35,7 +36,7 @@ class _Reader:
     """CalibrationDataReader over preprocessed arrays (batch 1)."""
 
     def __init__(self, arrays: list[np.ndarray], input_name: str):
-        self.items, self.name = iter(arrays), input_name
+        self.items, self.name = iter(progress(arrays, desc="calibration", unit="img")), input_name
 
     def get_next(self):
         x = next(self.items, None)
