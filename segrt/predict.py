@@ -23,32 +23,12 @@ from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
+from segrt.inputs import check_no_overwrite, gather_inputs, output_paths
+from segrt.memory import batch_bytes, check_batch_memory, gb, memory_budget
 from segrt.progress import progress
 from segrt.session import Session, usable_cores
 
 SUMMARY = "summary.json"
-MEMORY_SHARE = 0.8  # a batch may use at most this share of the memory available when it starts
-
-
-def batch_bytes(manifest, n: int, h: int, w: int) -> int:
-    """Rough peak memory of one model run on ``n`` images of h x w: per pixel, float32 input, logits and
-    about 8 feature maps of the base width (measured: 1.44 GB for one 1600x1200 photo through the
-    bundled base-24 U-Net, i.e. ~750 bytes a pixel; this gives 792)."""
-    base = int(manifest.model_config.get("base_channels", 32))
-    return n * h * w * 4 * (manifest.channels + manifest.num_classes + 8 * base)
-
-
-def memory_budget() -> int | None:
-    from segrt.cpuinfo import available_memory
-
-    free = available_memory()
-    return int(free * MEMORY_SHARE) if free else None
-
-
-def gb(n: int) -> str:
-    return f"{n / 1e9:.1f} GB"
-
-
 @dataclass
 class PredictOptions:
     out: Path = Path("predictions")
@@ -91,82 +71,6 @@ class Stats:
             busy += max(0.0, stop - max(start, end))
             end = max(end, stop)
         return busy
-
-
-OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
-
-
-def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path, Path]]:
-    """Files, folders (recursive) or text files listing paths -> [(path, output stem)].
-
-    Output stems mirror each folder's structure; with several inputs each gets its own prefix.
-    Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
-    loop) is kept as an input: decoding then fails for it alone, with the reason.
-    """
-    out = real(out)
-    pairs = []
-    for raw in inputs:
-        src = Path(raw)
-        prefix = Path(src.name if src.is_dir() else src.stem) if len(inputs) > 1 else Path()
-        if src.is_dir():
-            if real(src) == out:
-                raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
-                                 "choose another --out")
-            inside = real(src) in out.parents  # out strictly inside src: its files are not inputs
-            files = [p for p in P.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
-                     and not (inside and out in real(p).parents)]
-            pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
-        elif not os.path.lexists(src):
-            raise SegrtError(f"{src}: no such file or folder")
-        elif src.suffix.lower() in P.IMAGE_EXTENSIONS or not src.is_file():
-            pairs.append((src, Path(src.stem)))
-        else:
-            pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]
-    by_output: dict[Path, list[Path]] = {}
-    for path, rel in pairs:
-        by_output.setdefault(rel, []).append(path)
-    clash = next(((rel, paths) for rel, paths in by_output.items() if len(paths) > 1), None)
-    if clash:
-        raise SegrtError(f"{clash[1][0]} and {clash[1][1]} would both write {out / clash[0]}.png (same name, "
-                         "different extension?); rename one or predict them separately")
-    return pairs
-
-
-def real(path: str | os.PathLike) -> Path:
-    """The absolute path with symlinks resolved; a symlink loop is left as it is (no error)."""
-    return Path(os.path.realpath(path))
-
-
-def read_list(path: Path) -> list[Path]:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        raise SegrtError(f"{path}: neither an image (by extension) nor a text file listing image paths") from None
-    base = path.parent
-    return [p if p.is_absolute() else base / p
-            for p in (Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))]
-
-
-def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
-    base = out / rel
-    paths = {"mask": base.with_name(base.name + ".png")}
-    if opts.color:
-        paths["color"] = base.with_name(base.name + ".color.png")
-    if opts.overlay:
-        paths["overlay"] = base.with_name(base.name + ".overlay.jpg")
-    if opts.save_probs:
-        paths["probs"] = base.with_name(base.name + ".probs.npy")
-    return paths
-
-
-def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
-    """Refuse any output that would land on an input file."""
-    inputs = {real(p) for p, _ in pairs}
-    for p, rel in pairs:
-        for target in output_paths(out, rel, opts).values():
-            if real(target) in inputs:
-                raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
-                                 "folder outside the input folders")
 
 
 class Predictor:
@@ -346,7 +250,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
     check_no_overwrite(pairs, opts.out, opts)
-    check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts)
+    check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts.batch_size, opts.native)
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
@@ -372,20 +276,6 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     opts.out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(opts.out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
-
-
-def check_batch_memory(manifest, n: int, opts: PredictOptions) -> None:
-    """Resizing to the model's size: refuse a --batch-size whose run would not fit in memory, up
-    front (native sizes are checked per batch)."""
-    budget = memory_budget()
-    if opts.native or not manifest.input_size or budget is None or n < 1:
-        return
-    h, w = manifest.input_size
-    need = batch_bytes(manifest, n, h, w)
-    if need > budget:
-        fit = budget // batch_bytes(manifest, 1, h, w)
-        raise SegrtError(f"--batch-size {opts.batch_size} at {w}x{h} needs ~{gb(need)}, {gb(budget)} of memory is "
-                         f"available; use --batch-size {max(1, fit)} or less")
 
 
 def format_summary(s: dict) -> str:

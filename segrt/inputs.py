@@ -1,0 +1,90 @@
+"""What `segrt predict` reads and writes: input files, folders and path lists -> (path, output
+stem) pairs, the output files of each, and the rules that keep outputs off inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from segrt import processing as P
+from segrt.errors import SegrtError
+
+if TYPE_CHECKING:
+    from segrt.predict import PredictOptions
+
+OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
+
+
+def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path, Path]]:
+    """Files, folders (recursive) or text files listing paths -> [(path, output stem)].
+
+    Output stems mirror each folder's structure; with several inputs each gets its own prefix.
+    Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
+    loop) is kept as an input: decoding then fails for it alone, with the reason.
+    """
+    out = real(out)
+    pairs = []
+    for raw in inputs:
+        src = Path(raw)
+        prefix = Path(src.name if src.is_dir() else src.stem) if len(inputs) > 1 else Path()
+        if src.is_dir():
+            if real(src) == out:
+                raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
+                                 "choose another --out")
+            inside = real(src) in out.parents  # out strictly inside src: its files are not inputs
+            files = [p for p in P.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
+                     and not (inside and out in real(p).parents)]
+            pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
+        elif not os.path.lexists(src):
+            raise SegrtError(f"{src}: no such file or folder")
+        elif src.suffix.lower() in P.IMAGE_EXTENSIONS or not src.is_file():
+            pairs.append((src, Path(src.stem)))
+        else:
+            pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]
+    by_output: dict[Path, list[Path]] = {}
+    for path, rel in pairs:
+        by_output.setdefault(rel, []).append(path)
+    clash = next(((rel, paths) for rel, paths in by_output.items() if len(paths) > 1), None)
+    if clash:
+        raise SegrtError(f"{clash[1][0]} and {clash[1][1]} would both write {out / clash[0]}.png (same name, "
+                         "different extension?); rename one or predict them separately")
+    return pairs
+
+
+def real(path: str | os.PathLike) -> Path:
+    """The absolute path with symlinks resolved; a symlink loop is left as it is (no error)."""
+    return Path(os.path.realpath(path))
+
+
+def read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        raise SegrtError(f"{path}: neither an image (by extension) nor a text file listing image paths") from None
+    base = path.parent
+    return [p if p.is_absolute() else base / p
+            for p in (Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))]
+
+
+def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
+    base = out / rel
+    paths = {"mask": base.with_name(base.name + ".png")}
+    if opts.color:
+        paths["color"] = base.with_name(base.name + ".color.png")
+    if opts.overlay:
+        paths["overlay"] = base.with_name(base.name + ".overlay.jpg")
+    if opts.save_probs:
+        paths["probs"] = base.with_name(base.name + ".probs.npy")
+    return paths
+
+
+def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
+    """Refuse any output that would land on an input file."""
+    inputs = {real(p) for p, _ in pairs}
+    for p, rel in pairs:
+        for target in output_paths(out, rel, opts).values():
+            if real(target) in inputs:
+                raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
+                                 "folder outside the input folders")
