@@ -22,7 +22,8 @@ def save_checkpoint(
     model: torch.nn.Module,
     classes: list[str],
     normalization: dict,
-    input_size: tuple[int, int],
+    input_size: tuple[int, int] | None,
+    crop_size: tuple[int, int] | None = None,
     epoch: int = 0,
     metrics: dict | None = None,
     ignore_index: int | None = None,
@@ -41,7 +42,8 @@ def save_checkpoint(
         "classes": list(classes),
         "normalization": {"mean": [float(x) for x in normalization["mean"]],
                           "std": [float(x) for x in normalization["std"]]},
-        "input_size": [int(input_size[0]), int(input_size[1])],
+        "input_size": None if input_size is None else [int(input_size[0]), int(input_size[1])],  # None: native
+        "crop_size": None if crop_size is None else [int(crop_size[0]), int(crop_size[1])],  # training crop
         "epoch": int(epoch),
         "metrics": metrics or {},
         "ignore_index": ignore_index,

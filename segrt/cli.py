@@ -151,6 +151,12 @@ def provider_option(fn):
 @click.option("--kind", type=click.Choice(["onnx", "openvino", "torchscript", "pt2"]),
               help="artifact kind (default: openvino for --provider openvino, else onnx)")
 @click.option("--native", is_flag=True, help="keep native resolution (pad to the size multiple) instead of resizing")
+@click.option("--tile", help="sliding-window inference at native resolution with square tiles of this size "
+                             "(a multiple of the model's size multiple), or 'auto' (the training crop)")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True,
+              help="with --tile: the fraction of a tile shared with its neighbour")
+@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True,
+              help="with --tile: how overlapping tiles' logits are weighted")
 @click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
@@ -168,8 +174,9 @@ def provider_option(fn):
 @click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
 @click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
 @user_errors
-def predict(inputs, model, out, batch_size, provider, precision, kind, native, overlay, no_color, save_probs,
-            skip_existing, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet, as_json):
+def predict(inputs, model, out, batch_size, provider, precision, kind, native, tile, overlap, blend, overlay, no_color,
+            save_probs, skip_existing, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet,
+            as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -187,7 +194,7 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, o
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
                                                          spin=False, throughput=True), classes=classes.split(",") if classes else None, mean=mean,
-                          std=std)
+                          std=std, tile=tile, overlap=overlap, blend=blend)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif not quiet:

@@ -162,7 +162,9 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
     cfg = ckpt["model_config"]
     return Manifest(name=name, classes=list(ckpt["classes"]), mean=list(ckpt["normalization"]["mean"]),
                     std=list(ckpt["normalization"]["std"]), channels=int(cfg["in_channels"]),
-                    size_multiple=2 ** int(cfg["depth"]), input_size=list(ckpt["input_size"]),
+                    size_multiple=2 ** int(cfg["depth"]),
+                    input_size=list(ckpt["input_size"]) if ckpt["input_size"] else None,
+                    crop_size=list(ckpt["crop_size"]) if ckpt.get("crop_size") else None,
                     mask_values={str(k): int(v) for k, v in (ckpt.get("mask_values") or {}).items()},
                     model_config=dict(cfg), versions=versions())
 
@@ -197,6 +199,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
             # a slim, weights-only checkpoint: the eager reference for parity, and for re-export
             save_checkpoint(tmp / "checkpoint.pt", model=model, classes=ckpt["classes"],
                             normalization=ckpt["normalization"], input_size=ckpt["input_size"],
+                            crop_size=ckpt.get("crop_size"),
                             epoch=ckpt.get("epoch", 0), metrics=ckpt.get("metrics", {}),
                             ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"))
             manifest.add_artifact(tmp, Artifact(file="checkpoint.pt", kind="checkpoint"))

@@ -59,6 +59,7 @@ class Manifest:
     input_name: str = "image"
     output_name: str = "logits"
     fixed_size: list[int] | None = None  # a foreign model's fixed input [h, w]: resize to it, never pad
+    crop_size: list[int] | None = None  # the training crop [h, w] (--tile auto)
     format: str = FORMAT
 
     @property
@@ -75,6 +76,7 @@ class Manifest:
             "normalization": {"mean": self.mean, "std": self.std},
             "input": {"name": self.input_name, "layout": "NCHW", "channels": self.channels, "dtype": "float32",
                       "size_multiple": self.size_multiple, "size": self.input_size, "fixed_size": self.fixed_size,
+                      "crop_size": self.crop_size,
                       "value_range": "normalized: (pixel/255 - mean) / std"},
             "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
                        "channels": self.num_classes},
@@ -100,6 +102,7 @@ class Manifest:
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
+                crop_size=inp.get("crop_size"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None
@@ -166,7 +169,7 @@ class Manifest:
         return {META_PREFIX + k: json.dumps(v) for k, v in {
             "format": self.format, "name": self.name, "classes": self.classes, "mean": self.mean,
             "std": self.std, "channels": self.channels, "size_multiple": self.size_multiple,
-            "input_size": self.input_size, "mask_values": self.mask_values,
+            "input_size": self.input_size, "crop_size": self.crop_size, "mask_values": self.mask_values,
             "model_config": self.model_config}.items()}
 
     @classmethod
@@ -177,6 +180,7 @@ class Manifest:
         v = {k[len(META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(META_PREFIX)}
         return cls(name=v.get("name", name), classes=v["classes"], mean=v["mean"], std=v["std"],
                    channels=v["channels"], size_multiple=v["size_multiple"], input_size=v.get("input_size"),
+                   crop_size=v.get("crop_size"),
                    mask_values=v.get("mask_values", {}), model_config=v.get("model_config", {}))
 
 

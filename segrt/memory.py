@@ -26,15 +26,27 @@ def gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
-def check_batch_memory(manifest, n: int, batch_size: int, native: bool) -> None:
-    """Resizing to the model's size: refuse a --batch-size whose run would not fit in memory, up
-    front (native sizes are checked per batch)."""
+def check_batch_memory(manifest, n: int, batch_size: int, hw: tuple[int, int] | None) -> None:
+    """Inputs of one size ``hw`` (the model's size, or the tile): refuse a --batch-size whose run
+    would not fit in memory, up front (native sizes are checked per batch; hw None)."""
     budget = memory_budget()
-    if native or not manifest.input_size or budget is None or n < 1:
+    if not hw or budget is None or n < 1:
         return
-    h, w = manifest.input_size
+    h, w = hw
     need = batch_bytes(manifest, n, h, w)
     if need > budget:
         fit = budget // batch_bytes(manifest, 1, h, w)
         raise SegrtError(f"--batch-size {batch_size} at {w}x{h} needs ~{gb(need)}, {gb(budget)} of memory is "
                          f"available; use --batch-size {max(1, fit)} or less")
+
+
+def check_tiled_memory(manifest, path, h: int, w: int, tile: int) -> None:
+    """Tiled, an image costs its decoded uint8 pixels, its mask and a band of C x tile x W float32
+    logits: raise ImageError (that image fails, the run goes on) when that cannot fit."""
+    from segrt.errors import ImageError
+
+    budget = memory_budget()
+    need = h * w * (manifest.channels + 1) + manifest.num_classes * tile * w * 4
+    if budget is not None and need > budget:
+        raise ImageError(f"{path}: {w}x{h} needs ~{gb(need)} even tiled (the decoded image, its mask and a band of "
+                         f"logits), {gb(budget)} of memory is available")

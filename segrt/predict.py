@@ -24,9 +24,10 @@ from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.inputs import check_no_overwrite, gather_inputs, output_paths
-from segrt.memory import batch_bytes, check_batch_memory, gb, memory_budget
+from segrt.memory import batch_bytes, check_batch_memory, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
 from segrt.session import Session, usable_cores
+from segrt.tiling import TiledImage, TileSpec, tile_spec
 
 SUMMARY = "summary.json"
 @dataclass
@@ -41,6 +42,7 @@ class PredictOptions:
     workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
     max_pixels: int | None = P.DEFAULT_MAX_PIXELS
     progress: bool = True
+    tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Job:
     x: np.ndarray | None = None
     geometry: P.Geometry | None = None
     decode_s: float = 0.0
+    tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
 
 
 @dataclass
@@ -85,13 +88,22 @@ class Predictor:
     # -- stages ----------------------------------------------------------------------------
     def decode(self, job: Job) -> Job:
         t0 = time.perf_counter()
-        job.x, job.geometry = P.read_model_input(job.path, self.m, self.opts.native, self.opts.max_pixels)
+        if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
+            fits = lambda h, w: check_tiled_memory(self.m, job.path, h, w, self.opts.tile.tile)  # noqa: E731
+            image = P.decode_image(job.path, self.m.channels, self.opts.max_pixels, check=fits)[0]
+            job.tiler = TiledImage(image, self.opts.tile, self.m.mean, self.m.std, self.m.size_multiple,
+                                   self.m.num_classes)
+        else:
+            job.x, job.geometry = P.read_model_input(job.path, self.m, self.opts.native, self.opts.max_pixels)
         job.decode_s = time.perf_counter() - t0
         return job
 
     def write(self, job: Job, logits: np.ndarray) -> float:
+        return self.write_mask(job, M.to_mask(logits, job.geometry), logits)
+
+    def write_mask(self, job: Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
+        """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits)."""
         t0 = time.perf_counter()
-        mask = M.to_mask(logits, job.geometry)
         paths = output_paths(self.opts.out, job.rel, self.opts)
         paths["mask"].parent.mkdir(parents=True, exist_ok=True)
         grey_png, color_png = M.encode_mask_pngs(mask)
@@ -118,10 +130,13 @@ class Predictor:
                 self.stats.skipped += 1
                 continue
             jobs.append(Job(path, rel))
-        self.bar = progress(total=len(jobs), desc="predict", unit="img", enabled=opts.progress)
+        # tiled: the bar counts tiles (known once each image is decoded), and at most two images are
+        # decoded at a time (one being tiled, the next): a decoded image can be gigabytes
+        self.bar = progress(total=0 if opts.tile else len(jobs), desc="predict", unit="tile" if opts.tile else "img",
+                            enabled=opts.progress)
         workers = opts.workers or max(1, usable_cores() // 2)
-        window = max(2 * opts.batch_size, workers * 2)  # bounded: memory does not grow with inputs
-        self.batch: list[Job] = []
+        window = 2 if opts.tile else max(2 * opts.batch_size, workers * 2)  # bounded memory
+        self.batch: list[tuple[Job, np.ndarray]] = []  # (image, one model input)
         self.inflight: collections.deque[tuple[list[Job], Future]] = collections.deque()
         self.writes: collections.deque[tuple[Job, Future]] = collections.deque()
         decoders = ThreadPoolExecutor(workers, "segrt-decode")
@@ -133,10 +148,12 @@ class Predictor:
                     job = jobs.popleft()
                     pending.append((job, decoders.submit(self.decode, job)))
                 job, fut = pending.popleft()
-                if self._decoded(job, fut):
-                    if self.batch and job.x.shape != self.batch[0].x.shape:
-                        self._submit()  # native resolution: only same-size inputs share a batch
-                    self.batch.append(job)
+                if not self._decoded(job, fut):
+                    continue
+                for x in self._model_inputs(job):
+                    if self.batch and x.shape != self.batch[0][1].shape:
+                        self._submit()  # native resolution, tiles of small images: same sizes only
+                    self.batch.append((job, x))
                     if len(self.batch) == opts.batch_size:
                         self._submit()
             self._submit()
@@ -156,7 +173,18 @@ class Predictor:
     def _fail(self, job: Job, reason: str) -> None:
         self.stats.failures.append({"file": str(job.path), "reason": reason})
         self.log(f"error: {reason}")
-        self.bar.update(1)
+        if not self.opts.tile:
+            self.bar.update(1)
+
+    def _model_inputs(self, job: Job):
+        """The CHW float32 inputs of one image: the image itself, or its tiles one by one."""
+        if job.tiler is None:
+            x, job.x = job.x, None
+            yield x
+            return
+        self.bar.total += job.tiler.count
+        self.bar.refresh()
+        yield from job.tiler.tiles()
 
     def _decoded(self, job: Job, fut: Future) -> bool:
         t0 = time.perf_counter()
@@ -176,23 +204,21 @@ class Predictor:
     def _submit(self) -> None:
         """Run the collected batch; at native resolution a batch too large for the memory available
         is split, and an image too large on its own fails with the reason."""
-        jobs, self.batch = self.batch, []
-        if not jobs:
+        items, self.batch = self.batch, []
+        if not items:
             return
-        h, w = jobs[0].x.shape[1:]
+        h, w = items[0][1].shape[1:]
         budget, one = memory_budget(), batch_bytes(self.m, 1, h, w)
-        fit = len(jobs) if budget is None else budget // one
-        if fit == 0:
-            for j in jobs:
-                self._fail(j, f"{j.path}: needs ~{gb(one)} at its native {w}x{h}, {gb(budget)} available; "
-                              "drop --native to resize it to the model's size")
+        fit = len(items) if budget is None else budget // one
+        if fit == 0:  # only at native size: tiles and resized inputs were checked up front
+            for job, _ in items:
+                self._fail(job, f"{job.path}: needs ~{gb(one)} at its native {w}x{h}, {gb(budget)} available; "
+                                "use --tile auto, or drop --native to resize it to the model's size")
             return
-        for i in range(0, len(jobs), fit):
-            part = jobs[i:i + fit]
-            x = np.stack([j.x for j in part])
-            for j in part:
-                j.x = None
-            self.inflight.append((part, self.session.submit(x)))
+        for i in range(0, len(items), fit):
+            part = items[i:i + fit]
+            x = np.stack([item[1] for item in part])
+            self.inflight.append(([job for job, _ in part], self.session.submit(x)))
             self._collect(keep=self.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
@@ -204,8 +230,20 @@ class Predictor:
             self.stats.wait_inference_s += time.perf_counter() - t0
             self.stats.spans.append(fut.span)
             for j, out in zip(jobs, logits):
-                self.writes.append((j, self.writers.submit(self.write, j, out)))
+                self._deliver(j, out)
         self._drain_writes(limit=2 * self.opts.batch_size)
+
+    def _deliver(self, job: Job, logits: np.ndarray) -> None:
+        """One model output: write the image's outputs, or add a tile to its image's band (and
+        write the mask once the last tile is in)."""
+        if job.tiler is None:
+            self.writes.append((job, self.writers.submit(self.write, job, logits)))
+            return
+        job.tiler.add(logits)
+        self.bar.update(1)
+        if job.tiler.done:
+            mask, job.tiler = job.tiler.mask, None
+            self.writes.append((job, self.writers.submit(self.write_mask, job, mask)))
 
     def _drain_writes(self, limit: int, finished_only: bool = False) -> None:
         while len(self.writes) > limit:
@@ -221,13 +259,16 @@ class Predictor:
             except Exception as exc:  # e.g. the overlay's re-decode: this image fails, not the run
                 self._fail(job, str(exc) if isinstance(exc, ImageError) else f"{job.path}: {type(exc).__name__}: {exc}")
                 continue
-            self.bar.update(1)
+            if not self.opts.tile:
+                self.bar.update(1)
 
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
                 kind: str | None = None, threads: int = 0, opts: PredictOptions | None = None, log=None,
-                session_options=None, **model_overrides) -> dict:
-    """Open the model (errors before any image is read), stream all inputs, write summary.json."""
+                session_options=None, tile: str | int | None = None, overlap: float = 0.25, blend: str = "gaussian",
+                **model_overrides) -> dict:
+    """Open the model (errors before any image is read), stream all inputs, write summary.json.
+    ``tile`` (pixels or 'auto'), ``overlap``, ``blend``: sliding-window inference (segrt.tiling)."""
     from segrt.session import SessionOptions
 
     opts = opts or PredictOptions()
@@ -240,6 +281,10 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     session = Session(model, provider=provider, precision=precision, kind=kind,
                       options=session_options or SessionOptions(threads=threads, spin=False, throughput=True),
                       **model_overrides)
+    if tile is not None:
+        opts.tile = tile_spec(tile, overlap, blend, session.manifest)
+    if opts.tile and opts.save_probs:
+        raise SegrtError("--save-probs cannot be used with --tile: tiling never holds the full-size logits")
     if opts.native and session.manifest.fixed_size:
         raise SegrtError(f"{model}: the model takes a fixed {'x'.join(map(str, session.manifest.fixed_size))} input, "
                          "so --native cannot apply; drop --native (images are resized to that size)")
@@ -250,7 +295,11 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
     check_no_overwrite(pairs, opts.out, opts)
-    check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts.batch_size, opts.native)
+    if opts.tile:  # a batch is any tiles, of one image or several
+        check_batch_memory(session.manifest, opts.batch_size, opts.batch_size, (opts.tile.tile,) * 2)
+    elif not opts.native:
+        check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts.batch_size,
+                           session.manifest.input_size)
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
@@ -263,8 +312,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         "auto_choice": session.auto_note,
         "inputs": len(pairs), "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
         "failed": len(stats.failures), "failures": stats.failures,
-        "batch_size": opts.batch_size, "mode": "native+pad" if opts.native or not session.manifest.input_size
-        else f"resize {session.manifest.input_size[0]}x{session.manifest.input_size[1]}",
+        "batch_size": opts.batch_size, "mode": describe_mode(opts, session.manifest),
         # decode and write: summed over their threads; inference: time with a batch in flight;
         # waits: the main thread stalled on a decoded image or on logits (where the time goes)
         "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_busy_s(),
@@ -276,6 +324,15 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     opts.out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(opts.out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def describe_mode(opts: PredictOptions, manifest) -> str:
+    if opts.tile:
+        t = opts.tile
+        return f"tiled {t.tile}x{t.tile} (overlap {t.overlap:g}, stride {t.stride}, {t.blend} blending)"
+    if opts.native or not manifest.input_size:
+        return "native+pad"
+    return f"resize {manifest.input_size[0]}x{manifest.input_size[1]}"
 
 
 def format_summary(s: dict) -> str:

@@ -36,11 +36,12 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
 
 
 def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 at_least: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                 at_least: tuple[int, int] | None = None, check=None) -> tuple[np.ndarray, tuple[int, int]]:
     """load_image, plus the original (h, w) after EXIF rotation.
 
     With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
     covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
+    ``check(h, w)`` runs on the header's size before the pixels are decoded (it may raise ImageError).
     """
     path = Path(path)
     check_regular_file(path)
@@ -60,6 +61,8 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
                 )
             swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             original = (w, h) if swapped else (h, w)
+            if check is not None:
+                check(*original)
             if at_least is not None and img.format == "JPEG":
                 th, tw = at_least
                 img.draft(None, (th, tw) if swapped else (tw, th))

@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-bad", action="store_true", help="skip and count unusable files instead of stopping")
     g.add_argument("--size", type=at_least(8), default=128, help="training crop size (square)")
     g.add_argument("--crop-scale", type=float, default=0.25, help="smallest random crop, as a fraction of the image area")
+    g.add_argument("--native", action="store_true",
+                   help="train on random --size crops at native scale and validate whole images at native "
+                        "resolution: for models run full size or tiled (cells, EM, aerial), not resized"),
     g.add_argument("--workers", type=at_least(0), default=max(0, min(4, (os.cpu_count() or 1) - 2)),
                    help="DataLoader worker processes (default: cores - 2, at most 4; 0 on 2 cores, where "
                         "in-process augmentation is faster)")

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from segrt.errors import ImageError, SegrtError
-from segrt.processing import list_images, load_image, load_mask, normalize, resize_mask, resize_uint8
+from segrt.processing import list_images, load_image, load_mask, prepare, resize_mask
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -159,6 +159,21 @@ def train_transform(size: tuple[int, int], mean, std, channels: int = 3, crop_sc
     ])
 
 
+def native_train_transform(size: tuple[int, int], mean, std, channels: int = 3) -> v2.Compose:
+    """Random crops at native scale (no resizing: the model sees the scale it will be run at),
+    flips both ways, small rotations; photometric jitter on the image only."""
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+    return v2.Compose([
+        v2.RandomCrop(size, pad_if_needed=True, fill=fill),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomApply([v2.RandomAffine(degrees=15, fill=fill)], p=0.3),
+        v2.ColorJitter(0.3, 0.3, 0.3 if channels == 3 else 0, 0.05 if channels == 3 else 0),
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
 class TrainDataset(torch.utils.data.Dataset):
     """In-memory uint8 pairs, augmented on the fly. Yields (CHW float32, HW int64)."""
 
@@ -177,11 +192,17 @@ class TrainDataset(torch.utils.data.Dataset):
 
 
 class EvalDataset(torch.utils.data.Dataset):
-    """Deterministic: resized exactly as `segrt predict` does (segrt.processing). Masks nearest."""
+    """Deterministic, exactly as `segrt predict` prepares images (segrt.processing): resized to
+    ``size`` (masks nearest), or with ``size`` None at native resolution padded to ``multiple``
+    (masks padded with the ignore label)."""
 
-    def __init__(self, samples, size: tuple[int, int], mean, std):
-        self.items = [(torch.from_numpy(normalize(resize_uint8(img, size), mean, std)),
-                       torch.from_numpy(resize_mask(m, size).astype(np.int64))) for img, m in samples]
+    def __init__(self, samples, size: tuple[int, int] | None, mean, std, multiple: int = 1):
+        self.items = []
+        for img, m in samples:
+            x, geo = prepare(img, mean, std, size, multiple)
+            mask = resize_mask(m, size) if size else np.pad(
+                m, ((0, geo.input_hw[0] - m.shape[0]), (0, geo.input_hw[1] - m.shape[1])), constant_values=IGNORE_INDEX)
+            self.items.append((torch.from_numpy(x), torch.from_numpy(mask.astype(np.int64))))
 
     def __len__(self):
         return len(self.items)

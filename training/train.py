@@ -185,10 +185,13 @@ def _train(args, d: Dist) -> dict:
     if d.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.cuda else None)
 
-    train_ds = D.TrainDataset(train_samples, D.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
-    val_ds = D.EvalDataset(val_samples, size, layout.mean, layout.std)
+    transform = (D.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
+                 else D.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
+    train_ds = D.TrainDataset(train_samples, transform)
+    val_ds = D.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, config.size_multiple)
     train_loader = make_loader(train_ds, args.batch_size, True, args.workers, d, args.seed, drop_last=True)
-    val_loader = make_loader(val_ds, args.batch_size, False, 0, d, args.seed, drop_last=False)
+    # native: whole images of any size, one at a time
+    val_loader = make_loader(val_ds, 1 if args.native else args.batch_size, False, 0, d, args.seed, drop_last=False)
     if len(train_loader) == 0:
         raise D.DataError(f"{len(train_ds)} training images is fewer than one batch of {args.batch_size} per rank")
 
@@ -197,7 +200,8 @@ def _train(args, d: Dist) -> dict:
         print(f"{len(train_ds)} train / {len(val_ds)} val images, {num_classes} classes {layout.classes}, "
               f"{d.world} process(es) on {d.device}, AMP {'fp16' if use_amp else 'bf16' if amp is not nullcontext else 'off'}")
     common = dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
-                  input_size=size, ignore_index=D.IGNORE_INDEX, mask_values=layout.mask_map,
+                  input_size=None if args.native else size, crop_size=size, ignore_index=D.IGNORE_INDEX,
+                  mask_values=layout.mask_map,
                   train_args=plain_args(args))
     row = {}
     for epoch in range(start_epoch, args.epochs + 1):
