@@ -116,10 +116,25 @@ def export(checkpoint, out, opset, formats, force, quantize, calib_images, calib
 @click.option("--limit", type=COUNT, help="use only the first N images")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
+@click.option("--tile", help="instead: tiled vs whole-image agreement of one artifact at this tile size (or 'auto')")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True)
+@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
+@click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
 @gate_options
 @user_errors
-def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, gate_iou, gate_logit):
-    """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails."""
+def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, tile, overlap, blend,
+           artifact, gate_iou, gate_logit):
+    """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
+    --tile: compare tiled with whole-image inference (needs --images)."""
+    if tile:
+        from segrt.parity_tiles import format_tile_report, run_tile_parity
+
+        if not images:
+            raise SegrtError("--tile needs --images (real images to compare on)")
+        click.echo(format_tile_report(run_tile_parity(
+            export_dir, images, masks, tile=tile, overlap=overlap, blend=blend, provider=provider, artifact=artifact,
+            batch_size=batch_size, limit=limit, json_path=json_path)))
+        return
     from segrt.parity import format_report, run_parity
 
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,

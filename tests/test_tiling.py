@@ -121,3 +121,16 @@ def test_tile_errors_are_one_line(exported, tmp_path):
         errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
         assert res.exit_code == 2 and len(errors) == 1 and msg in errors[0], res.output
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_parity_tile_reports_tiled_vs_whole(exported, tmp_path):
+    res = CliRunner().invoke(main, ["parity", str(exported), "--images", str(PETS / "images"), "--masks",
+                                    str(PETS / "masks"), "--tile", "64", "--limit", "4", "--json", str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "t.json").read_text())
+    assert r["inputs"] == 4 and r["tile"] == 64 and r["stride"] == 48 and 0 < r["mask_iou_tiled_vs_whole"] <= 1
+    assert 0 < r["miou_tiled_vs_ground_truth"] <= 1 and 0 < r["miou_whole_vs_ground_truth"] <= 1
+    assert "tiled 64x64 (overlap 0.25, stride 48, gaussian) vs whole image" in res.output
+    res = CliRunner().invoke(main, ["parity", str(exported), "--tile", "64"])
+    assert res.exit_code == 2 and "--tile needs --images" in res.output
