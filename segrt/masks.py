@@ -153,11 +153,16 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0) -> np.ndarray:
-    """Blend palette colours over an HWC uint8 RGB image; ``skip_class`` pixels are left as they are."""
-    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-    colors = voc_palette()[mask].astype(np.float32)
-    out = rgb.astype(np.float32) * (1 - alpha) + colors * alpha
-    if skip_class is not None:
-        out[mask == skip_class] = rgb[mask == skip_class]
-    return out.astype(np.uint8)
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0,
+            rows: int = 1024) -> np.ndarray:
+    """Blend palette colours over an HWC uint8 RGB image; ``skip_class`` pixels are left as they are.
+    Done ``rows`` rows at a time, so a huge image needs no full-size float copy."""
+    out = np.empty((*mask.shape, 3), np.uint8)
+    for y in range(0, mask.shape[0], rows):
+        img, m = image[y:y + rows], mask[y:y + rows]
+        rgb = img if img.shape[2] == 3 else np.repeat(img, 3, axis=2)
+        blend = rgb.astype(np.float32) * (1 - alpha) + voc_palette()[m].astype(np.float32) * alpha
+        if skip_class is not None:
+            blend[m == skip_class] = rgb[m == skip_class]
+        out[y:y + rows] = blend
+    return out

@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 
 from segrt.errors import ImageError, SegrtError
 from segrt.masks import to_mask
