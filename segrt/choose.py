@@ -94,7 +94,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3)
     manifest = Manifest.load(folder)
     ok, _ = candidates(manifest)
     m = manifest.size_multiple
-    h, w = (-(-s // m) * m for s in (manifest.input_size or (256, 256)))
+    h, w = (-(-s // m) * m for s in (manifest.input_size or manifest.crop_size or (256, 256)))
     x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
     sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
                 for a in ok}

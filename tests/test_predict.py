@@ -148,14 +148,14 @@ def test_unreadable_file(exported, folder, tmp_path, monkeypatch):
     from pathlib import Path
 
     target = folder / "cats" / "Bengal_133.jpg"
-    real = Path.read_bytes
+    real = Path.open
 
-    def deny(self):
+    def deny(self, *args, **kwargs):
         if self == target:
             raise PermissionError(13, "Permission denied")
-        return real(self)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)
     summary, logs = predict([folder], exported, tmp_path / "o")
     assert summary["written"] == 2 and summary["failed"] == 1
     assert logs == [f"error: {target}: cannot read (Permission denied)"]
