@@ -41,7 +41,8 @@ from segrt.model import UNet, UNetConfig
 from segrt.processing import list_images, read_model_input
 from segrt.session import Session, SessionOptions
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from resultfiles import save
+
 
 
 def matmul_peak_gflops(sizes=(1024, 2048, 3072, 4096), reps: int = 3) -> float:
@@ -303,11 +304,7 @@ def write_results(result: dict, tag: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{tag}-{result['model']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    md = to_markdown(result)
-    stem.with_suffix(".md").write_text(md)
+    stem = save(result, to_markdown(result), f"{result['date']}-{tag}-{result['model']}")
     backends = list(dict.fromkeys(r["backend"] for r in result["rows"]))
     sizes = sorted({r["batch_size"] for r in result["rows"]})
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -323,8 +320,7 @@ def write_results(result: dict, tag: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=110)
-    print(md)
-    print(f"wrote {stem}.json/.md/.png")
+    print(f"wrote {stem}.png")
 
 
 if __name__ == "__main__":

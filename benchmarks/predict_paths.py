@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import tempfile
@@ -22,7 +21,8 @@ from segrt import processing as P
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.predict import PredictOptions, run_predict
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from resultfiles import save
+
 PATHS = {"auto (fastest gated)": {"provider": "auto"},
          "ONNX Runtime INT8": {"provider": "cpu", "precision": "int8"}}
 
@@ -78,13 +78,7 @@ def write(result: dict, tag: str) -> None:
         lines.append(f"| {name} | {r['runtime']} | {r['images_per_s']:.1f} | {t['wall']:.2f} | {t['inference']:.2f} | "
                      f"{t['decode']:.2f} | {t['write']:.2f} | {t['wait_decode']:.2f} | {t['wait_inference']:.2f} |")
     lines += ["", f"auto / ONNX Runtime INT8: **{result['ratio']:.2f}x** images/s"]
-    md = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{tag}-predict-paths"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {stem}.json/.md")
+    save(result, "\n".join(lines) + "\n", f"{result['date']}-{tag}-predict-paths")
 
 
 if __name__ == "__main__":

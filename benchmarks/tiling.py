@@ -38,9 +38,9 @@ from segrt.processing import list_images, prepare
 from segrt.session import Session, SessionOptions
 from segrt.tiling import segment, tile_spec
 
-RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_mosaic import mosaic  # noqa: E402 - the README's example makes the same mosaic
+from resultfiles import save  # noqa: E402
 
 
 def peak_rss_predict(model: Path, image: Path, out: Path, tile: int, overlap: float, blend: str) -> dict:
@@ -138,13 +138,7 @@ def write(r: dict, tag: str) -> None:
              f"- Throughput on {t['megapixels']:.1f} MP ({t['runtime']}): whole image {t['whole_mpx_s']:.2f} MP/s, "
              f"tiled {t['tiled_mpx_s']:.2f} MP/s: **{t['ratio']:.3f}x**, bound 0.85 x (1 - overlap)^2 = "
              f"{t['bound']:.3f}: {'met' if t['passed'] else 'MISSED'}"]
-    md = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{r['date']}-{tag}-tiling"
-    stem.with_suffix(".json").write_text(json.dumps(r, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {stem}.json/.md")
+    save(r, "\n".join(lines) + "\n", f"{r['date']}-{tag}-tiling")
 
 
 if __name__ == "__main__":
