@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[torch,openvino,dev]'
+	$(PY) -m pip install -e '.[torch,openvino,ray,triton,dev]'
 	touch $@
 
 setup: $(VENV)/.installed

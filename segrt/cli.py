@@ -84,11 +84,13 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 @click.option("--quantize", "quantize", multiple=True, type=click.Choice(["int8", "fp16", "bf16"]),
               help="also write gated variants for each format that has them (repeatable): int8 (onnx, "
                    "openvino), fp16 (onnx), bf16 (openvino)")
+@click.option("--triton", type=click.Path(file_okay=False),
+              help="also add the export to this Triton model repository (see segrt triton-repo)")
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, calib_images, calib_count, calib_method, val_images,
-           val_masks, quant_gate, gate_iou, gate_logit):
+def export(checkpoint, out, opset, formats, force, quantize, triton, calib_images, calib_count, calib_method,
+           val_images, val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
     from segrt.parity import ParityFailed, format_report
@@ -105,6 +107,10 @@ def export(checkpoint, out, opset, formats, force, quantize, calib_images, calib
         sys.exit(1)
     click.echo(format_report(result.report))
     click.echo(describe_export(result))
+    if triton:
+        from segrt.triton import write_repo
+
+        click.echo(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
 
 
 @main.command()
@@ -176,6 +182,8 @@ def provider_option(fn):
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
 @click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
+@click.option("--shard", help="I/N: only shard I (0-based) of N, split by a stable hash of each input's path "
+                              "(one job of a job array; writes summary.shard-I-of-N.json)")
 @click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
               show_default=True, help="ONNX Runtime graph optimization level")
@@ -188,9 +196,14 @@ def provider_option(fn):
 @click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
 @click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
 @click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data with a pool of actors, one Session each (pip install 'segrt[ray]'); --out may "
+                   "then be a pyarrow filesystem URI")
+@click.option("--address", help="with --engine ray: the Ray cluster to join (default: start a local one)")
+@click.option("--num-workers", type=COUNT, default=1, show_default=True, help="with --engine ray: actors")
 @user_errors
 def predict(inputs, model, out, batch_size, provider, precision, kind, native, tile, overlap, blend, overlay, no_color,
-            save_probs, skip_existing, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet,
+            save_probs, skip_existing, shard, engine, address, num_workers, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet,
             as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
@@ -201,9 +214,22 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, t
         if not DEFAULT_MODEL.is_dir():
             raise SegrtError(f"no --model given and the bundled default model is missing ({DEFAULT_MODEL})")
         model = DEFAULT_MODEL
+    if engine == "ray":
+        from segrt.ray import predict_from_cli
+
+        summary = predict_from_cli(inputs, model, out, batch_size, provider, precision, native, not no_color,
+                                   skip_existing, address, num_workers, max_pixels, locals(),
+                                   log=lambda m: click.echo(m, err=True))
+        click.echo(json.dumps(summary, indent=2) if as_json else "" if quiet else
+                   f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
+                   f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
+        sys.exit(1 if summary["failed"] else 0)
+    from segrt.inputs import parse_shard
+
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
                           overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
-                          max_pixels=max_pixels or None, progress=not quiet)
+                          max_pixels=max_pixels or None, progress=not quiet,
+                          shard=parse_shard(shard) if shard else None)
     from segrt.session import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
@@ -265,6 +291,24 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
     provider = " --provider openvino" if art.kind == "openvino" else ""
     click.echo(f"added {art.name} to {export_dir}; run it with "
                f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
+
+
+@main.command("triton-repo")
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "repo", type=click.Path(file_okay=False), required=True, help="the model repository folder")
+@click.option("--name", help="model name in the repository (default: the export's name)")
+@click.option("--max-batch-size", type=COUNT, default=8, show_default=True)
+@click.option("--instances", type=COUNT, default=1, show_default=True, help="model instances (instance_group count)")
+@click.option("--device", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True)
+@click.option("--tensorrt-fp16", is_flag=True, help="ONNX Runtime's TensorRT accelerator in fp16 (GPU)")
+@user_errors
+def triton_repo(export_dir, repo, name, max_batch_size, instances, device, tensorrt_fp16):
+    """Write EXPORT_DIR's fp32 ONNX model as a Triton Inference Server model repository entry."""
+    from segrt.triton import TritonOptions, write_repo
+
+    folder = write_repo(export_dir, repo, TritonOptions(name, max_batch_size, instances, device, tensorrt_fp16))
+    click.echo(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx; serve with "
+               f"tritonserver --model-repository {repo}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ stem) pairs, the output files of each, and the rules that keep outputs off input
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,23 +18,24 @@ if TYPE_CHECKING:
 OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
 
 
-def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path, Path]]:
+def gather_inputs(inputs: list[str | os.PathLike], out: Path | None) -> list[tuple[Path, Path]]:
     """Files, folders (recursive) or text files listing paths -> [(path, output stem)].
 
     Output stems mirror each folder's structure; with several inputs each gets its own prefix.
     Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
-    loop) is kept as an input: decoding then fails for it alone, with the reason.
+    loop) is kept as an input: decoding then fails for it alone, with the reason. ``out`` None: the
+    outputs are not on this file system (a URI), so they cannot collide with inputs.
     """
-    out = real(out)
+    out = real(out) if out is not None else None
     pairs = []
     for raw in inputs:
         src = Path(raw)
         prefix = Path(src.name if src.is_dir() else src.stem) if len(inputs) > 1 else Path()
         if src.is_dir():
-            if real(src) == out:
+            if out is not None and real(src) == out:
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
-            inside = real(src) in out.parents  # out strictly inside src: its files are not inputs
+            inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
             files = [p for p in P.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
@@ -48,7 +50,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path) -> list[tuple[Path
         by_output.setdefault(rel, []).append(path)
     clash = next(((rel, paths) for rel, paths in by_output.items() if len(paths) > 1), None)
     if clash:
-        raise SegrtError(f"{clash[1][0]} and {clash[1][1]} would both write {out / clash[0]}.png (same name, "
+        raise SegrtError(f"{clash[1][0]} and {clash[1][1]} would both write {clash[0]}.png (same name, "
                          "different extension?); rename one or predict them separately")
     return pairs
 
@@ -88,3 +90,27 @@ def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
             if real(target) in inputs:
                 raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
                                  "folder outside the input folders")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N (I is 0-based, like a Kubernetes indexed job's index)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SegrtError(f"--shard: expected I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise SegrtError(f"--shard {text}: need 0 <= I < N (shards are numbered from 0)")
+    return i, n
+
+
+def shard_of(rel: Path, n: int) -> int:
+    """A stable shard for an output stem: its hash, so adding files never moves others."""
+    digest = hashlib.sha1(rel.as_posix().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+def select_shard(pairs: list[tuple[Path, Path]], shard: tuple[int, int] | None) -> list[tuple[Path, Path]]:
+    if shard is None:
+        return pairs
+    i, n = shard
+    return [(p, rel) for p, rel in pairs if shard_of(rel, n) == i]

@@ -23,7 +23,7 @@ from segrt import masks as M
 from segrt import processing as P
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.inputs import check_no_overwrite, gather_inputs, output_paths
+from segrt.inputs import check_no_overwrite, gather_inputs, output_paths, select_shard
 from segrt.memory import batch_bytes, check_batch_memory, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
 from segrt.session import Session, usable_cores
@@ -43,6 +43,7 @@ class PredictOptions:
     max_pixels: int | None = P.DEFAULT_MAX_PIXELS
     progress: bool = True
     tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
+    shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
 
 
 @dataclass
@@ -295,6 +296,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
             "cuda, or tensorrt for INT8")
     pairs = gather_inputs(inputs, opts.out)
     check_no_overwrite(pairs, opts.out, opts)
+    pairs = select_shard(pairs, opts.shard)
     if opts.tile:  # a batch is any tiles, of one image or several
         check_batch_memory(session.manifest, opts.batch_size, opts.batch_size, (opts.tile.tile,) * 2)
     elif not opts.native:
@@ -321,9 +323,16 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         "images_per_s": stats.ok / wall if wall > 0 else 0.0,
         "out": str(opts.out),
     }
+    if opts.shard:
+        summary["shard"] = list(opts.shard)
     opts.out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(opts.out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(opts.out / summary_name(opts.shard), (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def summary_name(shard: tuple[int, int] | None) -> str:
+    """summary.json, or summary.shard-I-of-N.json for one shard of a job array."""
+    return SUMMARY if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}.json"
 
 
 def describe_mode(opts: PredictOptions, manifest) -> str:
@@ -344,8 +353,9 @@ def format_summary(s: dict) -> str:
             f"for decoding, {t['wait_inference']:.2f}s for inference)")
     if s["skipped_existing"]:
         line += f"; {s['skipped_existing']} skipped (outputs exist)"
+    name = summary_name(tuple(s["shard"]) if s.get("shard") else None)
     if s["failed"]:
-        line += f"; {s['failed']} FAILED (see {s['out']}/{SUMMARY})"
+        line += f"; {s['failed']} FAILED (see {s['out']}/{name})"
     if s["interrupted"]:
         line = "INTERRUPTED: " + line + "; rerun with --skip-existing to finish"
-    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary in {s['out']}/{SUMMARY}"
+    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary in {s['out']}/{name}"
