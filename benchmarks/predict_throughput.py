@@ -42,10 +42,10 @@ def bare_throughput(session: Session, tensors: list[np.ndarray], batch_size: int
 
 
 def predict_throughput(images: Path, model: Path, batch_size: int, threads: int, workers: int, spin: bool,
-                       out_root: Path) -> float:
+                       out_root: Path, provider: str = "cpu") -> float:
     with tempfile.TemporaryDirectory(dir=out_root, prefix=".predict-bench-") as out:
-        s = run_predict([str(images)], model, provider="cpu", log=lambda m: None,
-                        session_options=SessionOptions(threads=threads, spin=spin),
+        s = run_predict([str(images)], model, provider=provider, log=lambda m: None,
+                        session_options=SessionOptions(threads=threads, spin=spin, throughput=True),
                         opts=PredictOptions(out=Path(out), batch_size=batch_size, workers=workers, progress=False))
     return s["images_per_s"]
 
@@ -75,6 +75,7 @@ def main():
     p.add_argument("--spin", action=argparse.BooleanOptionalAction, default=False,
                    help="ORT thread spinning in predict's session (the bare session always spins)")
     p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, openvino (the same for both sides)")
     p.add_argument("--out-root", type=Path, default=Path("."),
                    help="where predict writes its outputs (a temp folder inside); file creation speed differs "
                         "between file systems (here: 0.76 ms per new file under /tmp, 0.02 ms under /work)")
@@ -87,7 +88,7 @@ def main():
         subset.mkdir()
         for img in all_images[: args.count]:
             os.symlink(img.resolve(), subset / img.name)
-        session = Session(args.model, provider="cpu", options=SessionOptions(threads=args.threads))
+        session = Session(args.model, provider=args.provider, options=SessionOptions(threads=args.threads))
         m = session.manifest
         tensors = [P.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
         bare_throughput(session, tensors[:8], args.batch_size)  # warm-up
@@ -95,8 +96,9 @@ def main():
         for _ in range(args.rounds):
             bare.append(bare_throughput(session, tensors, args.batch_size))
             e2e.append(predict_throughput(subset, args.model, args.batch_size, args.threads, args.workers, args.spin,
-                                          args.out_root))
+                                          args.out_root, args.provider))
     res = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": str(args.model),
+           "provider": session.provider,
            "input_size": m.input_size, "images": len(tensors), "batch_size": args.batch_size,
            "threads": args.threads, "decode_workers": args.workers, "predict_spin": args.spin,
            "out_root": str(args.out_root.resolve()),

@@ -103,14 +103,16 @@ def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs
     return row
 
 
-def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(1, 8), sizes=(256,),
+def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int = 0, trt_fp16: bool = False,
+              batch_sizes=(1, 8), sizes=(256,),
               warmup: int = 3, runs: int = 20, threads: int = 0, artifacts: list[str] | None = None,
               log=None) -> dict:
     """Benchmark every runnable artifact variant of an export (or a single .onnx)."""
     if runs < 1 or warmup < 0 or min(batch_sizes, default=0) < 1 or min(sizes, default=0) < 1:
         raise SegrtError("--runs, --batch-sizes and --sizes must be >= 1 and --warmup >= 0")
     log = log or (lambda m: None)
-    probe = Session(model, provider=provider, options=SessionOptions(threads=threads))
+    options = SessionOptions(threads=threads, device=device, trt_fp16=trt_fp16)
+    probe = Session(model, provider=provider, options=options)
     if probe.auto_note:
         log(probe.auto_note)
     manifest, m = probe.manifest, probe.manifest.size_multiple
@@ -124,7 +126,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", batch_sizes=(
     rows, bar = [], progress(total=len(variants) * len(sizes) * len(batch_sizes), desc="bench", unit="row")
     for art in variants:
         session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
-                                                              options=SessionOptions(threads=threads))
+                                                              options=options)
         for size in sizes:
             h = w = -(-int(size) // m) * m
             for batch in batch_sizes:

@@ -51,6 +51,12 @@ def gate_options(fn):
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 
 
+def gpu_options(fn):
+    fn = click.option("--device", type=NONNEG, default=0, show_default=True,
+                      help="the GPU for cuda/tensorrt (one process per GPU: --device N with --shard N/GPUS)")(fn)
+    return click.option("--trt-fp16", is_flag=True, help="tensorrt: build the engine in fp16")(fn)
+
+
 def quantize_options(fn):
     for opt in reversed([
         click.option("--calib-images", type=click.Path(), help="calibration images (INT8), read like predict"),
@@ -122,14 +128,15 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, calib_image
 @click.option("--limit", type=COUNT, help="use only the first N images")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
+@gpu_options
 @click.option("--tile", help="instead: tiled vs whole-image agreement of one artifact at this tile size (or 'auto')")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True)
 @click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
 @click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
 @gate_options
 @user_errors
-def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, tile, overlap, blend,
-           artifact, gate_iou, gate_logit):
+def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, trt_fp16, device, tile,
+           overlap, blend, artifact, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
     if tile:
@@ -143,9 +150,11 @@ def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, 
         return
     from segrt.parity import format_report, run_parity
 
+    from segrt.session import SessionOptions
+
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
-                        provider=provider)
+                        provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16))
     click.echo(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 
@@ -167,6 +176,7 @@ def provider_option(fn):
 @click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @provider_option
+@gpu_options
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="artifact precision (default: fp32; with --provider auto, the fastest gated one)")
 @click.option("--kind", type=click.Choice(["onnx", "openvino", "torchscript", "pt2"]),
@@ -189,6 +199,8 @@ def provider_option(fn):
               show_default=True, help="ONNX Runtime graph optimization level")
 @click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
 @click.option("--workers", type=NONNEG, default=0, help="decode threads (0: half the cores, at least 1)")
+@click.option("--writers", type=NONNEG, default=0,
+              help="output threads: mask resize, PNG encoding, files (0: a quarter of the cores, at least 1)")
 @click.option("--max-pixels", type=NONNEG, default=64_000_000, show_default=True,
               help="refuse larger images (decompression-bomb guard); 0 disables")
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
@@ -202,9 +214,9 @@ def provider_option(fn):
 @click.option("--address", help="with --engine ray: the Ray cluster to join (default: start a local one)")
 @click.option("--num-workers", type=COUNT, default=1, show_default=True, help="with --engine ray: actors")
 @user_errors
-def predict(inputs, model, out, batch_size, provider, precision, kind, native, tile, overlap, blend, overlay, no_color,
-            save_probs, skip_existing, shard, engine, address, num_workers, threads, graph_opt, no_arena, workers, max_pixels, classes, mean, std, quiet,
-            as_json):
+def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
+            overlay, no_color, save_probs, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
+            no_arena, workers, writers, max_pixels, classes, mean, std, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -228,13 +240,15 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, t
 
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
                           overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
+                          writers=writers,
                           max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
     from segrt.session import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
-                                                         spin=False, throughput=True), classes=classes.split(",") if classes else None, mean=mean,
+                                                         spin=False, throughput=True, device=device,
+                                                         trt_fp16=trt_fp16), classes=classes.split(",") if classes else None, mean=mean,
                           std=std, tile=tile, overlap=overlap, blend=blend)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -246,6 +260,7 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, t
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
 @provider_option
+@gpu_options
 @click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
 @click.option("--sizes", type=IntList(), default="256", show_default=True,
               help="square input sizes, rounded up to the size multiple")
@@ -256,14 +271,14 @@ def predict(inputs, model, out, batch_size, provider, precision, kind, native, t
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
 @click.option("--markdown", is_flag=True, help="print a markdown table")
 @user_errors
-def bench(model, provider, batch_sizes, sizes, warmup, runs, threads, artifacts, json_path, markdown):
+def bench(model, provider, trt_fp16, device, batch_sizes, sizes, warmup, runs, threads, artifacts, json_path, markdown):
     """Latency p50/p90/p99, images/s, first-run time and peak memory for every artifact of MODEL."""
     import json
 
     from segrt.bench import format_table, run_bench
     from segrt.fsutil import write_bytes_atomic
 
-    result = run_bench(model, provider=provider, batch_sizes=batch_sizes, sizes=sizes,
+    result = run_bench(model, provider=provider, device=device, trt_fp16=trt_fp16, batch_sizes=batch_sizes, sizes=sizes,
                        warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
                        log=lambda m: click.echo(m, err=True))
     click.echo(format_table(result, markdown))

@@ -103,3 +103,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def cache_root() -> Path:
+    """$SEGRT_CACHE_DIR, else $XDG_CACHE_HOME/segrt, else ~/.cache/segrt."""
+    return Path(os.environ.get("SEGRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "segrt"))
+
+
+def writable_dir(preferred: Path, fallback: str) -> Path | None:
+    """``preferred`` if it can be created and written, else CACHE_ROOT/FALLBACK, else None."""
+    for path in (Path(preferred), cache_root() / fallback):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return None

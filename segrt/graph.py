@@ -165,3 +165,18 @@ def _replace_nodes(model, nodes) -> None:
     keep = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
+
+
+def append_argmax(model, logits: str, name: str = "mask"):
+    """A copy of ``model`` with one more output: the per-pixel class (ArgMax over the channel axis,
+    first index on ties, as segrt.masks) as uint8 NHW, so a GPU hands back masks, not logits."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.node.extend([
+        helper.make_node("ArgMax", [logits], [f"{name}_int64"], axis=1, keepdims=0, select_last_index=0),
+        helper.make_node("Cast", [f"{name}_int64"], [name], to=TensorProto.UINT8)])
+    out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["batch", "height", "width"]))
+    return out

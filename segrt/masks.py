@@ -30,6 +30,11 @@ def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     return _argmax(restore_logits(diffs, geometry))[0]
 
 
+def argmax(logits: np.ndarray) -> np.ndarray:
+    """CHW logits -> HW uint8 class per pixel, the first class on ties (to_mask's definition)."""
+    return _argmax(logits[1:] - logits[:1])[0]
+
+
 def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     """CHW float32 logits of the model input -> CHW float32 at the original image size."""
     h, w = geometry.original_hw

@@ -147,7 +147,8 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
 
 
 def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
-                  gate_logit: float = 1e-3, provider: str = "cpu", names: list[str] | None = None) -> dict:
+                  gate_logit: float = 1e-3, provider: str = "cpu", names: list[str] | None = None,
+                  options=None) -> dict:
     """Compare every runnable artifact in ``folder`` with the eager ``model``; returns the report."""
     from segrt.backends import module_available
     from segrt.session import Session
@@ -162,7 +163,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         if why_not:
             report["skipped"][art.name] = why_not
             continue
-        session = Session(folder, artifact=art.name, provider=provider)
+        session = Session(folder, artifact=art.name, provider=provider, options=options)
         outs = [session.run(b.x) for b in progress(batches, desc=art.name, unit="batch")]
         res = compare(eager, outs, batches, manifest.num_classes)
         s = res["summary"]
@@ -197,12 +198,14 @@ def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | No
         return "OpenVINO is not installed: pip install 'segrt[openvino]'"
     if art.kind == "openvino" and provider not in ("cpu", "openvino", "auto"):
         return f"OpenVINO artifacts run on the CPU, not on {provider}"
+    if art.kind in ("torchscript", "pt2") and provider not in ("cpu", "cuda", "auto"):
+        return f"{art.kind} artifacts run on cpu or cuda (torch), not on {provider}"
     return None
 
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, batch_size: int = 4, limit: int | None = None,
-               provider: str = "cpu") -> dict:
+               provider: str = "cpu", options=None) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON."""
     from segrt.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -218,7 +221,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if masks and not images:
         raise SegrtError("--masks needs --images")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
-    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider)
+    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options)
     report["export"], report["checkpoint"] = str(folder), str(checkpoint)
     if json_path:
         from segrt.fsutil import write_bytes_atomic

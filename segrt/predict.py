@@ -44,6 +44,8 @@ class PredictOptions:
     progress: bool = True
     tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
     shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
+    writers: int = 0  # output threads (mask resize, PNG, files); 0: a quarter of the cores, at least 1
+    device_masks: bool | None = None  # native size: argmax where the model runs (None: on cuda/tensorrt)
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Predictor:
         self.m = session.manifest
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.skip_class = 0 if self.m.classes and self.m.classes[0].lower() in ("background", "bg") else None
+        # at native size on a GPU, the argmax runs there and only uint8 masks come back; resized
+        # masks need the logits (they are resized on the host, in the writer threads)
+        gpu = session.provider in ("cuda", "tensorrt")
+        self.masks_from_model = (opts.device_masks if opts.device_masks is not None else gpu) and not opts.tile \
+            and (opts.native or not self.m.input_size) and not opts.save_probs
 
     # -- stages ----------------------------------------------------------------------------
     def decode(self, job: Job) -> Job:
@@ -141,7 +148,7 @@ class Predictor:
         self.inflight: collections.deque[tuple[list[Job], Future]] = collections.deque()
         self.writes: collections.deque[tuple[Job, Future]] = collections.deque()
         decoders = ThreadPoolExecutor(workers, "segrt-decode")
-        self.writers = ThreadPoolExecutor(1, "segrt-write")
+        self.writers = ThreadPoolExecutor(opts.writers or max(1, usable_cores() // 4), "segrt-write")
         try:
             pending: collections.deque[tuple[Job, Future]] = collections.deque()
             while jobs or pending:
@@ -219,7 +226,8 @@ class Predictor:
         for i in range(0, len(items), fit):
             part = items[i:i + fit]
             x = np.stack([item[1] for item in part])
-            self.inflight.append(([job for job, _ in part], self.session.submit(x)))
+            submit = self.session.submit_masks if self.masks_from_model else self.session.submit
+            self.inflight.append(([job for job, _ in part], submit(x)))
             self._collect(keep=self.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
@@ -237,6 +245,10 @@ class Predictor:
     def _deliver(self, job: Job, logits: np.ndarray) -> None:
         """One model output: write the image's outputs, or add a tile to its image's band (and
         write the mask once the last tile is in)."""
+        if self.masks_from_model:  # a padded mask: crop it to the image
+            h, w = job.geometry.original_hw
+            self.writes.append((job, self.writers.submit(self.write_mask, job, logits[:h, :w])))
+            return
         if job.tiler is None:
             self.writes.append((job, self.writers.submit(self.write, job, logits)))
             return

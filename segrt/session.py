@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import PROVIDERS, Backend, SessionOptions, module_available, open_backend, usable_cores  # noqa: F401
+from segrt.backends import (PROVIDERS, Backend, SessionOptions, finished, module_available,  # noqa: F401
+                            open_backend, usable_cores)
 from segrt.errors import ProviderError, SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.model_info import load_model_info
@@ -67,11 +68,22 @@ class Session:
                 for c in (x[i:i + n] for i in range(0, len(x), n))]
         return np.concatenate(outs)
 
+    def run_masks(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 -> NHW uint8 classes; on a GPU the argmax runs there and only masks return."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._backend.fixed_batch is not None and len(x) != self._backend.fixed_batch:
+            return Backend.run_masks(self, x)  # through run()'s chunking (Backend's host argmax of self.run)
+        return self._backend.run_masks(x)
+
     def submit(self, x: np.ndarray):
         """Start ``run(x)``; returns a Future of the logits. Up to ``in_flight`` may be outstanding."""
         if self._backend.fixed_batch is not None:
-            return Backend.submit(self, x)  # runs at once, through run()'s chunking
+            return finished(self.run, x)  # runs at once, through run()'s chunking
         return self._backend.submit(np.ascontiguousarray(x, dtype=np.float32))
+
+    def submit_masks(self, x: np.ndarray):
+        """run_masks(x) as a Future (at once)."""
+        return finished(self.run_masks, x)
 
     def describe(self) -> str:
         return f"{self.artifact.name} ({self.kind} {self.artifact.precision}) on {self._backend.describe()}"

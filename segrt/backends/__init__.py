@@ -31,13 +31,17 @@ MODULE_BY_KIND = {"onnx": "ort", "openvino": "openvino", "torchscript": "torch",
 class SessionOptions:
     """threads: inference threads (0: all usable cores); graph_opt: ORT level; arena: ORT's CPU
     memory arena; spin: let idle ORT threads busy-wait (fastest alone; off yields the CPU to other
-    work); throughput: keep several requests in flight where the runtime can (OpenVINO streams)."""
+    work); throughput: keep several requests in flight where the runtime can (OpenVINO streams);
+    device: the GPU for cuda/tensorrt; trt_fp16 / trt_workspace_gb: TensorRT engine options."""
 
     threads: int = 0
     graph_opt: str = "all"
     arena: bool = True
     spin: bool = True
     throughput: bool = False
+    device: int = 0
+    trt_fp16: bool = False
+    trt_workspace_gb: float = 4.0
 
 
 class Backend:
@@ -52,18 +56,32 @@ class Backend:
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def run_masks(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 -> NHW uint8 per-pixel classes (first wins ties); on the host by default."""
+        from segrt.masks import argmax
+
+        return np.stack([argmax(logits) for logits in self.run(x)])
+
     def submit(self, x: np.ndarray) -> Future:
-        fut: Future = Future()
-        start = time.perf_counter()
-        try:
-            fut.set_result(self.run(x))
-        except Exception as exc:
-            fut.set_exception(exc)
-        fut.span = (start, time.perf_counter())
-        return fut
+        return finished(self.run, x)
+
+    def submit_masks(self, x: np.ndarray) -> Future:
+        return finished(self.run_masks, x)
 
     def describe(self) -> str:
         return self.provider
+
+
+def finished(fn, x: np.ndarray) -> Future:
+    """``fn(x)`` run now, as a finished Future (with the ``span`` predict reads)."""
+    fut: Future = Future()
+    start = time.perf_counter()
+    try:
+        fut.set_result(fn(x))
+    except Exception as exc:
+        fut.set_exception(exc)
+    fut.span = (start, time.perf_counter())
+    return fut
 
 
 def backend_module(kind: str, provider: str) -> str:

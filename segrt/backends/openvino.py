@@ -5,7 +5,6 @@ starts one of several infer requests (THROUGHPUT hint: one per stream), so batch
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -27,16 +26,11 @@ def import_openvino():
 
 
 def cache_dir() -> Path | None:
-    """Where compiled models are cached: $SEGRT_CACHE_DIR, else the user's cache folder; None if
-    it cannot be created (then every start compiles)."""
-    root = os.environ.get("SEGRT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "segrt")
-    path = Path(root) / "openvino"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return path if os.access(path, os.W_OK) else None
+    """Where compiled models are cached: $SEGRT_CACHE_DIR/openvino, else ~/.cache/segrt/openvino;
+    None if it cannot be created (then every start compiles)."""
+    from segrt.fsutil import cache_root, writable_dir
+
+    return writable_dir(cache_root() / "openvino", "openvino")
 
 
 def reason(exc: BaseException) -> str:

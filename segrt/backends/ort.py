@@ -40,8 +40,48 @@ def session_options(opts: SessionOptions):
     return so
 
 
+TRT_MAX_BATCH, TRT_MAX_SIDE = 64, 2048  # the largest input a TensorRT engine profile accepts (native/tiles)
+
+
+def tensorrt_options(manifest, path: Path, opts: SessionOptions) -> dict:
+    """ONNX Runtime's TensorRT provider options: engine and timing caches beside the export (the
+    second start loads the engine instead of building it), fp16, workspace, and the dynamic-shape
+    profile (min/opt/max) from the manifest's input rules: any multiple of the size multiple from one
+    block up to TRT_MAX_SIDE, optimized for batch 8 at the working size."""
+    from segrt.fsutil import writable_dir
+
+    name, c, m = manifest.input_name, manifest.channels, manifest.size_multiple
+    if manifest.fixed_size:
+        h, w = manifest.fixed_size
+        low = high = (h, w)
+    else:
+        h, w = manifest.input_size or manifest.crop_size or (512, 512)
+        low, high = (m, m), (max(TRT_MAX_SIDE // m * m, h), max(TRT_MAX_SIDE // m * m, w))
+    cache = writable_dir(path.parent / ".trt-cache", "tensorrt")
+    shape = lambda n, hw: f"{name}:{n}x{c}x{hw[0]}x{hw[1]}"  # noqa: E731
+    options = {"device_id": opts.device, "trt_fp16_enable": opts.trt_fp16,
+               "trt_max_workspace_size": int(opts.trt_workspace_gb * 2**30),
+               "trt_profile_min_shapes": shape(1, low), "trt_profile_opt_shapes": shape(8, (h, w)),
+               "trt_profile_max_shapes": shape(TRT_MAX_BATCH, high)}
+    if cache:
+        options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
+                       trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
+    return options
+
+
+def provider_list(name: str, opts: SessionOptions, manifest, path: Path) -> list:
+    """What to give ONNX Runtime for a provider: CUDA and TensorRT on --device N; TensorRT with CUDA
+    behind it for the nodes TensorRT does not take."""
+    if name == "cpu":
+        return [ORT_PROVIDERS["cpu"]]
+    cuda = (ORT_PROVIDERS["cuda"], {"device_id": opts.device})
+    if name == "cuda":
+        return [cuda]
+    return [(ORT_PROVIDERS["tensorrt"], tensorrt_options(manifest, path, opts)), cuda]
+
+
 class OrtBackend(Backend):
-    def __init__(self, path: Path, provider: str, opts: SessionOptions, channels: int | None = None):
+    def __init__(self, path: Path, provider: str, opts: SessionOptions, channels: int | None = None, manifest=None):
         import onnxruntime as ort
 
         self.ort, self.path = ort, path
@@ -59,10 +99,12 @@ class OrtBackend(Backend):
         else:
             candidates = [provider]
         so, errors = session_options(opts), []
+        self._so, self._mask_sess, self.masks_in_graph = so, None, False
         t0 = time.perf_counter()
         for name in candidates:
             try:
-                sess = ort.InferenceSession(str(path), so, providers=[ORT_PROVIDERS[name]])
+                sess = ort.InferenceSession(str(path), so, providers=provider_list(name, opts, manifest, path)
+                                            if manifest is not None else [ORT_PROVIDERS[name]])
             except Exception as exc:  # ORT raises plain RuntimeError/Fail subclasses
                 errors.append(f"{name}: {first_line(exc)}")
                 continue
@@ -70,6 +112,7 @@ class OrtBackend(Backend):
                 errors.append(f"{name}: failed to initialise (ONNX Runtime fell back to {sess.get_providers()[0]})")
                 continue
             self.sess, self.provider = sess, name
+            self._providers = provider_list(name, opts, manifest, path) if manifest is not None else [ORT_PROVIDERS[name]]
             break
         else:
             if provider == "auto" or len(errors) != 1:
@@ -81,7 +124,7 @@ class OrtBackend(Backend):
         self.input_name = self.sess.get_inputs()[0].name
         self.output_name = self.sess.get_outputs()[0].name
         self._check_signature(channels)
-        self.use_binding = self.provider in ("cuda", "tensorrt")
+        self.use_binding, self.device = self.provider in ("cuda", "tensorrt"), opts.device
 
     def _check_signature(self, channels: int | None) -> None:
         inp, out = self.sess.get_inputs()[0], self.sess.get_outputs()[0]
@@ -105,14 +148,32 @@ class OrtBackend(Backend):
             return self.sess.run([self.output_name], {self.input_name: x})[0]
         # GPU: bind the input once on the device and let ORT allocate the output there
         binding = self.sess.io_binding()
-        binding.bind_ortvalue_input(self.input_name, self.ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        binding.bind_output(self.output_name, "cuda", 0)
+        binding.bind_ortvalue_input(self.input_name, self.ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device))
+        binding.bind_output(self.output_name, "cuda", self.device)
         self.sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def run_masks(self, x: np.ndarray) -> np.ndarray:
+        """On cuda/tensorrt the argmax runs on the GPU, inside the graph (segrt.graph.append_argmax),
+        so only uint8 masks cross to the host; elsewhere it is the host argmax."""
+        if not self.use_binding and not self.masks_in_graph:
+            return super().run_masks(x)
+        if self._mask_sess is None:
+            import onnx
+
+            from segrt.graph import append_argmax
+
+            model = append_argmax(onnx.load(str(self.path)), self.output_name)
+            self._mask_sess = self.ort.InferenceSession(model.SerializeToString(), self._so, providers=self._providers)
+        try:
+            return self._mask_sess.run(["mask"], {self.input_name: x})[0]
+        except Exception as exc:
+            raise SegrtError(f"{self.path}: ONNX Runtime failed on an input of shape {list(x.shape)} "
+                             f"({first_line(exc)})") from None
 
     def describe(self) -> str:
         return f"ONNX Runtime {self.ort.__version__} on {self.provider}"
 
 
 def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> OrtBackend:
-    return OrtBackend(path, provider, opts, manifest.channels)
+    return OrtBackend(path, provider, opts, manifest.channels, manifest)

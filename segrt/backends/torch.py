@@ -32,7 +32,7 @@ class TorchBackend(Backend):
             raise ProviderError(f"provider {provider!r} is for ONNX/OpenVINO artifacts; {kind} runs on cpu or cuda")
         if opts.threads:
             torch.set_num_threads(opts.threads)
-        self.device = torch.device(self.provider)
+        self.device = torch.device(f"cuda:{opts.device}" if self.provider == "cuda" else "cpu")
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # torch.jit deprecation: segrt export says it once
             warnings.simplefilter("ignore")
