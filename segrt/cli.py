@@ -125,6 +125,11 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, calib_image
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="eager reference (default: the export's)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the full report here")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="also write a self-contained HTML report (tables, histograms, the worst images)")
+@click.option("--bench", "bench_path", type=click.Path(exists=True, dir_okay=False),
+              help="with --report: a `segrt bench --json` file whose speeds go into the tables")
+@click.option("--worst", type=COUNT, default=8, show_default=True, help="with --report: images shown per artifact")
 @click.option("--limit", type=COUNT, help="use only the first N images")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
@@ -135,8 +140,8 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, calib_image
 @click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
 @gate_options
 @user_errors
-def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, provider, trt_fp16, device, tile,
-           overlap, blend, artifact, gate_iou, gate_logit):
+def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, limit, batch_size,
+           provider, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
     if tile:
@@ -154,7 +159,8 @@ def parity(export_dir, images, masks, checkpoint, json_path, limit, batch_size, 
 
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
-                        provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16))
+                        provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
+                        report_path=report_path, bench_path=bench_path, worst=worst)
     click.echo(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 
@@ -303,6 +309,9 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
     art = run_quantize(export_dir, precision, opts, log, backend)
     record_speeds(export_dir, log)
+    from segrt.gate import write_gate_report
+
+    write_gate_report(export_dir, opts, log)
     provider = " --provider openvino" if art.kind == "openvino" else ""
     click.echo(f"added {art.name} to {export_dir}; run it with "
                f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")

@@ -149,7 +149,10 @@ def versions() -> dict:
 
     from segrt.backends import module_available
 
-    found = {"segrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    import datetime as dt
+
+    found = {"exported": dt.date.today().isoformat(), "segrt": __version__, "torch": torch.__version__,
+             "onnx": onnx.__version__,
              "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
     if module_available("openvino"):
         from importlib.metadata import version
@@ -227,6 +230,10 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
                 if (backend, precision) == ("onnxruntime", "int8"):
                     notes.append(INT8_NOTE)
             record_speeds(tmp, progress)
+            if quant_jobs:
+                from segrt.gate import write_gate_report
+
+                write_gate_report(tmp, quantize_options or QuantizeOptions(), progress)
             manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None

@@ -10,6 +10,7 @@ OpenVINO/NNCF: IgnoredScope).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -54,25 +55,42 @@ class GateResult:
                 "passed": self.mask_iou >= gate, "worst": self.summary.get("worst", [])}
 
 
-def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[np.ndarray]:
-    arrays = []
+def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
+    """[(CHW float32 input, Geometry)] read like predict; an unreadable file is a one-line error."""
+    read = []
     for p in progress(paths, desc=f"reading {what} images", unit="img"):
         try:
-            arrays.append(read_model_input(p, manifest)[0])
+            read.append(read_model_input(p, manifest))
         except ImageError as exc:
             raise SegrtError(f"{what} image unusable: {exc}") from None
-    return arrays
+    return read
 
 
 def image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
-    """Validation images read like predict, in batches of ``batch_size``."""
-    arrays = _read_set(paths, manifest, "validation")
-    return [Batch(f"val {i}", np.stack(arrays[i:i + batch_size]), [p.name for p in paths[i:i + batch_size]])
-            for i in range(0, len(arrays), batch_size)]
+    """Validation images read like predict, in batches of ``batch_size`` (same-size inputs only)."""
+    read = _read_set(paths, manifest, "validation")
+    return [Batch(f"val {i}", np.stack([x for x, _ in read[i:i + batch_size]]),
+                  [p.name for p in paths[i:i + batch_size]], [g for _, g in read[i:i + batch_size]])
+            for i in range(0, len(read), batch_size)]
 
 
 def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
     """-> (calibration inputs, held-out validation batches); validation never overlaps calibration."""
+    calib_paths, val_paths = split_paths(opts)
+    folder = opts.calib_images
+    if opts.calib_count:
+        calib_paths = calib_paths[: opts.calib_count]
+    if not calib_paths or not val_paths:
+        raise SegrtError(f"{folder}: no images left for calibration or validation")
+    if len(calib_paths) < MIN_CALIB_WARN:
+        log(f"warning: only {len(calib_paths)} calibration images; ~{MIN_CALIB_WARN}+ give more reliable ranges")
+    calib = [x for x, _ in _read_set(calib_paths, manifest, "calibration")]
+    log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
+    return calib, validation_batches(opts, manifest, val_paths)
+
+
+def split_paths(opts: QuantizeOptions) -> tuple[list[Path], list[Path]]:
+    """-> (calibration paths, held-out paths): --val-images, else a seeded share of --calib-images."""
     folder = opts.calib_images
     if folder is None:
         raise SegrtError("INT8 needs calibration images: pass --calib-images DIR")
@@ -83,23 +101,36 @@ def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[n
         raise SegrtError(f"{folder}: no images found for calibration")
     if opts.val_images:
         val_paths = list_images(opts.val_images)
-        calib_paths = [p for p in paths if p.stem not in {v.stem for v in val_paths}]
-    else:
-        if len(paths) < 2:
-            raise SegrtError(f"{folder}: need at least 2 images (calibration + held-out), or pass --val-images")
-        shuffled = sorted(paths)
-        random.Random(opts.seed).shuffle(shuffled)
-        n_val = max(1, round(len(shuffled) * opts.val_fraction))
-        val_paths, calib_paths = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
-    if opts.calib_count:
-        calib_paths = calib_paths[: opts.calib_count]
-    if not calib_paths or not val_paths:
-        raise SegrtError(f"{folder}: no images left for calibration or validation")
-    if len(calib_paths) < MIN_CALIB_WARN:
-        log(f"warning: only {len(calib_paths)} calibration images; ~{MIN_CALIB_WARN}+ give more reliable ranges")
-    calib = _read_set(calib_paths, manifest, "calibration")
-    log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
-    return calib, validation_batches(opts, manifest, val_paths)
+        return [p for p in paths if p.stem not in {v.stem for v in val_paths}], val_paths
+    if len(paths) < 2:
+        raise SegrtError(f"{folder}: need at least 2 images (calibration + held-out), or pass --val-images")
+    shuffled = sorted(paths)
+    random.Random(opts.seed).shuffle(shuffled)
+    n_val = max(1, round(len(shuffled) * opts.val_fraction))
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Path:
+    """parity.html beside the manifest, which names it: every artifact against the reference on the
+    held-out images the gates used (the INT8 split's, else --val-images, else random inputs), with
+    the worst images of each reduced-precision variant: the evidence a shipped export carries."""
+    from segrt.fsutil import write_bytes_atomic
+    from segrt.parity import run_parity_on
+    from segrt.report import render
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    batches = (validation_batches(opts, manifest, split_paths(opts)[1]) if opts.calib_images
+               else gate_batches(opts, manifest))
+    reference, ref_name = reference_logits(folder, manifest, batches)
+    report = run_parity_on(folder, manifest, None, batches, eager=reference, visuals=8)
+    report["reference"] = ref_name
+    path = folder / "parity.html"
+    write_bytes_atomic(path, render(report, manifest, "cpu").encode())
+    manifest.report = path.name
+    manifest.save(folder)
+    log(f"gate report: {path} ({'all gates passed' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])})")
+    return path
 
 
 def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:

@@ -60,6 +60,7 @@ class Manifest:
     output_name: str = "logits"
     fixed_size: list[int] | None = None  # a foreign model's fixed input [h, w]: resize to it, never pad
     crop_size: list[int] | None = None  # the training crop [h, w] (--tile auto)
+    report: str | None = None  # the gate evidence beside the manifest (parity.html)
     format: str = FORMAT
 
     @property
@@ -85,6 +86,7 @@ class Manifest:
             "artifacts": [asdict(a) for a in self.artifacts],
             "parity": self.parity,
             "speed": self.speed,
+            "report": self.report,
             "versions": self.versions,
         }
 
@@ -102,7 +104,7 @@ class Manifest:
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
-                crop_size=inp.get("crop_size"),
+                crop_size=inp.get("crop_size"), report=d.get("report"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

@@ -121,12 +121,13 @@ def compare(eager: list[np.ndarray], outs: list[np.ndarray], batches: list[Batch
                 gt_art.update(to_mask(o[i], b.geometries[i]), b.truths[i])
     per_image.sort(key=lambda r: (r["mask_iou"], -r["max_abs_logit_diff"]))
     summary = {"inputs": len(per_image), "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": abs_sum / max(count, 1),
-               "pixel_agreement": agree_cm.pixel_accuracy(), "mask_iou": agree_cm.miou()}
+               "pixel_agreement": agree_cm.pixel_accuracy(), "mask_iou": agree_cm.miou(),
+               "iou_agreement_per_class": [None if np.isnan(v) else float(v) for v in agree_cm.iou()]}
     if has_truth:
         summary["miou_vs_ground_truth"] = gt_art.miou()
         summary["miou_eager_vs_ground_truth"] = gt_eager.miou()
         summary["iou_vs_ground_truth"] = [None if np.isnan(v) else float(v) for v in gt_art.iou()]
-    return {"summary": summary, "worst": per_image[:5]}
+    return {"summary": summary, "worst": per_image[:5], "per_image": per_image}
 
 
 def batch_invariance(session, batches: list[Batch]) -> dict:
@@ -146,14 +147,17 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
         return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
 
 
-def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
+def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = 0.999,
                   gate_logit: float = 1e-3, provider: str = "cpu", names: list[str] | None = None,
-                  options=None) -> dict:
-    """Compare every runnable artifact in ``folder`` with the eager ``model``; returns the report."""
+                  options=None, eager: list[np.ndarray] | None = None, visuals: int = 0) -> dict:
+    """Compare every runnable artifact in ``folder`` with the eager ``model`` (or with the reference
+    logits ``eager``); returns the report. ``visuals`` > 0: for that many worst images of each
+    non-fp32 artifact, keep the photo and both masks under report["visuals"] (arrays, for the HTML
+    report; not part of the JSON)."""
     from segrt.backends import module_available
     from segrt.session import Session
 
-    eager = eager_logits(model, batches)
+    eager = eager if eager is not None else eager_logits(model, batches)
     report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches]}
     real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
@@ -186,12 +190,33 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         s["passed"] = not problems
         report["failures"] += [f"{art.name}: {p}" for p in problems]
         report["artifacts"][art.name] = res
+        if visuals and real and art.precision != "fp32":
+            report.setdefault("visuals", {})[art.name] = worst_visuals(res["per_image"][:visuals], batches, eager,
+                                                                     outs, manifest)
     report["passed"] = not report["failures"]
     return report
 
 
+def worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest: Manifest) -> list[dict]:
+    """For the report: each listed image's photo (HWC uint8 at the model's input size, rebuilt from
+    the normalized input) and the eager and artifact masks (HW uint8, argmax of the logits)."""
+    where = {name: (bi, i) for bi, b in enumerate(batches) for i, name in enumerate(b.names)}
+    mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (manifest.mean, manifest.std))
+    found = []
+    for row in worst:
+        bi, i = where[row["input"]]
+        photo = np.clip((batches[bi].x[i] * std + mean) * 255 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        found.append({**row, "photo": np.repeat(photo, 3, axis=2) if photo.shape[2] == 1 else photo,
+                      "eager": eager[bi][i].argmax(0).astype(np.uint8), "mask": outs[bi][i].argmax(0).astype(np.uint8)})
+    return found
+
+
 def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
     """Why an artifact is not compared here, or None."""
+    from segrt.backends import module_available
+
+    if art.kind in ("torchscript", "pt2") and not module_available("torch"):
+        return f"{art.kind} artifacts need torch (pip install 'segrt[torch]')"
     if art.precision in NEEDS_REAL_IMAGES and not real:
         return f"{art.precision} is gated on real images; random inputs say nothing: pass --images"
     if art.kind == "openvino" and not have_openvino:
@@ -205,8 +230,9 @@ def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | No
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, batch_size: int = 4, limit: int | None = None,
-               provider: str = "cpu", options=None) -> dict:
-    """The `segrt parity` command: verify hashes, load eager model, compare, write JSON."""
+               provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8) -> dict:
+    """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
+    ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact)."""
     from segrt.checkpoint import load_checkpoint, model_from_checkpoint
 
     folder = Path(export_dir)
@@ -221,13 +247,29 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if masks and not images:
         raise SegrtError("--masks needs --images")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
-    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options)
+    bench = load_bench(bench_path) if bench_path else None
+    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
+                           visuals=worst if report_path else 0)
     report["export"], report["checkpoint"] = str(folder), str(checkpoint)
-    if json_path:
-        from segrt.fsutil import write_bytes_atomic
+    from segrt.fsutil import write_bytes_atomic
 
+    if report_path:
+        from segrt.report import render
+
+        write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench).encode())
+    report.pop("visuals", None)
+    if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def load_bench(path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+        data["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SegrtError(f"{path}: not a segrt bench JSON file (segrt bench --json)") from None
+    return data
 
 
 def format_report(report: dict) -> str:

@@ -30,8 +30,8 @@ def test_bundled_model_is_intact():
     assert m.classes == ["background", "pet", "border"] and m.artifact("onnx", "fp32")
     for kind, precision in (("openvino", "fp32"), ("openvino", "int8"), ("onnx", "int8")):
         assert m.parity[m.artifact(kind, precision).name]["passed"]
-    # checkpoint, ONNX fp32 + INT8, OpenVINO IR fp32 + INT8 (59 MB): the repo must stay small
-    assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) < 62e6
+    # checkpoint, ONNX fp32 + INT8, OpenVINO IR fp32 + INT8, parity.html (62 MB): the repo must stay small
+    assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) < 64e6
 
 
 def test_demo_command_predicts_examples_above_floor(tmp_path):

@@ -1,0 +1,141 @@
+"""`segrt parity --report report.html`: the parity report as one self-contained HTML page.
+
+Built from the same data as the JSON report (plus the worst images' photos and masks), with the
+standard library only: images are embedded as data URIs (JPEG), the histograms are inline SVG, and
+there is no JavaScript and no external URL, so the file opens from disk or a CI artifact viewer.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+
+import numpy as np
+from PIL import Image
+
+from segrt.cpuinfo import cpu_info, describe_cpu
+from segrt.masks import overlay, voc_palette
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:6px 0 12px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#176d2e;font-weight:600}
+.fail{color:#b3261e;font-weight:600}.muted{color:#666}.worst{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;border:1px solid #ddd;padding:6px}figure img{width:138px;height:auto;image-rendering:pixelated}
+figcaption{font-size:12px;max-width:560px}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px}"""
+
+
+MAX_SIDE = 256  # embedded images are shown at 138 px; this keeps a 100-photo report small
+
+
+def data_uri(image: np.ndarray, quality: int = 80) -> str:
+    """HWC uint8 -> an embedded JPEG, at most MAX_SIDE pixels a side."""
+    img = Image.fromarray(image)
+    img.thumbnail((MAX_SIDE, MAX_SIDE), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def disagreement(photo: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The photo dimmed, with the pixels where the two masks differ in red."""
+    out = (photo.astype(np.float32) * 0.45).astype(np.uint8)
+    out[a != b] = (230, 30, 30)
+    return out
+
+
+def histogram_svg(values: list[float], bins: int = 20, width: int = 360, height: int = 90) -> str:
+    """Per-image agreement (mask IoU) as an inline SVG bar chart from the lowest value to 1."""
+    if not values:
+        return ""
+    low = min(min(values), 0.999)
+    counts, edges = np.histogram(values, bins=bins, range=(low, 1.0))
+    bar, top = width / bins, max(counts.max(), 1)
+    bars = "".join(f'<rect x="{i * bar:.1f}" y="{height - 14 - c / top * (height - 24):.1f}" width="{bar - 1:.1f}" '
+                   f'height="{c / top * (height - 24):.1f}" fill="#4a6fa5"><title>{c} image(s) in '
+                   f'[{edges[i]:.4f}, {edges[i + 1]:.4f})</title></rect>' for i, c in enumerate(counts))
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="histogram">{bars}'
+            f'<text x="0" y="{height - 2}" font-size="10">{low:.4f}</text>'
+            f'<text x="{width - 20}" y="{height - 2}" font-size="10">1.0</text></svg>')
+
+
+def fmt(value, digits: int = 5) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def artifact_table(name: str, res: dict, classes: list[str], speed: dict | None) -> str:
+    s = res["summary"]
+    rows = [("max |logit diff|", fmt(s["max_abs_logit_diff"])), ("mean |logit diff|", fmt(s["mean_abs_logit_diff"])),
+            ("pixel agreement", fmt(s["pixel_agreement"])), ("mask IoU agreement", fmt(s["mask_iou"]))]
+    rows += [(f"IoU agreement: {c}", fmt(v)) for c, v in zip(classes, s.get("iou_agreement_per_class", []))]
+    if "miou_vs_ground_truth" in s:
+        rows.append(("mIoU vs ground truth (eager)",
+                     f"{fmt(s['miou_vs_ground_truth'], 4)} ({fmt(s['miou_eager_vs_ground_truth'], 4)})"))
+    bi = s.get("batch_invariance", {})
+    if bi.get("checked"):
+        rows.append(("batch invariance", "same mask" if bi["same_mask"] else "MASK CHANGES"))
+    rows.append(("gate", f"mask IoU >= {s['gates']['mask_iou_min']}" + (
+        f", |logit diff| <= {s['gates']['max_abs_logit_diff_max']:g}" if "max_abs_logit_diff_max" in s["gates"] else "")))
+    if speed:
+        rows.append(("speed (p50, batch 1)", f"{speed['p50_ms']:.1f} ms at {speed['height']}x{speed['width']}"))
+    body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    verdict = '<span class="pass">PASS</span>' if s["passed"] else '<span class="fail">FAIL</span>'
+    return (f'<h2 id="{html.escape(name)}">{html.escape(name)} <span class="muted">{html.escape(s["kind"])} '
+            f'{html.escape(s["precision"])} on {html.escape(s["provider"])}</span> {verdict}</h2>'
+            f"<table>{body}</table><p>Per-image mask IoU agreement ({s['inputs']} images):</p>"
+            + histogram_svg([r["mask_iou"] for r in res.get("per_image", [])]))
+
+
+def worst_figures(items: list[dict], skip_class: int | None) -> str:
+    figs = []
+    for it in items:
+        photo = it["photo"]
+        imgs = [("photo", photo), ("eager", overlay(photo, it["eager"], skip_class=skip_class)),
+                ("artifact", overlay(photo, it["mask"], skip_class=skip_class)),
+                ("disagreement", disagreement(photo, it["eager"], it["mask"]))]
+        tags = "".join(f'<img src="{data_uri(a)}" alt="{k}" title="{k}">' for k, a in imgs)
+        figs.append(f"<figure>{tags}<figcaption><b>{html.escape(it['input'])}</b>: mask IoU {it['mask_iou']:.4f}, "
+                    f"pixels {it['pixel_agreement']:.4f}, max |logit diff| {it['max_abs_logit_diff']:.3g}"
+                    "</figcaption></figure>")
+    return '<div class="worst">' + "".join(figs) + "</div>"
+
+
+def render(report: dict, manifest, provider: str, bench: dict | None = None) -> str:
+    """The HTML page for a parity report (run_parity's dict, with ``visuals`` for the worst images)."""
+    classes = manifest.classes
+    speed = {r["artifact"]: r for r in (bench or {}).get("rows", []) if r["batch_size"] == 1}
+    legend = "".join(f'<span style="background:rgb{tuple(int(v) for v in voc_palette()[i])}"></span>{html.escape(c)}'
+                     for i, c in enumerate(classes))
+    verdicts = "".join(f'<tr><td><a href="#{html.escape(n)}">{html.escape(n)}</a></td>'
+                       f'<td>{fmt(r["summary"]["mask_iou"])}</td><td>{r["summary"]["gates"]["mask_iou_min"]}</td>'
+                       f'<td class="{"pass" if r["summary"]["passed"] else "fail"}">'
+                       f'{"PASS" if r["summary"]["passed"] else "FAIL"}</td></tr>'
+                       for n, r in report["artifacts"].items())
+    exported = manifest.versions.get("exported", "not recorded")
+    head = (f"<h1>Parity report: {html.escape(manifest.name)}</h1><p class='muted'>exported {html.escape(exported)}; "
+            f"report {dt.date.today().isoformat()}; classes {html.escape(', '.join(classes))}; machine "
+            f"{html.escape(describe_cpu(cpu_info()))}, provider {html.escape(provider)}; reference: "
+            f"{html.escape(report.get('reference', 'eager PyTorch'))}; "
+            f"{len(report['inputs'])} batch(es) of held-out inputs</p>"
+            f"<table><tr><th>artifact</th><th>mask IoU</th><th>gate</th><th>verdict</th></tr>{verdicts}</table>"
+            f"<p>Overall: <span class='{'pass' if report['passed'] else 'fail'}'>"
+            f"{'all gates passed' if report['passed'] else 'FAILED: ' + html.escape('; '.join(report['failures']))}"
+            f"</span></p>")
+    skipped = "".join(f"<li>{html.escape(a)}: {html.escape(w)}</li>" for a, w in report.get("skipped", {}).items())
+    parts = [head, f"<ul class='muted'>{skipped}</ul>" if skipped else ""]
+    skip_class = 0 if classes and classes[0].lower() in ("background", "bg") else None
+    for name, res in report["artifacts"].items():
+        parts.append(artifact_table(name, res, classes, speed.get(name)))
+        worst = report.get("visuals", {}).get(name)
+        if worst:
+            parts.append(f"<p>The {len(worst)} images where it agrees least with eager: photo, eager mask, its "
+                         f"mask, and in red the pixels that differ. <span class='legend'>{legend}</span></p>")
+            parts.append(worst_figures(worst, skip_class))
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>parity: "
+            f"{html.escape(manifest.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
