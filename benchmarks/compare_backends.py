@@ -41,7 +41,7 @@ from segrt.model import UNet, UNetConfig
 from segrt.processing import list_images, read_model_input
 from segrt.session import Session, SessionOptions
 
-from resultfiles import save
+from common import save
 
 
 

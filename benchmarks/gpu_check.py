@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resultfiles import save
+from common import save
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
-from segrt import processing as P
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.predict import PredictOptions, run_predict
 
-from resultfiles import save
+from common import link_photos, photo_args, save
 
 PATHS = {"auto (fastest gated)": {"provider": "auto"},
          "ONNX Runtime INT8": {"provider": "cpu", "precision": "int8"}}
@@ -34,21 +32,12 @@ def predict_once(images: Path, model: Path, batch_size: int, out_root: Path, **p
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", type=Path, default=Path("exported/pets"))
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--count", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=5)
+    p = photo_args(argparse.ArgumentParser(), rounds=5)
     p.add_argument("--out-root", type=Path, default=Path("."), help="where outputs are written (a temp folder)")
-    p.add_argument("--tag", default="machine")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        subset = Path(tmp) / "imgs"
-        subset.mkdir()
-        for img in P.list_images(args.images)[: args.count]:
-            os.symlink(img.resolve(), subset / img.name)
+        subset = link_photos(args.images, args.count, Path(tmp) / "imgs")
         runs = {name: [] for name in PATHS}
         for name, path in PATHS.items():  # warm-up (and the compile cache)
             predict_once(subset, args.model, args.batch_size, args.out_root, **path)

@@ -16,22 +16,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from segrt import processing as P
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.predict import PredictOptions, run_predict
 
-from resultfiles import save
+from common import link_photos, photo_args, save
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", type=Path, default=Path("exported/pets"))
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--count", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3)
+    p = photo_args(argparse.ArgumentParser(), rounds=3)
     p.add_argument("--provider", default="auto")
-    p.add_argument("--tag", default="machine")
     args = p.parse_args()
     import ray
 
@@ -40,10 +33,7 @@ def main():
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(dir=".", prefix=".ray-bench-") as tmp:
         tmp = Path(tmp)
-        src = tmp / "in"
-        src.mkdir()
-        for img in P.list_images(args.images)[: args.count]:
-            os.symlink(img.resolve(), src / img.name)
+        src = link_photos(args.images, args.count, tmp / "in")
         runs = {"local": lambda out: run_predict([str(src)], args.model, provider=args.provider, log=lambda m: None,
                                                  opts=PredictOptions(out=out, batch_size=args.batch_size, progress=False)),
                 **{f"ray, {k} worker(s)": (lambda k: lambda out: ray_predict(

@@ -40,7 +40,7 @@ from segrt.tiling import segment, tile_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_mosaic import mosaic  # noqa: E402 - the README's example makes the same mosaic
-from resultfiles import save  # noqa: E402
+from common import save  # noqa: E402
 
 
 def peak_rss_predict(model: Path, image: Path, out: Path, tile: int, overlap: float, blend: str) -> dict:
