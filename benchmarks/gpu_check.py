@@ -89,9 +89,9 @@ def plan(work: Path, images: Path, many: Path) -> list[Step]:
     steps.append(Step("eager fp32 and AMP", [PY, __file__, "--eager", str(exp), "--json", js("eager")], 300))
     train = ["--layout", "pets", "--data", str(ROOT / "tests/data/pets"), "--size", "128", "--base-channels", "16",
              "--epochs", "1", "--batch-size", "8", "--workers", "2", "--quiet"]
-    steps.append(Step("train 1 epoch, AMP", [PY, "-m", "training", *train, "--out", str(work / "train")], 300))
+    steps.append(Step("train 1 epoch, AMP", [PY, "-m", "segrt.training", *train, "--out", str(work / "train")], 300))
     steps.append(Step("train 1 epoch, DDP over NCCL", [PY, "-m", "torch.distributed.run", "--nproc_per_node=1", "-m",
-                                                       "training", *train, "--out", str(work / "ddp")], 300))
+                                                       "segrt.training", *train, "--out", str(work / "ddp")], 300))
     steps.append(Step("predict end to end vs bare session", [
         PY, str(ROOT / "benchmarks/predict_throughput.py"), "--model", str(exp), "--images", str(many), "--count",
         "3000", "--provider", "cuda", "--batch-size", "32", "--threads", "0", "--rounds", "3", "--skip-rss",

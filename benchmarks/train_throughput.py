@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from segrt.model import UNet, UNetConfig
-from training import data as D
-from training.losses import SegmentationLoss
-from training.train import Dist, make_loader, train_step
+from segrt.training import data as D
+from segrt.training.losses import SegmentationLoss
+from segrt.training.train import Dist, make_loader, train_step
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU, as python -m training --bf16")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU, as segrt train --bf16")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 

@@ -37,7 +37,7 @@ def main():
     """segrt: U-Net segmentation from training to a fast, verified deployment.
 
     \b
-    Train:   python -m training --layout pets --data DIR --out runs/NAME
+    Train:   segrt train --layout pets --data DIR --out runs/NAME
     Export:  segrt export runs/NAME/best.pt --out exported/NAME
     Check:   segrt parity exported/NAME --images DIR [--masks DIR]
     Run:     segrt predict IMAGES... --model exported/NAME --provider auto
@@ -315,6 +315,18 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
     provider = " --provider openvino" if art.kind == "openvino" else ""
     click.echo(f"added {art.name} to {export_dir}; run it with "
                f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args):
+    """Train a U-Net (segrt.training; needs segrt[torch]). `segrt train --help` lists the options."""
+    try:
+        from segrt.training.__main__ import main as train_main
+    except ImportError:
+        raise SegrtError("training needs torch and torchvision: pip install 'segrt[torch]'") from None
+    sys.exit(train_main(list(args)))
 
 
 @main.command("triton-repo")

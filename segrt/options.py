@@ -1,5 +1,5 @@
 """Option values checked once, up front: click types for the CLI, plain parsers for the library and
-`python -m training`. A bad value is one line naming the option and what it needs."""
+`segrt train`. A bad value is one line naming the option and what it needs."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def train_args(out, *extra):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A tiny U-Net trained for 3 epochs on real pets; returns the run folder (best.pt, last.pt)."""
-    from training.__main__ import main
+    from segrt.training.__main__ import main
 
     out = tmp_path_factory.mktemp("tiny_run")
     assert main(train_args(out, "--epochs", "3")) == 0

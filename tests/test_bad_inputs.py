@@ -126,7 +126,7 @@ def test_overrides_must_fit_the_model(exported, tmp_path):
     ("2:0,1:1,3:5", "--mask-map: class 5 in '3:5' does not exist; there are 3 classes"),
 ])
 def test_bad_training_options(tmp_path, mask_map, fragment):
-    res = subprocess.run([sys.executable, "-m", "training", *train_args(tmp_path / "run", "--epochs", "1"),
+    res = subprocess.run([sys.executable, "-m", "segrt.training", *train_args(tmp_path / "run", "--epochs", "1"),
                           "--mask-map", mask_map], capture_output=True, text=True, cwd=ROOT, timeout=300)
     one_line_error(res, fragment)
     assert not (tmp_path / "run" / "last.pt").exists()

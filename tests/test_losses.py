@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import SegmentationLoss, median_frequency_weights, soft_dice_loss
+from segrt.training.losses import SegmentationLoss, median_frequency_weights, soft_dice_loss
 
 
 def perfect_logits(target, num_classes, scale=50.0):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import PETS, ROOT, train_args
 from segrt.checkpoint import load_checkpoint
-from training.__main__ import main
+from segrt.training.__main__ import main
 
 
 def rows(run):
@@ -35,7 +35,7 @@ def test_real_run_learns(tmp_path):
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    import training.train as T
+    import segrt.training.train as T
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(train_args(a, "--epochs", "3")) == 0
@@ -66,7 +66,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ddp_gloo_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "training", *train_args(tmp_path, "--epochs", "1", "--threads", "1")]
+           "-m", "segrt.training", *train_args(tmp_path, "--epochs", "1", "--threads", "1")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "last.pt")
@@ -84,7 +84,7 @@ def copy_pets(tmp_path, n=10):
 
 
 def run_cli(args):
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "segrt.training", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -121,7 +121,7 @@ def test_bad_data_one_line(tmp_path, breakage, expected):
 
 
 def test_isbi_layout_grayscale(tmp_path):
-    from training import data as D
+    from segrt.training import data as D
 
     layout = D.isbi_layout(ROOT / "tests" / "data" / "isbi")
     pairs, _ = D.find_pairs(layout)

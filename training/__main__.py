@@ -1,6 +1,6 @@
-"""python -m training --layout pets --data DIR --out runs/NAME [options]
+"""segrt train --layout pets --data DIR --out runs/NAME [options]   (or: python -m segrt.training ...)
 
-Multi-GPU / multi-node: torchrun --nproc_per_node=N -m training ... (CPU: gloo backend).
+Multi-GPU / multi-node: torchrun --nproc_per_node=N -m segrt.training ... (CPU: gloo backend).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class Parser(argparse.ArgumentParser):
     """Usage errors as one line, exit 2."""
 
     def error(self, message):
-        print(f"error: {message} (see 'python -m training --help')", file=sys.stderr)
+        print(f"error: {message} (see 'segrt train --help')", file=sys.stderr)
         sys.exit(2)
 
 
@@ -43,7 +43,7 @@ def positive_float(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m training", description="Train a segrt U-Net.")
+    p = Parser(prog="segrt train", description="Train a segrt U-Net (also: python -m segrt.training).")
     g = p.add_argument_group("data")
     g.add_argument("--layout", choices=["pets", "isbi", "folders"], default="folders")
     g.add_argument("--data", help="dataset root for --layout pets/isbi")
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.layout in ("pets", "isbi") and not args.data:
         parser().error(f"--layout {args.layout} needs --data")
-    from training.train import train
+    from .train import train
 
     try:
         train(args)

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from segrt.checkpoint import load_checkpoint, save_checkpoint
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNet, UNetConfig
-from training import data as D
-from training.losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
+from . import data as D
+from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
 
 
 class Dist:
