@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from segrt.bench import timed
+from segrt.errors import first_line
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.choose import gate_of
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.manifest import Manifest
+from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNet, UNetConfig
 from segrt.processing import list_images, read_model_input
@@ -106,7 +107,7 @@ def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, calib: 
                 compiled(example)
         backends["torch.compile (inductor)"] = eager(compiled)
     except Exception as exc:  # no compiler, unsupported platform, ...
-        log(f"skip torch.compile: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        log(f"skip torch.compile: {type(exc).__name__}: {first_line(exc, 120)}")
     manifest, gated = Manifest.load(export_dir), set()
     runtime = {"torchscript": "TorchScript", "onnx": "segrt ORT", "openvino": "segrt OpenVINO"}
     for art in manifest.artifacts:
@@ -153,7 +154,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         model = UNet(UNetConfig(3, 3, 64, 4)).eval()
         tmp = Path(tempfile.mkdtemp(prefix="segrt-bench-"))
         ckpt = tmp / "classic.pt"
-        norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         manifest = Manifest("classic", ["background", "pet", "border"], norm["mean"], norm["std"], 3, 16, [size, size])
         inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]
         reestimate_bn(model, torch.from_numpy(np.stack(inputs[:16])))

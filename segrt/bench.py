@@ -15,6 +15,7 @@ import numpy as np
 from segrt.errors import SegrtError
 from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info
+from segrt.processing import round_up
 from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
@@ -128,7 +129,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
         session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
                                                               options=options)
         for size in sizes:
-            h = w = -(-int(size) // m) * m
+            h = w = round_up(int(size), m)
             for batch in batch_sizes:
                 log(f"bench {session.describe()}: batch {batch}, {h}x{w}")
                 row = {"artifact": art.name, "kind": art.kind, "precision": art.precision,

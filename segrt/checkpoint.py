@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from segrt.errors import CheckpointError
+from segrt.errors import CheckpointError, first_line
 from segrt.fsutil import atomic_path
 from segrt.model import UNet, UNetConfig
 
@@ -93,12 +93,10 @@ def _blocked_global(exc: Exception) -> str | None:
 
 
 def _first_line(exc: Exception) -> str:
-    """The informative line of a torch.load error (e.g. 'failed finding central directory')."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "failed finding central directory" in ln:
-            return ln[:200]
-    return lines[0][:200] if lines else type(exc).__name__
+    """The informative line of a torch.load error: 'failed finding central directory' where the
+    file is no zip archive, else the first line."""
+    found = next((ln.strip() for ln in str(exc).splitlines() if "failed finding central directory" in ln), None)
+    return found[:200] if found else first_line(exc)
 
 
 def model_from_checkpoint(ckpt: dict) -> UNet:

@@ -18,6 +18,7 @@ from segrt.backends import module_available, usable_cores
 from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
+from segrt.processing import round_up
 
 SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
 
@@ -94,7 +95,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3)
     manifest = Manifest.load(folder)
     ok, _ = candidates(manifest)
     m = manifest.size_multiple
-    h, w = (-(-s // m) * m for s in (manifest.input_size or manifest.crop_size or (256, 256)))
+    h, w = (round_up(s, m) for s in (manifest.input_size or manifest.crop_size or (256, 256)))
     x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
     sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
                 for a in ok}

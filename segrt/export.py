@@ -19,7 +19,7 @@ from torch import nn
 
 from segrt import __version__
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from segrt.errors import SegrtError
+from segrt.errors import SegrtError, first_line
 from segrt.fsutil import atomic_dir, remove_stale_temps
 from segrt.manifest import Artifact, Manifest
 from segrt.model import UNet
@@ -83,7 +83,7 @@ def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) 
                               dynamic_shapes=dynamic_shapes(m), **common)
         exporter = "torch.export (dynamo)"
     except Exception as exc:  # fall back to the TorchScript-based exporter
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes={
@@ -95,13 +95,13 @@ def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) 
         for i, name in ((0, "batch"), (2, "height"), (3, "width")):
             dims[i].ClearField("dim_value")
             dims[i].dim_param = name
-    del model.metadata_props[:]
-    for k, v in manifest.metadata_props().items():
-        model.metadata_props.add(key=k, value=v)
+    manifest.set_onnx_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.save(model, str(path))
-    opset_used = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    from segrt.graph import opset_of
+
+    opset_used = opset_of(model)
     return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
 
 

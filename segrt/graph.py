@@ -62,7 +62,8 @@ def _output_scales(model, tensors: set[str]) -> dict[str, Fraction]:
     return out
 
 
-def _opset(model) -> int:
+def opset_of(model) -> int:
+    """The default-domain opset an ONNX model is written in (0 if none)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
@@ -77,7 +78,7 @@ def convtranspose_to_pixel_shuffle(model):
 
     inits = {t.name: t for t in model.graph.initializer}
     ks = {n.output[0]: k for n in model.graph.node if (k := _plain_upsample(n, inits))}
-    scales = _output_scales(model, set(ks)) if _opset(model) >= 15 else {}
+    scales = _output_scales(model, set(ks)) if opset_of(model) >= 15 else {}
     image = model.graph.input[0].name
     nodes, count = [], 0
 

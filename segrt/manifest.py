@@ -15,9 +15,10 @@ from segrt.errors import SegrtError
 
 FORMAT = "segrt-manifest/1"
 META_PREFIX = "segrt."
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # For an ONNX file with no segrt metadata (exported elsewhere): ImageNet normalization,
 # classes named class0..N-1, size multiple 32, native resolution (pad). Override with flags.
-DEFAULT_MEAN, DEFAULT_STD, DEFAULT_MULTIPLE = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 32
+DEFAULT_MULTIPLE = 32
 
 
 @dataclass
@@ -173,6 +174,12 @@ class Manifest:
             "std": self.std, "channels": self.channels, "size_multiple": self.size_multiple,
             "input_size": self.input_size, "crop_size": self.crop_size, "mask_values": self.mask_values,
             "model_config": self.model_config}.items()}
+
+    def set_onnx_metadata(self, model) -> None:
+        """Replace an ONNX model's metadata_props with this manifest's key facts."""
+        del model.metadata_props[:]
+        for k, v in self.metadata_props().items():
+            model.metadata_props.add(key=k, value=v)
 
     @classmethod
     def from_metadata_props(cls, props: dict[str, str], name: str) -> "Manifest | None":

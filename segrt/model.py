@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from segrt.processing import round_up
+
 UPSAMPLING_MODES = ("transpose", "bilinear")
 
 
@@ -116,7 +118,7 @@ def check_input_size(shape: tuple, config: UNetConfig) -> None:
     if h % m or w % m:
         raise ValueError(
             f"input height and width must be multiples of {m} (2**depth, depth={config.depth}); "
-            f"got {h}x{w}: resize or pad to e.g. {-(-h // m) * m}x{-(-w // m) * m}"
+            f"got {h}x{w}: resize or pad to e.g. {round_up(h, m)}x{round_up(w, m)}"
         )
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from segrt.errors import SegrtError, first_line
-from segrt.manifest import DEFAULT_MEAN, DEFAULT_MULTIPLE, DEFAULT_STD, Artifact, Manifest
+from segrt.manifest import DEFAULT_MULTIPLE, IMAGENET_MEAN, IMAGENET_STD, Artifact, Manifest
 
 PROBE_SIZE = 128  # spatial size of the probe run that finds a symbolic class count
 
@@ -75,7 +75,7 @@ def _manifest_from_graph(model, path: Path) -> Manifest:
     n_cls = out_dims[1] or _probe_classes(path, in_dims, channels, inp.name)
     gray = channels == 1
     return Manifest(name=path.stem, classes=[f"class{i}" for i in range(n_cls)],
-                    mean=[0.5] if gray else list(DEFAULT_MEAN), std=[0.25] if gray else list(DEFAULT_STD),
+                    mean=[0.5] if gray else list(IMAGENET_MEAN), std=[0.25] if gray else list(IMAGENET_STD),
                     channels=channels, size_multiple=1 if fixed else DEFAULT_MULTIPLE, input_size=fixed,
                     input_name=inp.name, output_name=out.name, fixed_size=fixed)
 

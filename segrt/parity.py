@@ -17,7 +17,7 @@ from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.masks import to_mask
-from segrt.processing import Geometry, list_images, load_mask, read_model_input
+from segrt.processing import Geometry, list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
 
 RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
@@ -46,7 +46,7 @@ def random_inputs(manifest: Manifest, seed: int = 0, sizes=RANDOM_SIZES, batches
     rng = np.random.default_rng(seed)
     m, c, out = manifest.size_multiple, manifest.channels, []
     for h, w in sizes:
-        h, w = -(-h // m) * m, -(-w // m) * m
+        h, w = round_up(h, m), round_up(w, m)
         for n in batches:
             label = f"random {n}x{c}x{h}x{w}"
             out.append(Batch(label, rng.standard_normal((n, c, h, w)).astype(np.float32),

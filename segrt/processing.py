@@ -6,6 +6,7 @@ inputs. Images are HWC uint8 in [0, 255]; model inputs CHW float32 normalized; l
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -50,24 +51,29 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         f = path.open("rb")
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with decoding(path, "image data"), f, Image.open(f) as img:
+        w, h = img.size
+        if max_pixels and w * h > max_pixels:
+            raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                             "(decompression-bomb guard; raise it with --max-pixels)")
+        orientation = img.getexif().get(0x0112, 1)
+        swapped = orientation in (5, 6, 7, 8)
+        original = (w, h) if swapped else (h, w)
+        if check is not None:
+            check(*original)
+        if at_least is not None and img.format == "JPEG":
+            th, tw = at_least
+            img.draft(None, (th, tw) if swapped else (tw, th))
+        if orientation != 1:  # exif_transpose copies even when nothing turns
+            img = ImageOps.exif_transpose(img)
+        return _to_array(img, channels, path), original
+
+
+@contextlib.contextmanager
+def decoding(path: Path, what: str):
+    """Pillow's decode errors as one ImageError naming the file (an image or a mask alike)."""
     try:
-        with f, Image.open(f) as img:
-            w, h = img.size
-            if max_pixels and w * h > max_pixels:
-                raise ImageError(
-                    f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                    "(decompression-bomb guard; raise it with --max-pixels)"
-                )
-            swapped = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            original = (w, h) if swapped else (h, w)
-            if check is not None:
-                check(*original)
-            if at_least is not None and img.format == "JPEG":
-                th, tw = at_least
-                img.draft(None, (th, tw) if swapped else (tw, th))
-            if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when nothing turns
-                img = ImageOps.exif_transpose(img)
-            return _to_array(img, channels, path), original
+        yield
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -75,7 +81,7 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
             raise ImageError(f"{path}: empty file (0 bytes)") from None
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image data ({exc})") from None
+        raise ImageError(f"{path}: corrupt or truncated {what} ({exc})") from None
 
 
 def check_regular_file(path: Path) -> None:
@@ -146,17 +152,10 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     """Decode a label image to HW uint8 raw values (no EXIF rotation: masks carry none)."""
     path = Path(path)
     check_regular_file(path)
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "1", "I", "I;16"):
-                img = img.convert("L")
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such mask file") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated mask ({exc})") from None
+    with decoding(path, "mask"), Image.open(path) as img:
+        if img.mode not in ("L", "P", "1", "I", "I;16"):
+            img = img.convert("L")
+        arr = np.asarray(img)
     if arr.max(initial=0) > 255:
         raise ImageError(f"{path}: mask values above 255 are not supported")
     return arr.astype(np.uint8)
@@ -171,8 +170,9 @@ class Geometry:
     padded: bool  # True: image sits at the top-left of the input, unscaled
 
 
-def pad_to_multiple_hw(h: int, w: int, multiple: int) -> tuple[int, int]:
-    return -(-h // multiple) * multiple, -(-w // multiple) * multiple
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= n."""
+    return -(-n // multiple) * multiple
 
 
 def prepare(
@@ -197,7 +197,7 @@ def prepare(
             image = resize_uint8(image, size)
         in_hw, padded = tuple(size), False
     else:
-        in_hw, padded = pad_to_multiple_hw(h, w, multiple), True
+        in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
     x = normalize(image, mean, std)
     if padded and in_hw != (h, w):
         x = np.pad(x, ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w)))

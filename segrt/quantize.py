@@ -66,9 +66,7 @@ def write_metadata(path: Path, manifest: Manifest) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for k, v in manifest.metadata_props().items():
-        model.metadata_props.add(key=k, value=v)
+    manifest.set_onnx_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
 
@@ -165,11 +163,12 @@ def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     return art
 
 
-def fp32_opset(path: Path) -> int | None:
+def fp32_opset(path: Path) -> int:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    from segrt.graph import opset_of
+
+    return opset_of(onnx.load(str(path), load_external_data=False))
 
 
 def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print, backend: str = "onnxruntime") -> Artifact:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.processing import normalize
+from segrt.processing import normalize, round_up
 
 BLENDS = ("gaussian", "constant")
 MAX_OVERLAP = 0.9
@@ -50,7 +50,7 @@ def tile_spec(tile: str | int, overlap: float, blend: str, manifest) -> TileSpec
         crop = manifest.crop_size or manifest.input_size
         if not crop:
             raise SegrtError("--tile auto: the manifest records no training crop; give --tile N")
-        tile = -(-max(crop) // m) * m
+        tile = round_up(max(crop), m)
     try:
         tile = int(tile)
     except ValueError:
@@ -92,8 +92,8 @@ class TiledImage:
     def __init__(self, image: np.ndarray, spec: TileSpec, mean, std, multiple: int, num_classes: int):
         self.image, self.spec, self.mean, self.std = image, spec, mean, std
         self.h, self.w = image.shape[:2]
-        pad = lambda n: -(-n // multiple) * multiple  # noqa: E731 - a short image: one tile, padded
-        self.th, self.tw = min(spec.tile, pad(self.h)), min(spec.tile, pad(self.w))
+        # a short image: one tile, padded to the multiple
+        self.th, self.tw = min(spec.tile, round_up(self.h, multiple)), min(spec.tile, round_up(self.w, multiple))
         self.ys, self.xs = starts(self.h, self.th, spec.stride), starts(self.w, self.tw, spec.stride)
         self.win = window(self.th, self.tw, spec.blend)
         self.band = np.zeros((num_classes, self.th, max(self.w, self.tw)), np.float32)  # rows [top, top + th)

@@ -18,10 +18,10 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from segrt.errors import ImageError, SegrtError
+from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 from segrt.processing import list_images, load_image, load_mask, prepare, resize_mask
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 GRAY_MEAN, GRAY_STD = [0.5], [0.25]
 
 
