@@ -21,7 +21,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
-from segrt.parity import Batch, compare
+from segrt.compare import Batch, compare
 from segrt.processing import list_images, read_model_input
 from segrt.progress import progress
 

@@ -36,7 +36,8 @@ from segrt.errors import SegrtError
 from segrt.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, reference_logits, require, save_variant,
                         split_images)
 from segrt.manifest import Artifact, Manifest
-from segrt.parity import DEFAULT_IOU_GATES, Batch, compare
+from segrt.compare import Batch, compare
+from segrt.parity import DEFAULT_IOU_GATES
 
 IR_FILE = "model.xml"
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
