@@ -151,7 +151,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
     if args.classic:
         name, size = "classic-unet64", args.size
         torch.manual_seed(0)
-        model = UNet(UNetConfig(3, 3, 64, 4)).eval()
+        model = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=64, depth=4)).eval()
         tmp = Path(tempfile.mkdtemp(prefix="segrt-bench-"))
         ckpt = tmp / "classic.pt"
         norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}

@@ -19,7 +19,8 @@ import torch
 from segrt.model import UNet, UNetConfig
 from segrt.training import data as D
 from segrt.training.losses import SegmentationLoss
-from segrt.training.train import Dist, make_loader, train_step
+from segrt.training.setup import make_loader
+from segrt.training.train import Dist, train_step
 
 
 def main():
@@ -45,7 +46,7 @@ def main():
     loader = make_loader(ds, args.batch_size, True, args.workers, d, 0, drop_last=True)
 
     torch.manual_seed(0)
-    model = UNet(UNetConfig(3, 3, args.base_channels, 4)).train()
+    model = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=args.base_channels, depth=4)).train()
     loss_fn = SegmentationLoss(1, 1, None, D.IGNORE_INDEX)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=False)

@@ -10,7 +10,7 @@ from segrt.model import UNet, UNetConfig
 
 @pytest.fixture
 def saved(tmp_path):
-    model = UNet(UNetConfig(3, 3, 8, 2))
+    model = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=8, depth=2))
     opt = torch.optim.AdamW(model.parameters())
     model(torch.randn(1, 3, 32, 32)).sum().backward()
     opt.step()

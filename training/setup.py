@@ -1,0 +1,116 @@
+"""Setting a training run up from its arguments: the data layout and splits, the loaders (DDP
+aware), the model, the loss and the optimisation (AdamW, cosine schedule, AMP / bf16 autocast)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from segrt.model import UNet, UNetConfig
+
+from . import data as D
+from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
+
+
+def build_layout(args) -> D.Layout:
+    from segrt.options import floats
+
+    if args.layout == "pets":
+        layout = D.pets_layout(args.data)
+    elif args.layout == "isbi":
+        layout = D.isbi_layout(args.data)
+    else:
+        if not (args.images and args.masks and args.classes):
+            raise D.DataError("--layout folders needs --images, --masks and --classes")
+        classes = args.classes.split(",")
+        layout = D.folders_layout(args.images, args.masks, classes, None, args.channels)
+    if args.mask_map:
+        layout.mask_map = D.parse_mask_map(args.mask_map, len(layout.classes))
+    if args.mean:
+        layout.mean = floats(args.mean, "--mean", layout.channels)
+    if args.std:
+        layout.std = floats(args.std, "--std", layout.channels, positive=True)
+    return layout
+
+
+def build_data(args, layout: D.Layout, show: bool):
+    pairs, problems = D.find_pairs(layout, args.skip_bad)
+    if args.val_images:
+        val_layout = D.Layout(Path(args.val_images), Path(args.val_masks or args.val_images), layout.classes,
+                              layout.mask_map, layout.channels, layout.mean, layout.std)
+        train_pairs, (val_pairs, more) = pairs, D.find_pairs(val_layout, args.skip_bad)
+        problems += more
+    elif args.split_file and Path(args.split_file).is_file():
+        train_pairs, val_pairs = D.split_from_file(pairs, Path(args.split_file))
+    else:
+        train_pairs, val_pairs = D.split_pairs(pairs, args.val_fraction, args.seed)
+        if args.split_file:
+            D.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
+    train_samples, bad = D.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
+    val_samples, bad2 = D.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
+    return train_samples, val_samples, problems + bad + bad2
+
+
+def make_loader(dataset, batch_size, shuffle, workers, d, seed, drop_last):
+    sampler = None
+    if d.world > 1:
+        if shuffle:
+            sampler = torch.utils.data.DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=seed)
+        else:  # unpadded shard, so every val image counts exactly once
+            dataset = torch.utils.data.Subset(dataset, list(range(d.rank, len(dataset), d.world)))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, drop_last=drop_last, pin_memory=d.cuda,
+        generator=torch.Generator().manual_seed(seed))
+
+
+def build_model(args, layout: D.Layout, d) -> UNet:
+    config = UNetConfig(in_channels=layout.channels, num_classes=len(layout.classes), base_channels=args.base_channels,
+                        depth=args.depth, upsampling=args.upsampling)
+    if args.size % config.size_multiple:
+        raise D.DataError(f"--size must be a multiple of {config.size_multiple} for depth {args.depth}")
+    model = UNet(config).to(d.device)
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def build_loss(args, train_samples, num_classes: int, d) -> SegmentationLoss:
+    class_weights = None
+    if args.class_weights == "auto":
+        class_weights = median_frequency_weights(D.label_counts(train_samples, num_classes))
+    elif args.class_weights:
+        class_weights = torch.tensor([float(w) for w in args.class_weights.split(",")])
+    ce_w, dice_w = LOSS_WEIGHTS[args.loss]
+    if args.loss == "ce+dice":
+        dice_w = args.dice_weight
+    return SegmentationLoss(ce_w, dice_w, class_weights, D.IGNORE_INDEX).to(d.device)
+
+
+def build_optimisation(args, model, d):
+    """-> (optimizer, scheduler, scaler, amp context factory, AMP in use)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs, eta_min=args.lr * 0.01)
+    use_amp = d.cuda and not args.no_amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if use_amp:
+        amp = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
+    elif args.bf16 and not d.cuda:  # CPUs with AVX512-BF16/AMX: ~2x faster convolutions
+        amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    else:
+        amp = nullcontext
+    return optimizer, scheduler, scaler, amp, use_amp
+
+
+def build_loaders(args, layout: D.Layout, train_samples, val_samples, multiple: int, d):
+    size = (args.size, args.size)
+    transform = (D.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
+                 else D.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
+    train_ds = D.TrainDataset(train_samples, transform)
+    val_ds = D.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, multiple)
+    train_loader = make_loader(train_ds, args.batch_size, True, args.workers, d, args.seed, drop_last=True)
+    # native: whole images of any size, one at a time
+    val_loader = make_loader(val_ds, 1 if args.native else args.batch_size, False, 0, d, args.seed, drop_last=False)
+    if len(train_loader) == 0:
+        raise D.DataError(f"{len(train_ds)} training images is fewer than one batch of {args.batch_size} per rank")
+    return train_loader, val_loader
