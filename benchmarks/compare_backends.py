@@ -155,7 +155,8 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         tmp = Path(tempfile.mkdtemp(prefix="segrt-bench-"))
         ckpt = tmp / "classic.pt"
         norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        manifest = Manifest("classic", ["background", "pet", "border"], norm["mean"], norm["std"], 3, 16, [size, size])
+        manifest = Manifest(name="classic", classes=["background", "pet", "border"], mean=norm["mean"], std=norm["std"],
+                            channels=3, size_multiple=16, input_size=[size, size])
         inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]
         reestimate_bn(model, torch.from_numpy(np.stack(inputs[:16])))
         save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt import processing as P
+from segrt import processing
 from segrt.predict import PredictOptions, run_predict
 from segrt.session import Session, SessionOptions
 
@@ -82,7 +82,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    all_images = [x for x in P.list_images(args.images)]
+    all_images = [x for x in processing.list_images(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "imgs"
         subset.mkdir()
@@ -90,7 +90,7 @@ def main():
             os.symlink(img.resolve(), subset / img.name)
         session = Session(args.model, provider=args.provider, options=SessionOptions(threads=args.threads))
         m = session.manifest
-        tensors = [P.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
+        tensors = [processing.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
         bare_throughput(session, tensors[:8], args.batch_size)  # warm-up
         bare, e2e = [], []
         for _ in range(args.rounds):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from segrt.model import UNet, UNetConfig
-from segrt.training import data as D
+from segrt.training import data
 from segrt.training.losses import SegmentationLoss
 from segrt.training.setup import make_loader
 from segrt.training.train import Dist, train_step
@@ -37,17 +37,17 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    layout = D.pets_layout(args.data)
-    pairs, _ = D.find_pairs(layout)
-    samples, _ = D.load_all(pairs[: args.images], layout, False, "decode")
+    layout = data.pets_layout(args.data)
+    pairs, _ = data.find_pairs(layout)
+    samples, _ = data.load_all(pairs[: args.images], layout, False, "decode")
     size = (args.size, args.size)
-    ds = D.TrainDataset(samples, D.train_transform(size, layout.mean, layout.std))
+    ds = data.TrainDataset(samples, data.train_transform(size, layout.mean, layout.std))
     d = Dist()
     loader = make_loader(ds, args.batch_size, True, args.workers, d, 0, drop_last=True)
 
     torch.manual_seed(0)
     model = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=args.base_channels, depth=4)).train()
-    loss_fn = SegmentationLoss(1, 1, None, D.IGNORE_INDEX)
+    loss_fn = SegmentationLoss(1, 1, None, data.IGNORE_INDEX)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else nullcontext

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from segrt import masks as M
-from segrt import processing as P
+from segrt import masks
+from segrt import processing
 from segrt.parity import truth_lut
 from segrt.session import Session
 
@@ -34,15 +34,15 @@ def main():
     session = Session(args.model, provider="cpu")
     m = session.manifest
     lut = truth_lut(m)
-    paths = P.list_images(args.images)[: args.count]
+    paths = processing.list_images(args.images)[: args.count]
     fig, axes = plt.subplots(len(paths), 3, figsize=(9, 2.6 * len(paths)))
     for row, path in zip(np.atleast_2d(axes), paths):
-        image = P.load_image(path)
-        x, geo = P.read_model_input(path, m)
-        pred = M.to_mask(session.run(x[None])[0], geo)
-        truth = lut[P.load_mask(args.masks / f"{path.stem}.png")]
+        image = processing.load_image(path)
+        x, geo = processing.read_model_input(path, m)
+        pred = masks.to_mask(session.run(x[None])[0], geo)
+        truth = lut[processing.load_mask(args.masks / f"{path.stem}.png")]
         truth = np.where(truth == 255, 0, truth).astype(np.uint8)
-        for ax, img, title in zip(row, (image, M.overlay(image, pred), M.overlay(image, truth)),
+        for ax, img, title in zip(row, (image, masks.overlay(image, pred), masks.overlay(image, truth)),
                                   (path.name, "predicted (segrt predict)", "ground truth (trimap)")):
             ax.imshow(img)
             ax.set_title(title, fontsize=9)

@@ -88,8 +88,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def _blocked_global(exc: Exception) -> str | None:
     """The code a weights-only load refused to run, e.g. 'posix.system' (torch's message goes on to
     suggest weights_only=False, which segrt never repeats)."""
-    m = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
-    return m.group(1) if m else None
+    found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
+    return found.group(1) if found else None
 
 
 def _first_line(exc: Exception) -> str:

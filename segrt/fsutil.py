@@ -83,8 +83,8 @@ def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
     pid no longer runs); returns what was removed."""
     removed = []
     for p in Path(parent).glob(f".{glob_escape(name)}.*.tmp*"):
-        m = STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
-        if not m or m["name"] != name or _alive(int(m["pid"])):
+        match = STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
+        if not match or match["name"] != name or _alive(int(match["pid"])):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from segrt import processing as P
+from segrt import processing
 from segrt.errors import SegrtError
 
 if TYPE_CHECKING:
@@ -36,12 +36,12 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None) -> list[tup
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
             inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
-            files = [p for p in P.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
+            files = [p for p in processing.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
         elif not os.path.lexists(src):
             raise SegrtError(f"{src}: no such file or folder")
-        elif src.suffix.lower() in P.IMAGE_EXTENSIONS or not src.is_file():
+        elif src.suffix.lower() in processing.IMAGE_EXTENSIONS or not src.is_file():
             pairs.append((src, Path(src.stem)))
         else:
             pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]

@@ -164,10 +164,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class:
     Done ``rows`` rows at a time, so a huge image needs no full-size float copy."""
     out = np.empty((*mask.shape, 3), np.uint8)
     for y in range(0, mask.shape[0], rows):
-        img, m = image[y:y + rows], mask[y:y + rows]
+        img, band = image[y:y + rows], mask[y:y + rows]
         rgb = img if img.shape[2] == 3 else np.repeat(img, 3, axis=2)
-        blend = rgb.astype(np.float32) * (1 - alpha) + voc_palette()[m].astype(np.float32) * alpha
+        blend = rgb.astype(np.float32) * (1 - alpha) + voc_palette()[band].astype(np.float32) * alpha
         if skip_class is not None:
-            blend[m == skip_class] = rgb[m == skip_class]
+            blend[band == skip_class] = rgb[band == skip_class]
         out[y:y + rows] = blend
     return out

@@ -27,28 +27,28 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
 
     session = Session(export_dir, provider=provider, artifact=artifact,
                       kind=None if artifact else "onnx", precision=None if artifact else "fp32")
-    m = session.manifest
-    spec = tile_spec(tile, overlap, blend, m)
+    manifest = session.manifest
+    spec = tile_spec(tile, overlap, blend, manifest)
     paths = list_images(images) if Path(images).is_dir() else [Path(images)]
     paths = paths[:limit] if limit else paths
     if not paths:
         raise SegrtError(f"{images}: no images found")
     truths = {p.stem: p for p in list_images(masks)} if masks else {}
-    lut, n = truth_lut(m), m.num_classes
+    lut, n = truth_lut(manifest), manifest.num_classes
     agree, gt_whole, gt_tiled = ConfusionMatrix(n), ConfusionMatrix(n, 255), ConfusionMatrix(n, 255)
     per_image, skipped = [], {}
     for p in progress(paths, desc="tiled vs whole", unit="img"):
         try:
-            image = load_image(p, m.channels, None)
+            image = load_image(p, manifest.channels, None)
         except ImageError as exc:
             raise SegrtError(f"parity needs readable images: {exc}") from None
-        x, geo = prepare(image, m.mean, m.std, None, m.size_multiple)
+        x, geo = prepare(image, manifest.mean, manifest.std, None, manifest.size_multiple)
         budget = memory_budget()
-        if budget is not None and batch_bytes(m, 1, *x.shape[1:]) > budget:
-            skipped[p.name] = f"too large for a whole-image run (~{gb(batch_bytes(m, 1, *x.shape[1:]))})"
+        if budget is not None and batch_bytes(manifest, 1, *x.shape[1:]) > budget:
+            skipped[p.name] = f"too large for a whole-image run (~{gb(batch_bytes(manifest, 1, *x.shape[1:]))})"
             continue
         whole = to_mask(session.run(x[None])[0], geo)
-        tiled = segment(session.run, image, spec, m, batch_size)
+        tiled = segment(session.run, image, spec, manifest, batch_size)
         agree.update(tiled, whole)
         per_image.append({"input": p.name, "mask_iou": ConfusionMatrix(n).update(tiled, whole).miou(),
                           "pixel_agreement": float((tiled == whole).mean())})

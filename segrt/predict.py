@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrt import masks as M
-from segrt import processing as P
+from segrt import masks
+from segrt import processing
 from segrt.errors import ImageError, SegrtError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.inputs import check_no_overwrite, gather_inputs, output_paths, select_shard
@@ -40,7 +40,7 @@ class PredictOptions:
     save_probs: bool = False
     skip_existing: bool = False
     workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
-    max_pixels: int | None = P.DEFAULT_MAX_PIXELS
+    max_pixels: int | None = processing.DEFAULT_MAX_PIXELS
     progress: bool = True
     tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
     shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
@@ -53,7 +53,7 @@ class Job:
     path: Path
     rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
     x: np.ndarray | None = None
-    geometry: P.Geometry | None = None
+    geometry: processing.Geometry | None = None
     decode_s: float = 0.0
     tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
 
@@ -84,47 +84,47 @@ class Predictor:
 
     def __init__(self, session: Session, opts: PredictOptions, log=None):
         self.session, self.opts = session, opts
-        self.m = session.manifest
+        self.manifest = session.manifest
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self.skip_class = 0 if self.m.classes and self.m.classes[0].lower() in ("background", "bg") else None
+        self.skip_class = 0 if self.manifest.classes and self.manifest.classes[0].lower() in ("background", "bg") else None
         # at native size on a GPU, the argmax runs there and only uint8 masks come back; resized
         # masks need the logits (they are resized on the host, in the writer threads)
         gpu = session.provider in ("cuda", "tensorrt")
         self.masks_from_model = (opts.device_masks if opts.device_masks is not None else gpu) and not opts.tile \
-            and (opts.native or not self.m.input_size) and not opts.save_probs
+            and (opts.native or not self.manifest.input_size) and not opts.save_probs
 
     # -- stages ----------------------------------------------------------------------------
     def decode(self, job: Job) -> Job:
         t0 = time.perf_counter()
         if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
-            fits = lambda h, w: check_tiled_memory(self.m, job.path, h, w, self.opts.tile.tile)  # noqa: E731
-            image = P.decode_image(job.path, self.m.channels, self.opts.max_pixels, check=fits)[0]
-            job.tiler = TiledImage(image, self.opts.tile, self.m.mean, self.m.std, self.m.size_multiple,
-                                   self.m.num_classes)
+            fits = lambda h, w: check_tiled_memory(self.manifest, job.path, h, w, self.opts.tile.tile)  # noqa: E731
+            image = processing.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits)[0]
+            job.tiler = TiledImage(image, self.opts.tile, self.manifest.mean, self.manifest.std, self.manifest.size_multiple,
+                                   self.manifest.num_classes)
         else:
-            job.x, job.geometry = P.read_model_input(job.path, self.m, self.opts.native, self.opts.max_pixels)
+            job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native, self.opts.max_pixels)
         job.decode_s = time.perf_counter() - t0
         return job
 
     def write(self, job: Job, logits: np.ndarray) -> float:
-        return self.write_mask(job, M.to_mask(logits, job.geometry), logits)
+        return self.write_mask(job, masks.to_mask(logits, job.geometry), logits)
 
     def write_mask(self, job: Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
         """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits)."""
         t0 = time.perf_counter()
         paths = output_paths(self.opts.out, job.rel, self.opts)
         paths["mask"].parent.mkdir(parents=True, exist_ok=True)
-        grey_png, color_png = M.encode_mask_pngs(mask)
+        grey_png, color_png = masks.encode_mask_pngs(mask)
         write_bytes_atomic(paths["mask"], grey_png)
         if "color" in paths:
             write_bytes_atomic(paths["color"], color_png)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
-            image = P.load_image(job.path, 3, self.opts.max_pixels)
+            image = processing.load_image(job.path, 3, self.opts.max_pixels)
             with atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(M.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
+                Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
-                np.save(f, M.softmax(M.restore_logits(logits, job.geometry)).astype(np.float16))
+                np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))
         return time.perf_counter() - t0
 
     # -- pipeline --------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Predictor:
         if not items:
             return
         h, w = items[0][1].shape[1:]
-        budget, one = memory_budget(), batch_bytes(self.m, 1, h, w)
+        budget, one = memory_budget(), batch_bytes(self.manifest, 1, h, w)
         fit = len(items) if budget is None else budget // one
         if fit == 0:  # only at native size: tiles and resized inputs were checked up front
             for job, _ in items:

@@ -70,14 +70,14 @@ class SegmentBatches:
         self.output, self.color, self.native, self.max_pixels = Output(out), color, native, max_pixels
 
     def __call__(self, batch: dict) -> dict:
-        from segrt import processing as P
+        from segrt import processing
 
         rows, ready = [], []
         for path, rel in zip(batch["path"], batch["rel"]):
             row = {"path": str(path), "ok": False, "reason": "", "decode_s": 0.0, "inference_s": 0.0, "write_s": 0.0}
             t0 = time.perf_counter()
             try:
-                x, geo = P.read_model_input(path, self.session.manifest, self.native, self.max_pixels)
+                x, geo = processing.read_model_input(path, self.session.manifest, self.native, self.max_pixels)
                 ready.append((row, str(rel), x, geo))
             except ImageError as exc:
                 row["reason"] = str(exc)
@@ -88,7 +88,7 @@ class SegmentBatches:
         return {k: np.array([r[k] for r in rows]) for k in rows[0]} if rows else {}
 
     def _run(self, items: list) -> None:
-        from segrt import masks as M
+        from segrt import masks
 
         t0 = time.perf_counter()
         logits = self.session.run(np.stack([x for _, _, x, _ in items]))
@@ -97,7 +97,7 @@ class SegmentBatches:
             row["inference_s"] = share
             t0 = time.perf_counter()
             try:
-                grey, color = M.encode_mask_pngs(M.to_mask(out, geo))
+                grey, color = masks.encode_mask_pngs(masks.to_mask(out, geo))
                 self.output.write(f"{rel}.png", grey)
                 if self.color:
                     self.output.write(f"{rel}.color.png", color)

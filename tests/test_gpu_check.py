@@ -75,7 +75,8 @@ def test_tensorrt_and_cuda_options(tmp_path):
     from segrt.backends.ort import provider_list
     from segrt.manifest import Manifest
 
-    m = Manifest("m", ["a", "b"], [0.5], [0.25], 1, 16, [160, 160])
+    m = Manifest(name="m", classes=["a", "b"], mean=[0.5], std=[0.25],
+                 channels=1, size_multiple=16, input_size=[160, 160])
     trt, cuda = provider_list("tensorrt", SessionOptions(device=2, trt_fp16=True), m, tmp_path / "model.onnx")
     assert cuda == ("CUDAExecutionProvider", {"device_id": 2}) and trt[0] == "TensorrtExecutionProvider"
     o = trt[1]
@@ -85,7 +86,8 @@ def test_tensorrt_and_cuda_options(tmp_path):
     assert o["trt_engine_cache_path"] == o["trt_timing_cache_path"] == str(tmp_path / ".trt-cache")
     assert provider_list("cuda", SessionOptions(device=1), m, tmp_path / "model.onnx") == [
         ("CUDAExecutionProvider", {"device_id": 1})]
-    fixed = Manifest("f", ["a"], [0.5], [0.25], 3, 1, [64, 64], fixed_size=[64, 64])
+    fixed = Manifest(name="f", classes=["a"], mean=[0.5], std=[0.25],
+                     channels=3, size_multiple=1, input_size=[64, 64], fixed_size=[64, 64])
     o = provider_list("tensorrt", SessionOptions(), fixed, tmp_path / "f.onnx")[0][1]
     assert o["trt_profile_min_shapes"] == "image:1x3x64x64" and o["trt_profile_max_shapes"] == "image:64x3x64x64"
 

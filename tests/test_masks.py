@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segrt import masks as M
+from segrt import masks
 from segrt.processing import Geometry
 
 
@@ -13,14 +13,14 @@ def pillow_resize(logits, dst):
 @pytest.mark.parametrize("src,dst", [((16, 24), (50, 37)), ((64, 64), (375, 500)), ((64, 64), (20, 30))])
 def test_restore_logits_is_pillow_bilinear(src, dst):
     logits = np.random.default_rng(0).standard_normal((3, *src)).astype(np.float32)
-    np.testing.assert_allclose(M.restore_logits(logits, Geometry(dst, src, False)), pillow_resize(logits, dst),
+    np.testing.assert_allclose(masks.restore_logits(logits, Geometry(dst, src, False)), pillow_resize(logits, dst),
                                atol=1e-5)
 
 
 def test_padded_restore_crops():
     logits = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
-    assert M.restore_logits(logits, Geometry((5, 7), (8, 8), True)).shape == (2, 5, 7)
-    assert M.to_mask(logits, Geometry((5, 7), (8, 8), True)).tolist() == [[1] * 7] * 5
+    assert masks.restore_logits(logits, Geometry((5, 7), (8, 8), True)).shape == (2, 5, 7)
+    assert masks.to_mask(logits, Geometry((5, 7), (8, 8), True)).tolist() == [[1] * 7] * 5
 
 
 def smooth_logits(classes, hw, seed):
@@ -41,7 +41,7 @@ def test_to_mask_is_argmax_of_pillow_resized_logits(classes, src, dst):
     for seed in range(3):
         logits = smooth_logits(classes, src, seed)
         ref = pillow_resize(logits, dst).argmax(0)
-        got = M.to_mask(logits, Geometry(dst, src, False))
+        got = masks.to_mask(logits, Geometry(dst, src, False))
         assert got.shape == dst and got.dtype == np.uint8
         assert (got != ref).mean() < 1e-4  # float rounding at exact ties only
 
@@ -49,17 +49,17 @@ def test_to_mask_is_argmax_of_pillow_resized_logits(classes, src, dst):
 def test_to_mask_ties_go_to_the_first_class():
     logits = np.zeros((3, 8, 8), np.float32)
     logits[1:, :4] = 1.0  # classes 1 and 2 tie on the top half
-    mask = M.to_mask(logits, Geometry((32, 32), (8, 8), False))
+    mask = masks.to_mask(logits, Geometry((32, 32), (8, 8), False))
     assert set(np.unique(mask[:12])) == {1} and set(np.unique(mask[20:])) == {0}
 
 
 def test_mask_pngs_share_pixels_grey_and_palette(tmp_path):
     mask = np.random.default_rng(3).integers(0, 3, (37, 53)).astype(np.uint8)
-    grey, color = M.encode_mask_pngs(mask)
+    grey, color = masks.encode_mask_pngs(mask)
     (tmp_path / "m.png").write_bytes(grey)
     (tmp_path / "m.color.png").write_bytes(color)
     with Image.open(tmp_path / "m.png") as g, Image.open(tmp_path / "m.color.png") as c:
         assert g.mode == "L" and c.mode == "P"
         np.testing.assert_array_equal(np.asarray(g), mask)
         np.testing.assert_array_equal(np.asarray(c), mask)
-        np.testing.assert_array_equal(np.asarray(c.convert("RGB")), M.voc_palette()[mask])
+        np.testing.assert_array_equal(np.asarray(c.convert("RGB")), masks.voc_palette()[mask])

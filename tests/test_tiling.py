@@ -14,7 +14,8 @@ from segrt.errors import SegrtError
 from segrt.manifest import Manifest
 from segrt.tiling import TiledImage, TileSpec, segment, starts, tile_spec, window
 
-GRAY = Manifest("g", ["a", "b", "c"], [0.5], [0.25], 1, 8, None, crop_size=[32, 32])
+GRAY = Manifest(name="g", classes=["a", "b", "c"], mean=[0.5], std=[0.25],
+                channels=1, size_multiple=8, input_size=None, crop_size=[32, 32])
 
 
 def pointwise(x: np.ndarray) -> np.ndarray:
@@ -80,11 +81,13 @@ def test_spec_checks():
                       (("big", 0.2, "gaussian"), "expected a size in pixels or 'auto'")]:
         with pytest.raises(SegrtError, match=msg):
             tile_spec(*args, GRAY)
-    fixed = Manifest("f", ["a"], [0.5], [0.25], 1, 1, [64, 64], fixed_size=[64, 64])
+    fixed = Manifest(name="f", classes=["a"], mean=[0.5], std=[0.25],
+                     channels=1, size_multiple=1, input_size=[64, 64], fixed_size=[64, 64])
     with pytest.raises(SegrtError, match="fixed 64x64 input"):
         tile_spec(32, 0.25, "gaussian", fixed)
     with pytest.raises(SegrtError, match="records no training crop"):
-        tile_spec("auto", 0.25, "gaussian", Manifest("n", ["a"], [0.5], [0.25], 1, 8, None))
+        tile_spec("auto", 0.25, "gaussian", Manifest(name="n", classes=["a"], mean=[0.5], std=[0.25],
+                                                     channels=1, size_multiple=8, input_size=None))
 
 
 @pytest.mark.slow

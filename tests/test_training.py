@@ -121,11 +121,11 @@ def test_bad_data_one_line(tmp_path, breakage, expected):
 
 
 def test_isbi_layout_grayscale(tmp_path):
-    from segrt.training import data as D
+    from segrt.training import data
 
-    layout = D.isbi_layout(ROOT / "tests" / "data" / "isbi")
-    pairs, _ = D.find_pairs(layout)
-    image, mask = D.load_pair(*pairs[0], layout)
+    layout = data.isbi_layout(ROOT / "tests" / "data" / "isbi")
+    pairs, _ = data.find_pairs(layout)
+    image, mask = data.load_pair(*pairs[0], layout)
     assert image.shape == (512, 512, 1) and set(np.unique(mask).tolist()) == {0, 1}
     raw = np.array(Image.open(pairs[0][1]))
     assert ((raw == 0) == (mask == 0)).all()  # membrane (0) is class 0

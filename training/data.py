@@ -198,10 +198,11 @@ class EvalDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples, size: tuple[int, int] | None, mean, std, multiple: int = 1):
         self.items = []
-        for img, m in samples:
+        for img, labels in samples:
             x, geo = prepare(img, mean, std, size, multiple)
-            mask = resize_mask(m, size) if size else np.pad(
-                m, ((0, geo.input_hw[0] - m.shape[0]), (0, geo.input_hw[1] - m.shape[1])), constant_values=IGNORE_INDEX)
+            mask = resize_mask(labels, size) if size else np.pad(
+                labels, ((0, geo.input_hw[0] - labels.shape[0]), (0, geo.input_hw[1] - labels.shape[1])),
+                constant_values=IGNORE_INDEX)
             self.items.append((torch.from_numpy(x), torch.from_numpy(mask.astype(np.int64))))
 
     def __len__(self):

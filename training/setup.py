@@ -10,24 +10,24 @@ import torch
 
 from segrt.model import UNet, UNetConfig
 
-from . import data as D
+from . import data
 from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
 
 
-def build_layout(args) -> D.Layout:
+def build_layout(args) -> data.Layout:
     from segrt.options import floats
 
     if args.layout == "pets":
-        layout = D.pets_layout(args.data)
+        layout = data.pets_layout(args.data)
     elif args.layout == "isbi":
-        layout = D.isbi_layout(args.data)
+        layout = data.isbi_layout(args.data)
     else:
         if not (args.images and args.masks and args.classes):
-            raise D.DataError("--layout folders needs --images, --masks and --classes")
+            raise data.DataError("--layout folders needs --images, --masks and --classes")
         classes = args.classes.split(",")
-        layout = D.folders_layout(args.images, args.masks, classes, None, args.channels)
+        layout = data.folders_layout(args.images, args.masks, classes, None, args.channels)
     if args.mask_map:
-        layout.mask_map = D.parse_mask_map(args.mask_map, len(layout.classes))
+        layout.mask_map = data.parse_mask_map(args.mask_map, len(layout.classes))
     if args.mean:
         layout.mean = floats(args.mean, "--mean", layout.channels)
     if args.std:
@@ -35,21 +35,21 @@ def build_layout(args) -> D.Layout:
     return layout
 
 
-def build_data(args, layout: D.Layout, show: bool):
-    pairs, problems = D.find_pairs(layout, args.skip_bad)
+def build_data(args, layout: data.Layout, show: bool):
+    pairs, problems = data.find_pairs(layout, args.skip_bad)
     if args.val_images:
-        val_layout = D.Layout(Path(args.val_images), Path(args.val_masks or args.val_images), layout.classes,
+        val_layout = data.Layout(Path(args.val_images), Path(args.val_masks or args.val_images), layout.classes,
                               layout.mask_map, layout.channels, layout.mean, layout.std)
-        train_pairs, (val_pairs, more) = pairs, D.find_pairs(val_layout, args.skip_bad)
+        train_pairs, (val_pairs, more) = pairs, data.find_pairs(val_layout, args.skip_bad)
         problems += more
     elif args.split_file and Path(args.split_file).is_file():
-        train_pairs, val_pairs = D.split_from_file(pairs, Path(args.split_file))
+        train_pairs, val_pairs = data.split_from_file(pairs, Path(args.split_file))
     else:
-        train_pairs, val_pairs = D.split_pairs(pairs, args.val_fraction, args.seed)
+        train_pairs, val_pairs = data.split_pairs(pairs, args.val_fraction, args.seed)
         if args.split_file:
-            D.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
-    train_samples, bad = D.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
-    val_samples, bad2 = D.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
+            data.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
+    train_samples, bad = data.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
+    val_samples, bad2 = data.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
     return train_samples, val_samples, problems + bad + bad2
 
 
@@ -66,11 +66,11 @@ def make_loader(dataset, batch_size, shuffle, workers, d, seed, drop_last):
         generator=torch.Generator().manual_seed(seed))
 
 
-def build_model(args, layout: D.Layout, d) -> UNet:
+def build_model(args, layout: data.Layout, d) -> UNet:
     config = UNetConfig(in_channels=layout.channels, num_classes=len(layout.classes), base_channels=args.base_channels,
                         depth=args.depth, upsampling=args.upsampling)
     if args.size % config.size_multiple:
-        raise D.DataError(f"--size must be a multiple of {config.size_multiple} for depth {args.depth}")
+        raise data.DataError(f"--size must be a multiple of {config.size_multiple} for depth {args.depth}")
     model = UNet(config).to(d.device)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
@@ -78,13 +78,13 @@ def build_model(args, layout: D.Layout, d) -> UNet:
 def build_loss(args, train_samples, num_classes: int, d) -> SegmentationLoss:
     class_weights = None
     if args.class_weights == "auto":
-        class_weights = median_frequency_weights(D.label_counts(train_samples, num_classes))
+        class_weights = median_frequency_weights(data.label_counts(train_samples, num_classes))
     elif args.class_weights:
         class_weights = torch.tensor([float(w) for w in args.class_weights.split(",")])
     ce_w, dice_w = LOSS_WEIGHTS[args.loss]
     if args.loss == "ce+dice":
         dice_w = args.dice_weight
-    return SegmentationLoss(ce_w, dice_w, class_weights, D.IGNORE_INDEX).to(d.device)
+    return SegmentationLoss(ce_w, dice_w, class_weights, data.IGNORE_INDEX).to(d.device)
 
 
 def build_optimisation(args, model, d):
@@ -102,15 +102,15 @@ def build_optimisation(args, model, d):
     return optimizer, scheduler, scaler, amp, use_amp
 
 
-def build_loaders(args, layout: D.Layout, train_samples, val_samples, multiple: int, d):
+def build_loaders(args, layout: data.Layout, train_samples, val_samples, multiple: int, d):
     size = (args.size, args.size)
-    transform = (D.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
-                 else D.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
-    train_ds = D.TrainDataset(train_samples, transform)
-    val_ds = D.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, multiple)
+    transform = (data.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
+                 else data.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
+    train_ds = data.TrainDataset(train_samples, transform)
+    val_ds = data.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, multiple)
     train_loader = make_loader(train_ds, args.batch_size, True, args.workers, d, args.seed, drop_last=True)
     # native: whole images of any size, one at a time
     val_loader = make_loader(val_ds, 1 if args.native else args.batch_size, False, 0, d, args.seed, drop_last=False)
     if len(train_loader) == 0:
-        raise D.DataError(f"{len(train_ds)} training images is fewer than one batch of {args.batch_size} per rank")
+        raise data.DataError(f"{len(train_ds)} training images is fewer than one batch of {args.batch_size} per rank")
     return train_loader, val_loader

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from segrt.checkpoint import load_checkpoint, save_checkpoint
 from segrt.metrics import ConfusionMatrix
 
-from . import data as D
+from . import data
 from .log import append_csv, plain_args, plot_curves
 from .setup import build_data, build_layout, build_loaders, build_loss, build_model, build_optimisation
 
@@ -59,7 +59,7 @@ class Run:
 
     args: object
     d: Dist
-    layout: D.Layout
+    layout: data.Layout
     model: torch.nn.Module
     loss_fn: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -109,7 +109,7 @@ def setup(args, d: Dist) -> Run:
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
-        raise D.DataError("no validation images: set --val-fraction > 0 or --val-images")
+        raise data.DataError("no validation images: set --val-fraction > 0 or --val-images")
     model = build_model(args, layout, d)
     loss_fn = build_loss(args, train_samples, len(layout.classes), d)
     optimizer, scheduler, scaler, amp, use_amp = build_optimisation(args, model, d)
@@ -117,7 +117,7 @@ def setup(args, d: Dist) -> Run:
     size = (args.size, args.size)
     run = Run(args, d, layout, model, loss_fn, optimizer, scheduler, scaler, amp, use_amp, *loaders,
               common=dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
-                          input_size=None if args.native else size, crop_size=size, ignore_index=D.IGNORE_INDEX,
+                          input_size=None if args.native else size, crop_size=size, ignore_index=data.IGNORE_INDEX,
                           mask_values=layout.mask_map, train_args=plain_args(args)))
     if d.main:
         run.out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def train_step(model, x, y, loss_fn, optimizer, scaler, amp, grad_clip: float) -
 
 def evaluate(model, loader, loss_fn, num_classes, d: Dist, amp) -> tuple[ConfusionMatrix, float]:
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index=D.IGNORE_INDEX)
+    cm = ConfusionMatrix(num_classes, ignore_index=data.IGNORE_INDEX)
     loss_sum, n = 0.0, 0
     with torch.no_grad(), amp():
         for x, y in loader:
