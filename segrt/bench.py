@@ -3,6 +3,7 @@ variant, batch size and input size (no torch unless a torch artifact is benchmar
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import resource
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import SegrtError
 from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info
+from segrt.errors import SegrtError
+from segrt.manifest import Manifest
 from segrt.processing import round_up
 from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
@@ -167,3 +169,28 @@ def format_table(result: dict, markdown: bool = False) -> str:
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *body])
+
+
+def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3) -> dict:
+    """Time every gated CPU variant of an export together (batch 1 at its working size, all usable
+    cores, rounds alternating between variants) and store it as ``manifest.speed``."""
+    from segrt.choose import candidates
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    ok, _ = candidates(manifest)
+    m = manifest.size_multiple
+    h, w = (round_up(s, m) for s in (manifest.input_size or manifest.crop_size or (256, 256)))
+    x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
+    sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
+                for a in ok}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            times[name] += timed(s.run, x, runs, warmup=1)  # warm-up after the other variants ran
+    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
+    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "ms_per_image": ms,
+                      "date": dt.date.today().isoformat()}
+    manifest.save(folder)
+    log("speed on this CPU (batch 1, ms/image): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))
+    return manifest.speed

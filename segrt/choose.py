@@ -1,7 +1,7 @@
 """`--provider auto` on a CPU: the fastest variant that passed its gate and can run here.
 
 Speeds come from ``manifest.speed``: every gated CPU variant timed together in one process by
-``record_speeds`` (export and quantize run it), with the CPU it ran on. On another CPU, the
+``bench.record_speeds`` (export and quantize run it), with the CPU it ran on. On another CPU, the
 default order applies: INT8, then bf16 where the CPU has AMX, then fp32; OpenVINO before ONNX
 Runtime at equal precision (faster on x86 in every measurement so far, PERF-NOTES). An ungated
 variant is never chosen.
@@ -9,16 +9,10 @@ variant is never chosen.
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-
-import numpy as np
-
-from segrt.backends import module_available, usable_cores
+from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
-from segrt.processing import round_up
 
 SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
 
@@ -83,29 +77,3 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None) -> tupl
     note = (f"provider auto -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate['mask_iou']:.4f} >= "
             f"{gate['mask_iou_min']}): {why}")
     return best, note + (f"; not considered: {', '.join(skipped)}" if skipped else "")
-
-
-def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3) -> dict:
-    """Time every gated CPU variant of an export together (batch 1 at its working size, all usable
-    cores, rounds alternating between variants) and store it as ``manifest.speed``."""
-    from segrt.bench import timed
-    from segrt.session import Session
-
-    folder = Path(folder)
-    manifest = Manifest.load(folder)
-    ok, _ = candidates(manifest)
-    m = manifest.size_multiple
-    h, w = (round_up(s, m) for s in (manifest.input_size or manifest.crop_size or (256, 256)))
-    x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
-    sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
-                for a in ok}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            times[name] += timed(s.run, x, runs, warmup=1)  # warm-up after the other variants ran
-    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
-    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "ms_per_image": ms,
-                      "date": dt.date.today().isoformat()}
-    manifest.save(folder)
-    log("speed on this CPU (batch 1, ms/image): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))
-    return manifest.speed

@@ -61,6 +61,14 @@ def example_input(multiple: int, channels: int) -> torch.Tensor:
     return torch.randn(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
 
 
+def size_oblivious():
+    """Trace without 0/1 specialisation: otherwise torch.export assumes every symbolic size is >= 2
+    and guards the bottleneck, so an input of exactly one size multiple per side fails at run time."""
+    from torch.fx.experimental import _config
+
+    return _config.patch(backed_size_oblivious=True)
+
+
 def dynamic_shapes(multiple: int) -> dict:
     from torch.export import Dim
 
@@ -77,7 +85,7 @@ def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) 
     x = example_input(m, c)
     common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
                               dynamic_shapes=dynamic_shapes(m), **common)
@@ -116,7 +124,7 @@ def export_torchscript(graph: ExportGraph, path: Path, manifest: Manifest) -> Ar
 
 def export_pt2(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
     x = example_input(manifest.size_multiple, manifest.channels)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), size_oblivious():
         warnings.simplefilter("ignore")
         program = torch.export.export(graph, (x,), dynamic_shapes=dynamic_shapes(manifest.size_multiple))
         torch.export.save(program, str(path))
@@ -176,17 +184,13 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None) -> ExportResult:
-    """Export, check and gate. Raises SegrtError (bad input) or ParityFailed (gate)."""
-    from segrt.parity import ParityFailed, random_inputs, run_parity_on
+    """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
+    Raises SegrtError (bad input) or ParityFailed (gate)."""
+    from segrt.gate import QuantizeOptions
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
-    if "openvino" in formats and "onnx" not in formats:
-        raise SegrtError("the OpenVINO IR is converted from the ONNX export: use --formats onnx,openvino")
-    formats = tuple(f for f in FORMATS if f in formats)  # onnx before openvino
+    formats = check_formats(formats)
     quant_jobs = quantize_jobs(quantize, formats)
     out = Path(out) if out else Path("exported") / checkpoint.stem
     for stale in remove_stale_temps(out.parent, out.name):
@@ -194,50 +198,71 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     if out.exists() and not force:
         raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
     model = model_from_checkpoint(ckpt)
-    graph = ExportGraph(model).eval()
     manifest = manifest_from_checkpoint(ckpt, out.name)
-    notes = []
+    notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
-            # a slim, weights-only checkpoint: the eager reference for parity, and for re-export
-            save_checkpoint(tmp / "checkpoint.pt", model=model, classes=ckpt["classes"],
-                            normalization=ckpt["normalization"], input_size=ckpt["input_size"],
-                            crop_size=ckpt.get("crop_size"),
-                            epoch=ckpt.get("epoch", 0), metrics=ckpt.get("metrics", {}),
-                            ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"))
-            manifest.add_artifact(tmp, Artifact(file="checkpoint.pt", kind="checkpoint"))
-            for fmt in formats:
-                progress(f"exporting {fmt} ...")
-                if fmt == "torchscript":
-                    notes.append(TORCHSCRIPT_NOTE)
-                fn = {"onnx": lambda p: export_onnx(graph, p, manifest, opset),
-                      "openvino": lambda p: export_openvino(p),
-                      "torchscript": lambda p: export_torchscript(graph, p, manifest),
-                      "pt2": lambda p: export_pt2(graph, p, manifest)}[fmt]
-                manifest.add_artifact(tmp, fn(tmp / FILES[fmt]))
-            manifest.save(tmp)  # the runtime reads it; rewritten below with the parity results
-            progress("checking parity against eager PyTorch ...")
-            report = run_parity_on(tmp, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
-            manifest.parity = {a: r["summary"] for a, r in report["artifacts"].items()}
-            if not report["passed"]:
-                raise ParityFailed(report)
-            manifest.save(tmp)
-            from segrt.choose import record_speeds
-            from segrt.quantize import QuantizeOptions, run_quantize
-
-            for backend, precision in quant_jobs:
-                run_quantize(tmp, precision, quantize_options or QuantizeOptions(), progress, backend)
-                if (backend, precision) == ("onnxruntime", "int8"):
-                    notes.append(INT8_NOTE)
-            record_speeds(tmp, progress)
-            if quant_jobs:
-                from segrt.gate import write_gate_report
-
-                write_gate_report(tmp, quantize_options or QuantizeOptions(), progress)
+            write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
+            report = gate_parity(tmp, manifest, model, gate_iou, gate_logit, progress)
+            add_variants(tmp, quant_jobs, quantize_options or QuantizeOptions(), progress)
+            notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     return ExportResult(out, manifest, report, notes)
+
+
+def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    if "openvino" in formats and "onnx" not in formats:
+        raise SegrtError("the OpenVINO IR is converted from the ONNX export: use --formats onnx,openvino")
+    return tuple(f for f in FORMATS if f in formats)  # onnx before openvino
+
+
+def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, formats: tuple[str, ...], opset: int,
+                    progress) -> None:
+    """The weights-only checkpoint (the eager reference for parity, and for re-export), then each format."""
+    save_checkpoint(folder / "checkpoint.pt", model=model, classes=ckpt["classes"], normalization=ckpt["normalization"],
+                    input_size=ckpt["input_size"], crop_size=ckpt.get("crop_size"), epoch=ckpt.get("epoch", 0),
+                    metrics=ckpt.get("metrics", {}), ignore_index=ckpt.get("ignore_index"),
+                    mask_values=ckpt.get("mask_values"))
+    manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
+    graph = ExportGraph(model).eval()
+    writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": export_openvino,
+               "torchscript": lambda p: export_torchscript(graph, p, manifest),
+               "pt2": lambda p: export_pt2(graph, p, manifest)}
+    for fmt in formats:
+        progress(f"exporting {fmt} ...")
+        manifest.add_artifact(folder, writers[fmt](folder / FILES[fmt]))
+    manifest.save(folder)  # the runtime reads it; rewritten by the gate with the parity results
+
+
+def gate_parity(folder: Path, manifest: Manifest, model: UNet, gate_iou: float, gate_logit: float, progress) -> dict:
+    """Every artifact against eager PyTorch on random inputs; the results go into the manifest."""
+    from segrt.parity import ParityFailed, random_inputs, run_parity_on
+
+    progress("checking parity against eager PyTorch ...")
+    report = run_parity_on(folder, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
+    manifest.parity = {a: r["summary"] for a, r in report["artifacts"].items()}
+    if not report["passed"]:
+        raise ParityFailed(report)
+    manifest.save(folder)
+    return report
+
+
+def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress) -> None:
+    """--quantize: each gated variant, the CPU speeds of all, and parity.html for the gates."""
+    from segrt.bench import record_speeds
+    from segrt.gate import write_gate_report
+    from segrt.quantize import run_quantize
+
+    for backend, precision in jobs:
+        run_quantize(folder, precision, opts, progress, backend)
+    record_speeds(folder, progress)
+    if jobs:
+        write_gate_report(folder, opts, progress)
 
 
 def describe_export(result: ExportResult) -> str:

@@ -74,56 +74,67 @@ def convtranspose_to_pixel_shuffle(model):
     only runs channels-first (slow on uint8, with layout Transposes around it). The output size comes
     from the graph input's size (Shape -> Mul/Div), so batch, height and width stay dynamic.
     Returns (model, rewritten count)."""
-    from onnx import helper, numpy_helper
-
     inits = {t.name: t for t in model.graph.initializer}
     ks = {n.output[0]: k for n in model.graph.node if (k := _plain_upsample(n, inits))}
     scales = _output_scales(model, set(ks)) if opset_of(model) >= 15 else {}
-    image = model.graph.input[0].name
     nodes, count = [], 0
-
-    def const(name, value):
-        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
     for node in model.graph.node:
         scale = scales.get(node.output[0])
         if scale is None:
             nodes.append(node)
             continue
-        k, p = ks[node.output[0]], f"{node.name or node.output[0]}_ps"
-        w = numpy_helper.to_array(inits[node.input[1]])  # (C_in, C_out, k, k)
-        c_out = w.shape[1]
-        inputs = [node.input[0], const(f"{p}_w", np.ascontiguousarray(
-            w.transpose(2, 3, 1, 0).reshape(k * k * c_out, w.shape[0], 1, 1)))]  # channels ordered (dy, dx, c)
-        if len(node.input) > 2 and node.input[2]:
-            inputs.append(const(f"{p}_b", np.tile(numpy_helper.to_array(inits[node.input[2]]), k * k)))
-        size = [helper.make_node("Shape", [image], [f"{p}_in_hw"], name=f"{p}_in_hw", start=2, end=4)]
-        hw = f"{p}_in_hw"
-        if scale.numerator != 1:
-            size.append(helper.make_node("Mul", [hw, const(f"{p}_num", np.array(scale.numerator, np.int64))],
-                                         [f"{p}_hw_mul"], name=f"{p}_hw_mul"))
-            hw = f"{p}_hw_mul"
-        if scale.denominator != 1:
-            size.append(helper.make_node("Div", [hw, const(f"{p}_den", np.array(scale.denominator, np.int64))],
-                                         [f"{p}_hw"], name=f"{p}_hw"))
-            hw = f"{p}_hw"
-        nodes += size + [
-            helper.make_node("Concat", [const(f"{p}_n", np.array([0], np.int64)), hw,
-                                        const(f"{p}_c", np.array([c_out], np.int64))], [f"{p}_shape"],
-                             name=f"{p}_shape", axis=0),
-            helper.make_node("Conv", inputs, [f"{p}_conv"], name=f"{p}_conv", kernel_shape=[1, 1]),
-            helper.make_node("Transpose", [f"{p}_conv"], [f"{p}_nhwc"], name=f"{p}_nhwc", perm=[0, 2, 3, 1]),
-            # (N, H, W, dy, dx*C) -> (N, H, dy, W, dx*C) is (N, kH, kW, C) in memory
-            helper.make_node("Reshape", [f"{p}_nhwc", const(f"{p}_rows", np.array([0, 0, 0, k, k * c_out], np.int64))],
-                             [f"{p}_rows_out"], name=f"{p}_rows"),
-            helper.make_node("Transpose", [f"{p}_rows_out"], [f"{p}_interleave"], name=f"{p}_interleave",
-                             perm=[0, 1, 3, 2, 4]),
-            helper.make_node("Reshape", [f"{p}_interleave", f"{p}_shape"], [f"{p}_merged"], name=f"{p}_merge"),
-            helper.make_node("Transpose", [f"{p}_merged"], list(node.output), name=f"{p}_nchw", perm=[0, 3, 1, 2])]
+        nodes += _pixel_shuffle(model, node, inits, ks[node.output[0]], scale)
         count += 1
     _replace_nodes(model, nodes)
     return model, count
+
+
+def _const(model, name: str, value) -> str:
+    from onnx import numpy_helper
+
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    return name
+
+
+def _output_size(model, p: str, scale: Fraction) -> tuple[list, str]:
+    """Nodes computing the rewritten output's (H, W) from the graph input's: x numerator / denominator."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Shape", [model.graph.input[0].name], [f"{p}_in_hw"], name=f"{p}_in_hw", start=2, end=4)]
+    hw = f"{p}_in_hw"
+    for op, value, tag in (("Mul", scale.numerator, "hw_mul"), ("Div", scale.denominator, "hw")):
+        if value != 1:
+            nodes.append(helper.make_node(op, [hw, _const(model, f"{p}_{tag}_k", np.array(value, np.int64))],
+                                          [f"{p}_{tag}"], name=f"{p}_{tag}"))
+            hw = f"{p}_{tag}"
+    return nodes, hw
+
+
+def _pixel_shuffle(model, node, inits, k: int, scale: Fraction) -> list:
+    """The nodes that replace one ConvTranspose(k, stride k): 1x1 Conv, then the channels-last shuffle."""
+    from onnx import helper, numpy_helper
+
+    p = f"{node.name or node.output[0]}_ps"
+    w = numpy_helper.to_array(inits[node.input[1]])  # (C_in, C_out, k, k)
+    c_out = w.shape[1]
+    inputs = [node.input[0], _const(model, f"{p}_w", np.ascontiguousarray(
+        w.transpose(2, 3, 1, 0).reshape(k * k * c_out, w.shape[0], 1, 1)))]  # channels ordered (dy, dx, c)
+    if len(node.input) > 2 and node.input[2]:
+        inputs.append(_const(model, f"{p}_b", np.tile(numpy_helper.to_array(inits[node.input[2]]), k * k)))
+    size, hw = _output_size(model, p, scale)
+    return size + [
+        helper.make_node("Concat", [_const(model, f"{p}_n", np.array([0], np.int64)), hw,
+                                    _const(model, f"{p}_c", np.array([c_out], np.int64))], [f"{p}_shape"],
+                         name=f"{p}_shape", axis=0),
+        helper.make_node("Conv", inputs, [f"{p}_conv"], name=f"{p}_conv", kernel_shape=[1, 1]),
+        helper.make_node("Transpose", [f"{p}_conv"], [f"{p}_nhwc"], name=f"{p}_nhwc", perm=[0, 2, 3, 1]),
+        # (N, H, W, dy, dx*C) -> (N, H, dy, W, dx*C) is (N, kH, kW, C) in memory
+        helper.make_node("Reshape", [f"{p}_nhwc", _const(model, f"{p}_rows", np.array([0, 0, 0, k, k * c_out], np.int64))],
+                         [f"{p}_rows_out"], name=f"{p}_rows"),
+        helper.make_node("Transpose", [f"{p}_rows_out"], [f"{p}_interleave"], name=f"{p}_interleave",
+                         perm=[0, 1, 3, 2, 4]),
+        helper.make_node("Reshape", [f"{p}_interleave", f"{p}_shape"], [f"{p}_merged"], name=f"{p}_merge"),
+        helper.make_node("Transpose", [f"{p}_merged"], list(node.output), name=f"{p}_nchw", perm=[0, 3, 1, 2])]
 
 
 def head_to_matmul(model):

@@ -18,7 +18,7 @@ from segrt.manifest import Manifest
 from segrt.processing import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
 
-RANDOM_SIZES = ((64, 64), (96, 160), (256, 192))
+RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
 DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}
 NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
@@ -125,7 +125,11 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
             report["skipped"][art.name] = why_not
             continue
         session = Session(folder, artifact=art.name, provider=provider, options=options)
-        outs = [session.run(b.x) for b in progress(batches, desc=art.name, unit="batch")]
+        try:
+            outs = [session.run(b.x) for b in progress(batches, desc=art.name, unit="batch")]
+        except SegrtError as exc:  # an input the manifest allows but the artifact cannot run fails its gate
+            report["failures"].append(f"{art.name}: {exc}")
+            continue
         res = compare(eager, outs, batches, manifest.num_classes)
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
@@ -133,17 +137,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         recorded = manifest.parity.get(art.name, {}).get("mask_iou_min")  # the gate it was made under
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
-        problems = []
-        worst = res["worst"][0] if res["worst"] else {}
-        if not s["mask_iou"] >= min_iou:
-            problems.append(f"mask IoU agreement {s['mask_iou']:.5f} < {min_iou} (worst input: {worst.get('input')}, "
-                            f"IoU {worst.get('mask_iou', float('nan')):.4f})")
-        if art.precision == "fp32" and not s["max_abs_logit_diff"] <= gate_logit:
-            top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff", 0))
-            problems.append(f"max |logit diff| {s['max_abs_logit_diff']:.3g} > {gate_logit:g} "
-                            f"(on {top.get('input')})")
-        if s["batch_invariance"].get("checked") and not s["batch_invariance"]["same_mask"]:
-            problems.append(f"mask of {s['batch_invariance']['input']} changes with batch size")
+        problems = gate_problems(s, res, art.precision == "fp32")
         s["passed"] = not problems
         report["failures"] += [f"{art.name}: {p}" for p in problems]
         report["artifacts"][art.name] = res
@@ -152,6 +146,22 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
                                                                      outs, manifest)
     report["passed"] = not report["failures"]
     return report
+
+
+def gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
+    """What fails in one artifact's summary ``s`` against its gates (empty: it passes)."""
+    problems, min_iou = [], s["gates"]["mask_iou_min"]
+    worst = res["worst"][0] if res["worst"] else {}
+    if not s["mask_iou"] >= min_iou:
+        problems.append(f"mask IoU agreement {s['mask_iou']:.5f} < {min_iou} (worst input: {worst.get('input')}, "
+                        f"IoU {worst.get('mask_iou', float('nan')):.4f})")
+    gate_logit = s["gates"].get("max_abs_logit_diff_max")
+    if fp32 and not s["max_abs_logit_diff"] <= gate_logit:
+        top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff", 0))
+        problems.append(f"max |logit diff| {s['max_abs_logit_diff']:.3g} > {gate_logit:g} (on {top.get('input')})")
+    if s["batch_invariance"].get("checked") and not s["batch_invariance"]["same_mask"]:
+        problems.append(f"mask of {s['batch_invariance']['input']} changes with batch size")
+    return problems
 
 
 def worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest: Manifest) -> list[dict]:

@@ -38,17 +38,11 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     agree, gt_whole, gt_tiled = ConfusionMatrix(n), ConfusionMatrix(n, 255), ConfusionMatrix(n, 255)
     per_image, skipped = [], {}
     for p in progress(paths, desc="tiled vs whole", unit="img"):
-        try:
-            image = load_image(p, manifest.channels, None)
-        except ImageError as exc:
-            raise SegrtError(f"parity needs readable images: {exc}") from None
-        x, geo = prepare(image, manifest.mean, manifest.std, None, manifest.size_multiple)
-        budget = memory_budget()
-        if budget is not None and batch_bytes(manifest, 1, *x.shape[1:]) > budget:
-            skipped[p.name] = f"too large for a whole-image run (~{gb(batch_bytes(manifest, 1, *x.shape[1:]))})"
+        pair = whole_and_tiled(session, p, spec, batch_size)
+        if isinstance(pair, str):
+            skipped[p.name] = pair
             continue
-        whole = to_mask(session.run(x[None])[0], geo)
-        tiled = segment(session.run, image, spec, manifest, batch_size)
+        whole, tiled = pair
         agree.update(tiled, whole)
         per_image.append({"input": p.name, "mask_iou": ConfusionMatrix(n).update(tiled, whole).miou(),
                           "pixel_agreement": float((tiled == whole).mean())})
@@ -69,6 +63,20 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
 
         write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def whole_and_tiled(session, path: Path, spec, batch_size: int):
+    """-> (whole-image mask, tiled mask) of one image, or why the whole-image run is skipped."""
+    manifest = session.manifest
+    try:
+        image = load_image(path, manifest.channels, None)
+    except ImageError as exc:
+        raise SegrtError(f"parity needs readable images: {exc}") from None
+    x, geo = prepare(image, manifest.mean, manifest.std, None, manifest.size_multiple)
+    budget, need = memory_budget(), batch_bytes(manifest, 1, *x.shape[1:])
+    if budget is not None and need > budget:
+        return f"too large for a whole-image run (~{gb(need)})"
+    return to_mask(session.run(x[None])[0], geo), segment(session.run, image, spec, manifest, batch_size)
 
 
 def format_tile_report(r: dict) -> str:

@@ -72,10 +72,8 @@ def write_metadata(path: Path, manifest: Manifest) -> None:
 
 
 def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
-    """Add model.int8.onnx to an export folder (gated; fallback keeps sensitive nodes fp32)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
+    """Add model.int8.onnx to an export folder: prepare the graph, calibrate, search exclusions until
+    the gate passes (the fallback keeps sensitive nodes fp32), record."""
     from segrt.session import Session
 
     folder = Path(folder)
@@ -87,51 +85,76 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     gate = opts.gate if opts.gate is not None else DEFAULT_IOU_GATES["int8"]
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[opts.calib_method]
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
-        tmp = Path(tmp)
-        pre, cache, rewritten = tmp / "pre.onnx", tmp / "calibration.json", tmp / "rewritten.onnx"
-        model, n_rewritten = convtranspose_to_pixel_shuffle(onnx.load(str(fp32)))
-        model, float_tail = head_to_matmul(model)
-        onnx.save(model, str(rewritten))
-        quant_pre_process(str(rewritten), str(pre), auto_merge=True)  # dynamic H/W needs auto_merge
-        candidates = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE_OPS]
-        if method == CalibrationMethod.Entropy:
-            entropy_ranges(pre, calib, manifest.input_name, cache)
-        files = {}
-
-        def build(excluded: list[str]) -> GateResult:
-            out = files.setdefault(tuple(excluded), tmp / f"candidate{len(files)}.onnx")
-            quantize_static(str(pre), str(out), _Reader(calib, manifest.input_name) if not cache.exists() else None,
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method,
-                            nodes_to_exclude=excluded + float_tail, calibration_cache_path=str(cache),
-                            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if float_tail else {})
-            r = evaluate(ort_run(out), reference, batches, manifest.num_classes)
-            r.excluded = list(excluded)
-            return r
-
+        prepared = prepare_graph(fp32, Path(tmp))
+        build = Candidates(prepared, calib, opts.calib_method, manifest, reference, batches)
         log(f"quantizing ({opts.calib_method} calibration) and gating at mask IoU >= {gate} vs {ref_name} ...")
-        best, search = fallback_search(build, candidates, gate, opts.max_fp32_nodes, log)
+        best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
         fp32_ms = run_batches(ort_run(fp32), batches)[1]
         require(best, gate, "INT8", search)
         target = folder / "model.int8.onnx"
         with atomic_path(target) as t:
-            os.replace(files[tuple(best.excluded)], t)
+            os.replace(build.files[tuple(best.excluded)], t)
             write_metadata(t, manifest)
     art = Artifact(file=target.name, kind="onnx", precision="int8", exporter="onnxruntime.quantization (QDQ)",
                    opset=fp32_opset(fp32), extra={
                        "calibration": {"method": opts.calib_method, "count": len(calib)},
                        "activations": "uint8", "weights": "int8 per-channel",
-                       "rewrites": {"ConvTranspose -> Conv 1x1 + pixel shuffle": n_rewritten,
-                                    "1x1 Conv head -> MatMul, float logits": int(bool(float_tail))},
-                       "excluded_nodes": best.excluded, "quantizable_nodes": len(candidates), "search": search,
-                       "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": search[0]["ms_per_image"], "int8": best.ms_per_image}})
+                       "rewrites": {"ConvTranspose -> Conv 1x1 + pixel shuffle": prepared["n_rewritten"],
+                                    "1x1 Conv head -> MatMul, float logits": int(bool(prepared["float_tail"]))},
+                       "excluded_nodes": best.excluded, "quantizable_nodes": len(prepared["candidates"]),
+                       "search": search, "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": search[0]["ms_per_image"],
+                                                          "int8": best.ms_per_image}})
     save_variant(folder, art, best.record(gate, ref_name))
     log(f"model.int8.onnx: mask IoU {best.mask_iou:.5f} (gate {gate}), {len(best.excluded)} node(s) fp32, "
         f"{best.ms_per_image:.1f} ms/img vs fp32 {fp32_ms:.1f} ms/img on the CPU provider")
     return art
+
+
+def prepare_graph(fp32: Path, tmp: Path) -> dict:
+    """The fp32 graph rewritten for ORT's INT8 kernels (segrt.graph), then quant_pre_process'ed.
+    -> {pre: path, candidates: quantizable node names, float_tail, n_rewritten, tmp}."""
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+
+    model, n_rewritten = convtranspose_to_pixel_shuffle(onnx.load(str(fp32)))
+    model, float_tail = head_to_matmul(model)
+    onnx.save(model, str(tmp / "rewritten.onnx"))
+    quant_pre_process(str(tmp / "rewritten.onnx"), str(tmp / "pre.onnx"), auto_merge=True)  # dynamic H/W: auto_merge
+    candidates = [n.name for n in onnx.load(str(tmp / "pre.onnx")).graph.node if n.op_type in QUANTIZABLE_OPS]
+    return {"pre": tmp / "pre.onnx", "candidates": candidates, "float_tail": float_tail, "n_rewritten": n_rewritten,
+            "tmp": tmp}
+
+
+class Candidates:
+    """``build(excluded)``: the prepared graph quantized with those nodes left fp32, evaluated against
+    the reference; every candidate file is kept in ``files`` until the search is over. Calibration
+    runs once: its ranges are cached (entropy calibration is done here, with ENTROPY_BINS)."""
+
+    def __init__(self, prepared: dict, calib: list[np.ndarray], method: str, manifest: Manifest, reference, batches):
+        from onnxruntime.quantization import CalibrationMethod
+
+        self.prepared, self.calib, self.manifest = prepared, calib, manifest
+        self.reference, self.batches = reference, batches
+        self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                       "percentile": CalibrationMethod.Percentile}[method]
+        self.cache, self.files = prepared["tmp"] / "calibration.json", {}
+        if self.method == CalibrationMethod.Entropy:
+            entropy_ranges(prepared["pre"], calib, manifest.input_name, self.cache)
+
+    def __call__(self, excluded: list[str]) -> GateResult:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        out = self.files.setdefault(tuple(excluded), self.prepared["tmp"] / f"candidate{len(self.files)}.onnx")
+        tail = self.prepared["float_tail"]
+        reader = _Reader(self.calib, self.manifest.input_name) if not self.cache.exists() else None
+        quantize_static(str(self.prepared["pre"]), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=self.method,
+                        nodes_to_exclude=excluded + tail, calibration_cache_path=str(self.cache),
+                        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if tail else {})
+        result = evaluate(ort_run(out), self.reference, self.batches, self.manifest.num_classes)
+        result.excluded = list(excluded)
+        return result
 
 
 def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:

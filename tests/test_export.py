@@ -31,7 +31,8 @@ def test_onnx_dynamic_and_checked(exported):
     assert json.loads(props["segrt.mask_values"]) == {"2": 0, "1": 1, "3": 2}
 
 
-@pytest.mark.parametrize("n,h,w", [(1, 64, 96), (2, 96, 64), (1, 40, 120), (2, 128, 72)])
+# (1, 8, 8) and (3, 8, 16): a side of exactly one size multiple, where the bottleneck is 1 pixel wide
+@pytest.mark.parametrize("n,h,w", [(1, 64, 96), (2, 96, 64), (1, 40, 120), (2, 128, 72), (1, 8, 8), (3, 8, 16)])
 def test_ort_runs_non_square_and_matches_eager(exported, tiny_ckpt, n, h, w):
     eager = model_from_checkpoint(load_checkpoint(tiny_ckpt))
     x = np.random.default_rng(0).standard_normal((n, 3, h, w)).astype(np.float32)
@@ -42,6 +43,33 @@ def test_ort_runs_non_square_and_matches_eager(exported, tiny_ckpt, n, h, w):
     np.testing.assert_allclose(out, ref, atol=1e-4)
     for art in ("model.ts", "model.pt2"):
         np.testing.assert_allclose(Session(exported, artifact=art, provider="cpu").run(x), ref, atol=1e-5)
+
+
+def test_predict_pt2_on_one_size_multiple(exported, tmp_path):
+    """The bug this guards: torch.export assumed sizes >= 2 and guarded the 1x1 bottleneck."""
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "tiny.png")
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "tiny.png"), "--model", str(exported), "--kind", "pt2",
+                                    "--native", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert np.asarray(Image.open(tmp_path / "out" / "tiny.png")).shape == (8, 8)
+    from segrt.parity import random_inputs
+
+    assert "random 1x3x8x8" in [b.label for b in random_inputs(Manifest.load(exported))]  # gated at export
+
+
+def test_run_failure_is_a_failed_gate(tiny_ckpt, tmp_path, monkeypatch):
+    """A .pt2 exported with 0/1 specialisation (the old bug) cannot run an 8x8 input: parity names the
+    artifact and the input in one line and fails, instead of a traceback."""
+    import contextlib
+
+    import segrt.export
+
+    monkeypatch.setattr(segrt.export, "size_oblivious", contextlib.nullcontext)
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--formats", "pt2", "--out", str(tmp_path / "e")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "model.pt2: " in res.output and "failed on an input of shape [1, 3, 8, 8]" in res.output
 
 
 def test_manifest_fields_and_hashes(exported, tiny_ckpt):

@@ -94,6 +94,7 @@ def run_cli(args):
     ("values", "not in the class mapping"),
     ("corrupt", "not an image"),
 ])
+@pytest.mark.slow
 def test_bad_data_one_line(tmp_path, breakage, expected):
     root = copy_pets(tmp_path)
     first = sorted((root / "images").iterdir())[0]
@@ -120,6 +121,7 @@ def test_bad_data_one_line(tmp_path, breakage, expected):
     assert "skipped 1 bad file" in res.stdout
 
 
+@pytest.mark.slow
 def test_isbi_layout_grayscale(tmp_path):
     from segrt.training import data
 

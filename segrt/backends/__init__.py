@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import SegrtError
+from segrt.errors import SegrtError, first_line
 
 PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino")
 MODULE_BY_KIND = {"onnx": "ort", "openvino": "openvino", "torchscript": "torch", "pt2": "torch"}
@@ -70,6 +70,11 @@ class Backend:
 
     def describe(self) -> str:
         return self.provider
+
+
+def run_failed(path: Path, runtime: str, x: np.ndarray, exc: BaseException) -> SegrtError:
+    """The one-line error for a model that failed on an input (the runtime's own exception types vary)."""
+    return SegrtError(f"{path}: {runtime} failed on an input of shape {list(x.shape)} ({first_line(exc)})")
 
 
 def finished(fn, x: np.ndarray) -> Future:

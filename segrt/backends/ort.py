@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import Backend, SessionOptions, usable_cores
+from segrt.backends import Backend, SessionOptions, run_failed, usable_cores
 from segrt.errors import ProviderError, SegrtError, first_line
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -140,8 +140,7 @@ class OrtBackend(Backend):
         try:
             return self._run(x)
         except Exception as exc:  # ORT's own exception classes: the model failed on this input
-            raise SegrtError(f"{self.path}: ONNX Runtime failed on an input of shape {list(x.shape)} "
-                             f"({first_line(exc)})") from None
+            raise run_failed(self.path, "ONNX Runtime", x, exc) from None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if not self.use_binding:
@@ -168,8 +167,7 @@ class OrtBackend(Backend):
         try:
             return self._mask_sess.run(["mask"], {self.input_name: x})[0]
         except Exception as exc:
-            raise SegrtError(f"{self.path}: ONNX Runtime failed on an input of shape {list(x.shape)} "
-                             f"({first_line(exc)})") from None
+            raise run_failed(self.path, "ONNX Runtime", x, exc) from None
 
     def describe(self) -> str:
         return f"ONNX Runtime {self.ort.__version__} on {self.provider}"

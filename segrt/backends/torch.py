@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import Backend, SessionOptions
+from segrt.backends import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError
 
 
@@ -19,7 +19,7 @@ class TorchBackend(Backend):
         except ImportError:
             raise SegrtError(f"{path}: running {kind} artifacts needs torch (pip install 'segrt[torch]'); "
                              "the .onnx artifact runs without it") from None
-        self.torch = torch
+        self.torch, self.path = torch, path
         if provider == "auto":
             self.provider = "cuda" if torch.cuda.is_available() else "cpu"
             self.note = f"provider auto -> {self.provider}"
@@ -43,8 +43,11 @@ class TorchBackend(Backend):
         self.open_s = time.perf_counter() - t0
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.module(self.torch.from_numpy(x).to(self.device))
+        try:
+            with self.torch.inference_mode():
+                out = self.module(self.torch.from_numpy(x).to(self.device))
+        except Exception as exc:  # e.g. a .pt2 guard on an input shape it was not exported for
+            raise run_failed(self.path, "torch", x, exc) from None
         return out.float().cpu().numpy()
 
     def describe(self) -> str:

@@ -1,0 +1,140 @@
+"""The `segrt predict` and `segrt bench` commands (registered on segrt.cli's group): each parses
+its options and calls one library function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from segrt.cli import COUNT, NONNEG, gpu_options, main, user_errors
+from segrt.errors import SegrtError
+from segrt.options import FloatList, IntList
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets"
+
+
+def provider_option(fn):
+    return click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
+                        default="auto", show_default=True,
+                        help="cpu/cuda/tensorrt: ONNX Runtime (torch for .ts/.pt2); openvino: native OpenVINO; "
+                             "auto: CUDA if it works, else the fastest gated CPU variant. An unavailable explicit "
+                             "choice is an error")(fn)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
+@click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
+@click.option("--batch-size", type=COUNT, default=4, show_default=True)
+@provider_option
+@gpu_options
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="artifact precision (default: fp32; with --provider auto, the fastest gated one)")
+@click.option("--kind", type=click.Choice(["onnx", "openvino", "torchscript", "pt2"]),
+              help="artifact kind (default: openvino for --provider openvino, else onnx)")
+@click.option("--native", is_flag=True, help="keep native resolution (pad to the size multiple) instead of resizing")
+@click.option("--tile", help="sliding-window inference at native resolution with square tiles of this size "
+                             "(a multiple of the model's size multiple), or 'auto' (the training crop)")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True,
+              help="with --tile: the fraction of a tile shared with its neighbour")
+@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True,
+              help="with --tile: how overlapping tiles' logits are weighted")
+@click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
+@click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
+@click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
+@click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
+@click.option("--shard", help="I/N: only shard I (0-based) of N, split by a stable hash of each input's path "
+                              "(one job of a job array; writes summary.shard-I-of-N.json)")
+@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
+@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX Runtime graph optimization level")
+@click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
+@click.option("--workers", type=NONNEG, default=0, help="decode threads (0: half the cores, at least 1)")
+@click.option("--writers", type=NONNEG, default=0,
+              help="output threads: mask resize, PNG encoding, files (0: a quarter of the cores, at least 1)")
+@click.option("--max-pixels", type=NONNEG, default=64_000_000, show_default=True,
+              help="refuse larger images (decompression-bomb guard); 0 disables")
+@click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
+@click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
+@click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
+@click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
+@click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data with a pool of actors, one Session each (pip install 'segrt[ray]'); --out may "
+                   "then be a pyarrow filesystem URI")
+@click.option("--address", help="with --engine ray: the Ray cluster to join (default: start a local one)")
+@click.option("--num-workers", type=COUNT, default=1, show_default=True, help="with --engine ray: actors")
+@user_errors
+def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
+            overlay, no_color, save_probs, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
+            no_arena, workers, writers, max_pixels, classes, mean, std, quiet, as_json):
+    """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
+    import json
+
+    from segrt.predict import PredictOptions, format_summary, run_predict
+
+    if model is None:
+        if not DEFAULT_MODEL.is_dir():
+            raise SegrtError(f"no --model given and the bundled default model is missing ({DEFAULT_MODEL})")
+        model = DEFAULT_MODEL
+    if engine == "ray":
+        from segrt.ray import predict_from_cli
+
+        summary = predict_from_cli(inputs, model, out, batch_size, provider, precision, native, not no_color,
+                                   skip_existing, address, num_workers, max_pixels, locals(),
+                                   log=lambda m: click.echo(m, err=True))
+        click.echo(json.dumps(summary, indent=2) if as_json else "" if quiet else
+                   f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
+                   f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
+        sys.exit(1 if summary["failed"] else 0)
+    from segrt.inputs import parse_shard
+
+    opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
+                          overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
+                          writers=writers,
+                          max_pixels=max_pixels or None, progress=not quiet,
+                          shard=parse_shard(shard) if shard else None)
+    from segrt.session import SessionOptions
+
+    summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
+                          session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
+                                                         spin=False, throughput=True, device=device,
+                                                         trt_fp16=trt_fp16), classes=classes.split(",") if classes else None, mean=mean,
+                          std=std, tile=tile, overlap=overlap, blend=blend)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        click.echo(format_summary(summary))
+    sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@provider_option
+@gpu_options
+@click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
+@click.option("--sizes", type=IntList(), default="256", show_default=True,
+              help="square input sizes, rounded up to the size multiple")
+@click.option("--warmup", type=NONNEG, default=3, show_default=True)
+@click.option("--runs", type=COUNT, default=20, show_default=True)
+@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
+@click.option("--artifact", "artifacts", multiple=True, help="only these files of the export (repeatable)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
+@click.option("--markdown", is_flag=True, help="print a markdown table")
+@user_errors
+def bench(model, provider, trt_fp16, device, batch_sizes, sizes, warmup, runs, threads, artifacts, json_path, markdown):
+    """Latency p50/p90/p99, images/s, first-run time and peak memory for every artifact of MODEL."""
+    import json
+
+    from segrt.bench import format_table, run_bench
+    from segrt.fsutil import write_bytes_atomic
+
+    result = run_bench(model, provider=provider, device=device, trt_fp16=trt_fp16, batch_sizes=batch_sizes, sizes=sizes,
+                       warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
+                       log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(result, markdown))
+    if json_path:
+        write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())
