@@ -10,14 +10,20 @@ import click
 from segrt.errors import SegrtError
 
 
+def numbers(text: str, option: str, cast, what: str) -> list:
+    """'1,2' -> [cast('1'), cast('2')]; at least one, or a one-line error naming ``option``."""
+    try:
+        values = [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise SegrtError(f"{option}: expected comma-separated {what}, got {text!r}")
+    return values
+
+
 def floats(text: str, option: str, count: int | None = None, positive: bool = False) -> list[float]:
     """'0.5,0.25' -> [0.5, 0.25]: finite numbers (and > 0 with ``positive``), ``count`` of them."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SegrtError(f"{option}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise SegrtError(f"{option}: expected comma-separated numbers, got {text!r}")
+    values = numbers(text, option, float, "numbers")
     if not all(math.isfinite(v) for v in values):
         raise SegrtError(f"{option}: values must be finite numbers, got {text!r}")
     if positive and not all(v > 0 for v in values):
@@ -29,11 +35,8 @@ def floats(text: str, option: str, count: int | None = None, positive: bool = Fa
 
 def ints(text: str, option: str, minimum: int = 1) -> list[int]:
     """'1,8' -> [1, 8], each >= ``minimum``."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SegrtError(f"{option}: expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < minimum:
+    values = numbers(text, option, int, f"integers >= {minimum}")
+    if min(values) < minimum:
         raise SegrtError(f"{option}: expected comma-separated integers >= {minimum}, got {text!r}")
     return values
 
