@@ -1,19 +1,28 @@
-# Quick start: `make demo` (predict with the bundled model) and `make test` (the test suite).
+# Quick start: `make demo` (predict with the bundled model; installs no torch) and `make test`
+# (the full install and the test suite).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo test test-fast gpu-check clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
+
+# what predict needs: the base package (numpy, pillow, click, tqdm, onnx, onnxruntime; no torch)
+$(VENV)/.base: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# everything: export, training, OpenVINO, Ray, Triton client, tests (torch with CUDA wheels: ~5 GB)
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[torch,openvino,ray,triton,dev]'
-	touch $@
+	touch $@ $(VENV)/.base
 
 setup: $(VENV)/.installed
 
-demo: setup
+demo: $(VENV)/.base
 	$(VENV)/bin/segrt predict examples/images --out predictions --overlay
 
 test: setup

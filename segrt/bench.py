@@ -178,7 +178,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3)
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    ok, _ = candidates(manifest)
+    ok, _ = candidates(manifest, folder=folder)
     m = manifest.size_multiple
     h, w = (round_up(s, m) for s in (manifest.input_size or manifest.crop_size or (256, 256)))
     x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)

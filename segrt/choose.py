@@ -9,6 +9,8 @@ variant is never chosen.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
 from segrt.errors import SegrtError
@@ -23,7 +25,10 @@ def gate_of(manifest: Manifest, art: Artifact) -> dict:
     return {**entry, "mask_iou_min": entry.get("mask_iou_min", entry.get("gates", {}).get("mask_iou_min"))}
 
 
-def _unusable(art: Artifact, manifest: Manifest) -> str | None:
+def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
+    missing = [f for f in (art.file, *art.companions) if folder is not None and not (Path(folder) / f).is_file()]
+    if missing:
+        return f"not in this copy: {', '.join(missing)} missing"
     if not gate_of(manifest, art).get("passed"):
         return "no passed gate recorded"
     if art.precision == "fp16":
@@ -35,13 +40,15 @@ def _unusable(art: Artifact, manifest: Manifest) -> str | None:
     return None
 
 
-def candidates(manifest: Manifest, precision: str | None = None) -> tuple[list[Artifact], list[str]]:
-    """-> (gated CPU variants that can run here, 'name (why not)' for the others)."""
+def candidates(manifest: Manifest, precision: str | None = None,
+               folder: Path | None = None) -> tuple[list[Artifact], list[str]]:
+    """-> (gated CPU variants that can run here, 'name (why not)' for the others). With ``folder``,
+    a variant whose files are not there (e.g. the packaged default model ships a subset) is skipped."""
     ok, skipped = [], []
     for art in manifest.artifacts:
         if art.kind not in SERVING_KINDS or (precision and art.precision != precision):
             continue
-        reason = _unusable(art, manifest)
+        reason = _unusable(art, manifest, folder)
         if reason:
             skipped.append(f"{art.name} ({reason})")
         else:
@@ -55,9 +62,10 @@ def default_rank(art: Artifact) -> tuple[int, int]:
     return order.get(art.precision, 4), 0 if art.kind == "openvino" else 1
 
 
-def choose_cpu_variant(manifest: Manifest, precision: str | None = None) -> tuple[Artifact, str]:
+def choose_cpu_variant(manifest: Manifest, precision: str | None = None,
+                       folder: Path | None = None) -> tuple[Artifact, str]:
     """-> (the artifact, one line saying what was picked and why)."""
-    ok, skipped = candidates(manifest, precision)
+    ok, skipped = candidates(manifest, precision, folder)
     if not ok:
         raise SegrtError(f"export {manifest.name!r} has no gated {precision + ' ' if precision else ''}variant that "
                          f"can run on this CPU: {'; '.join(skipped) or 'none listed'}")

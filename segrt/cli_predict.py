@@ -13,7 +13,18 @@ from segrt.errors import SegrtError
 from segrt.options import FloatList, IntList
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "exported" / "pets"
+# the default pets model: the copy inside an installed wheel (a subset of exported/pets: ONNX fp32,
+# ONNX Runtime and OpenVINO INT8), else the source tree's exported/pets (a clone, an editable install)
+DEFAULT_MODELS = (Path(__file__).resolve().parent / "default_model",
+                  Path(__file__).resolve().parents[1] / "exported" / "pets")
+
+
+def default_model() -> Path:
+    for folder in DEFAULT_MODELS:
+        if (folder / "manifest.json").is_file():
+            return folder
+    raise SegrtError(f"no --model given and no default model found (looked in {', '.join(map(str, DEFAULT_MODELS))}); "
+                     "pass --model EXPORT_FOLDER")
 
 
 def provider_option(fn):
@@ -76,10 +87,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
 
     from segrt.predict import PredictOptions, format_summary, run_predict
 
-    if model is None:
-        if not DEFAULT_MODEL.is_dir():
-            raise SegrtError(f"no --model given and the bundled default model is missing ({DEFAULT_MODEL})")
-        model = DEFAULT_MODEL
+    model = model or default_model()
     if engine == "ray":
         from segrt.ray import predict_from_cli
 

@@ -44,7 +44,7 @@ class Session:
         elif self.folder is None:  # a single file
             self.artifact = self.manifest.artifacts[0]
         elif provider == "auto" and kind is None:
-            self.artifact, provider, note = _auto_choice(self.manifest, precision)
+            self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder)
         else:
             self.artifact = self.manifest.artifact(kind or _default_kind(self.manifest, provider, precision),
                                                    precision or "fp32")
@@ -97,7 +97,7 @@ def _default_kind(manifest: Manifest, provider: str, precision: str | None) -> s
     return "onnx"
 
 
-def _auto_choice(manifest: Manifest, precision: str | None) -> tuple[Artifact, str, str | None]:
+def _auto_choice(manifest: Manifest, precision: str | None, folder: Path | None) -> tuple[Artifact, str, str | None]:
     """-> (artifact, provider, note): the ONNX model where ONNX Runtime has CUDA (its backend says
     whether CUDA worked), else segrt.choose's pick among the gated CPU variants."""
     from segrt.backends.ort import available_ort_providers
@@ -105,7 +105,7 @@ def _auto_choice(manifest: Manifest, precision: str | None) -> tuple[Artifact, s
 
     if "cuda" in available_ort_providers():
         return manifest.artifact("onnx", precision or "fp32"), "auto", None
-    art, why = choose_cpu_variant(manifest, precision)
+    art, why = choose_cpu_variant(manifest, precision, folder)
     return art, "openvino" if art.kind == "openvino" else "cpu", why
 
 
