@@ -32,8 +32,11 @@ def save_checkpoint(
     optimizer=None,
     scheduler=None,
     scaler=None,
+    raw_model: torch.nn.Module | None = None,
 ) -> Path:
-    """Write atomically (temp file + rename). ``model`` may be wrapped in DDP."""
+    """Write atomically (temp file + rename). ``model`` may be wrapped in DDP. With an EMA, ``model``
+    is the average (what was validated, what export uses) and ``raw_model`` the trained weights
+    (kept for --resume)."""
     model = getattr(model, "module", model)
     ckpt = {
         "format": FORMAT,
@@ -50,6 +53,8 @@ def save_checkpoint(
         "mask_values": {int(k): int(v) for k, v in (mask_values or {}).items()},  # raw label -> class
         "train_args": train_args or {},
     }
+    if raw_model is not None:
+        ckpt["raw_state_dict"] = {k: v.detach().cpu() for k, v in getattr(raw_model, "module", raw_model).state_dict().items()}
     for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None:
             ckpt[key] = obj.state_dict()

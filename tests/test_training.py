@@ -34,11 +34,13 @@ def test_real_run_learns(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [(), ("--ema", "0.9")])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, extra):
+    """Also with --ema: the average and the raw weights both continue exactly."""
     import segrt.training.train as T
 
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(train_args(a, "--epochs", "3")) == 0
+    assert main(train_args(a, "--epochs", "3", *extra)) == 0
     real_plot = T.plot_curves
 
     def interrupt_after_epoch_2(csv_path, png_path):  # Ctrl-C once epoch 2 is saved
@@ -47,20 +49,42 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "plot_curves", interrupt_after_epoch_2)
-    assert main(train_args(b, "--epochs", "3")) == 130
+    assert main(train_args(b, "--epochs", "3", *extra)) == 130
     saved = load_checkpoint(b / "last.pt")
     assert saved["epoch"] == 2
     monkeypatch.setattr(T, "plot_curves", real_plot)
-    assert main(train_args(b, "--epochs", "3", "--resume", str(b / "last.pt"))) == 0
+    assert main(train_args(b, "--epochs", "3", "--resume", str(b / "last.pt"), *extra)) == 0
     assert [int(x["epoch"]) for x in rows(b)] == [1, 2, 3]
     ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
     assert cb["epoch"] == 3
-    for k, v in ca["state_dict"].items():
-        torch.testing.assert_close(cb["state_dict"][k], v, msg=k)
+    for key in ("state_dict", "raw_state_dict") if extra else ("state_dict",):
+        for k, v in ca[key].items():
+            torch.testing.assert_close(cb[key][k], v, msg=k)
+    if extra:  # the checkpoint holds the average; the raw weights differ from it
+        assert not torch.equal(ca["state_dict"]["head.weight"], ca["raw_state_dict"]["head.weight"])
+        assert "val_miou_raw" in rows(a)[0]
     steps = lambda c: int(c["optimizer"]["state"][0]["step"])
     assert steps(cb) == steps(ca) and steps(saved) == 2 * steps(ca) // 3
     for k, v in ca["optimizer"]["state"][0].items():
         torch.testing.assert_close(cb["optimizer"]["state"][0][k], v, msg=k)
+
+
+@pytest.mark.slow
+def test_init_starts_from_a_checkpoints_weights(tmp_path, capsys):
+    """--init at another --size: with a vanishing learning rate the weights stay the checkpoint's."""
+    assert main(train_args(tmp_path / "a", "--epochs", "1")) == 0
+    assert main(train_args(tmp_path / "b", "--epochs", "1", "--size", "96", "--lr", "1e-12",
+                           "--init", str(tmp_path / "a" / "last.pt"))) == 0
+    start, end = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert end["train_args"]["size"] == 96
+    for k, v in start["state_dict"].items():
+        if "running_" not in k and "num_batches" not in k:  # parameters; BN statistics move with the data
+            torch.testing.assert_close(end["state_dict"][k], v, msg=k)
+    capsys.readouterr()
+    assert main(train_args(tmp_path / "c", "--epochs", "1", "--base-channels", "16",
+                           "--init", str(tmp_path / "a" / "last.pt"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "last.pt: its weights do not fit this model" in err and "\n" not in err
 
 
 @pytest.mark.slow

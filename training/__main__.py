@@ -42,6 +42,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def optimisation_args(g) -> None:
+    g.add_argument("--epochs", type=at_least(1), default=20)
+    g.add_argument("--batch-size", type=at_least(1), default=8)
+    g.add_argument("--lr", type=positive_float, default=3e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce+dice")
+    g.add_argument("--dice-weight", type=float, default=1.0, help="weight of Dice in ce+dice")
+    g.add_argument("--class-weights", help="'auto' (median frequency) or comma-separated weights")
+    g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--ema", type=positive_float, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights (e.g. 0.998); "
+                        "metrics.csv also gets the raw weights' val_miou_raw")
+    g.add_argument("--init", help="start from this checkpoint's weights (same model shape), with a fresh optimizer "
+                                  "and schedule: fine-tune, e.g. at a larger --size")
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="segrt train", description="Train a segrt U-Net (also: python -m segrt.training).")
     g = p.add_argument_group("data")
@@ -71,18 +90,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--base-channels", type=at_least(1), default=16)
     g.add_argument("--depth", type=at_least(1), default=4)
     g.add_argument("--upsampling", choices=["transpose", "bilinear"], default="transpose")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=at_least(1), default=20)
-    g.add_argument("--batch-size", type=at_least(1), default=8)
-    g.add_argument("--lr", type=positive_float, default=3e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce+dice")
-    g.add_argument("--dice-weight", type=float, default=1.0, help="weight of Dice in ce+dice")
-    g.add_argument("--class-weights", help="'auto' (median frequency) or comma-separated weights")
-    g.add_argument("--grad-clip", type=float, default=1.0)
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)")
-    g.add_argument("--channels-last", action="store_true")
+    optimisation_args(p.add_argument_group("optimisation"))
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder for checkpoints, metrics.csv, curves.png")
     g.add_argument("--resume", help="checkpoint to resume from (e.g. RUN/last.pt)")
@@ -96,6 +104,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.layout in ("pets", "isbi") and not args.data:
         parser().error(f"--layout {args.layout} needs --data")
+    if args.init and args.resume:
+        parser().error("--init starts a new run and --resume continues one: give one of them")
+    if args.ema is not None and not args.ema < 1:
+        parser().error(f"--ema: the decay must be < 1, got {args.ema}")
     from .train import train
 
     try:

@@ -72,6 +72,7 @@ class Run:
     start_epoch: int = 1
     best: float = -1.0
     common: dict = field(default_factory=dict)  # what every checkpoint of the run carries
+    ema: object = None  # --ema: torch.optim.swa_utils.AveragedModel of the unwrapped model
 
     @property
     def out(self) -> Path:
@@ -111,11 +112,18 @@ def setup(args, d: Dist) -> Run:
     if not val_samples:
         raise data.DataError("no validation images: set --val-fraction > 0 or --val-images")
     model = build_model(args, layout, d)
+    if args.init:
+        init_weights(model, args.init, d)
     loss_fn = build_loss(args, train_samples, len(layout.classes), d)
     optimizer, scheduler, scaler, amp, use_amp = build_optimisation(args, model, d)
     loaders = build_loaders(args, layout, train_samples, val_samples, model.config.size_multiple, d)
     size = (args.size, args.size)
-    run = Run(args, d, layout, model, loss_fn, optimizer, scheduler, scaler, amp, use_amp, *loaders,
+    ema = None
+    if args.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    run = Run(args, d, layout, model, loss_fn, optimizer, scheduler, scaler, amp, use_amp, *loaders, ema=ema,
               common=dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
                           input_size=None if args.native else size, crop_size=size, ignore_index=data.IGNORE_INDEX,
                           mask_values=layout.mask_map, train_args=plain_args(args)))
@@ -127,11 +135,26 @@ def setup(args, d: Dist) -> Run:
     return run
 
 
+def init_weights(model, path: str, d: Dist) -> None:
+    """--init: the weights of a checkpoint (the average, if it was trained with --ema)."""
+    ckpt = load_checkpoint(path, map_location=d.device)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise data.DataError(f"{path}: its weights do not fit this model ({ckpt['model_config']}); --base-channels, "
+                             "--depth and --upsampling must match it") from None
+    if d.main:
+        print(f"starting from the weights of {path} (epoch {ckpt['epoch']})")
+
+
 def resume(run: Run) -> None:
     """--resume: weights, optimizer, schedule and scaler as saved; then wrap for DDP."""
     if run.args.resume:
         ckpt = load_checkpoint(run.args.resume, map_location=run.d.device)
-        run.model.load_state_dict(ckpt["state_dict"])
+        run.model.load_state_dict(ckpt.get("raw_state_dict", ckpt["state_dict"]))
+        if run.ema is not None:
+            run.ema.module.load_state_dict(ckpt["state_dict"])
+            run.ema.n_averaged.fill_(1)
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:
@@ -160,6 +183,8 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float, float, float]:
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss = train_step(run.model, x, y, run.loss_fn, run.optimizer, run.scaler, run.amp, args.grad_clip)
+        if run.ema is not None:
+            run.ema.update_parameters(getattr(run.model, "module", run.model))
         seen += len(x)
         loss_sum += loss * len(x)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * d.world / (time.perf_counter() - t0):.1f}")
@@ -201,20 +226,25 @@ def evaluate(model, loader, loss_fn, num_classes, d: Dist, amp) -> tuple[Confusi
 def finish_epoch(run: Run, epoch: int, loss_sum: float, seen: float, train_time: float, t0: float) -> dict:
     """Validate, then on the main rank: last.pt (and best.pt), metrics.csv, curves.png, one line."""
     args, classes = run.args, run.layout.classes
-    cm, val_loss = evaluate(run.model, run.val_loader, run.loss_fn, len(classes), run.d, run.amp)
+    validated = run.ema.module if run.ema is not None else run.model  # what the checkpoints hold
+    cm, val_loss = evaluate(validated, run.val_loader, run.loss_fn, len(classes), run.d, run.amp)
     summary = cm.summary(classes)
     row = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss, "val_miou": summary["miou"],
            "val_pixel_acc": summary["pixel_accuracy"], "lr": run.optimizer.param_groups[0]["lr"],
            "train_img_s": seen / train_time, "epoch_s": time.perf_counter() - t0,
            **{f"iou_{k}": v for k, v in summary["iou"].items()}}
+    if run.ema is not None:  # the raw weights too: does the average help?
+        row["val_miou_raw"] = evaluate(run.model, run.val_loader, run.loss_fn, len(classes), run.d,
+                                       run.amp)[0].summary(classes)["miou"]
     improved = summary["miou"] > run.best
     run.best = max(run.best, summary["miou"])
     if run.d.main:
         metrics = {**row, "best_miou": run.best, "val": summary}
-        save_checkpoint(run.out / "last.pt", model=run.model, epoch=epoch, metrics=metrics, optimizer=run.optimizer,
-                        scheduler=run.scheduler, scaler=run.scaler if run.use_amp else None, **run.common)
+        save_checkpoint(run.out / "last.pt", model=validated, epoch=epoch, metrics=metrics, optimizer=run.optimizer,
+                        scheduler=run.scheduler, scaler=run.scaler if run.use_amp else None,
+                        raw_model=run.model if run.ema is not None else None, **run.common)
         if improved:
-            save_checkpoint(run.out / "best.pt", model=run.model, epoch=epoch, metrics=metrics, **run.common)
+            save_checkpoint(run.out / "best.pt", model=validated, epoch=epoch, metrics=metrics, **run.common)
         append_csv(run.out / "metrics.csv", row)
         plot_curves(run.out / "metrics.csv", run.out / "curves.png")
         if not args.quiet:
