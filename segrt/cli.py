@@ -92,10 +92,13 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
                    "openvino), fp16 (onnx), bf16 (openvino)")
 @click.option("--triton", type=click.Path(file_okay=False),
               help="also add the export to this Triton model repository (see segrt triton-repo)")
+@click.option("--tta", type=click.Choice(["hflip"]),
+              help="fold test-time augmentation into every artifact: hflip averages the logits of the image and "
+                   "of its mirror (twice the compute; gated against eager PyTorch doing the same)")
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, calib_images, calib_count, calib_method,
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, calib_images, calib_count, calib_method,
            val_images, val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
@@ -104,7 +107,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, calib_image
     try:
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
-                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize),
+                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate))
     except ParityFailed as exc:

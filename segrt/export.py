@@ -22,7 +22,7 @@ from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkp
 from segrt.errors import SegrtError, first_line
 from segrt.fsutil import atomic_dir, remove_stale_temps
 from segrt.manifest import Artifact, Manifest
-from segrt.model import UNet
+from segrt.model import TTA_MODES, UNet, with_tta
 
 FORMATS = ("onnx", "openvino", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
@@ -76,7 +76,7 @@ def dynamic_shapes(multiple: int) -> dict:
     return {"image": {0: batch, 2: multiple * h, 3: multiple * w}}
 
 
-def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) -> Artifact:
+def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) -> Artifact:
     """torch.export-based exporter first; the TorchScript-based one as a fallback. Then checker,
     shape inference, friendly dim names and metadata_props."""
     import onnx
@@ -113,7 +113,7 @@ def export_onnx(graph: ExportGraph, path: Path, manifest: Manifest, opset: int) 
     return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
 
 
-def export_torchscript(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
+def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
     x = example_input(manifest.size_multiple, manifest.channels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
@@ -122,7 +122,7 @@ def export_torchscript(graph: ExportGraph, path: Path, manifest: Manifest) -> Ar
     return Artifact(file=path.name, kind="torchscript", exporter="torch.jit.trace")
 
 
-def export_pt2(graph: ExportGraph, path: Path, manifest: Manifest) -> Artifact:
+def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
     x = example_input(manifest.size_multiple, manifest.channels)
     with warnings.catch_warnings(), size_oblivious():
         warnings.simplefilter("ignore")
@@ -183,14 +183,17 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
-               quantize: tuple[str, ...] = (), quantize_options=None) -> ExportResult:
+               quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
-    Raises SegrtError (bad input) or ParityFailed (gate)."""
+    ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
+    reference the gates compare with). Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.gate import QuantizeOptions
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     formats = check_formats(formats)
+    if tta is not None and tta not in TTA_MODES:
+        raise SegrtError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
     quant_jobs = quantize_jobs(quantize, formats)
     out = Path(out) if out else Path("exported") / checkpoint.stem
     for stale in remove_stale_temps(out.parent, out.name):
@@ -199,11 +202,12 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
     model = model_from_checkpoint(ckpt)
     manifest = manifest_from_checkpoint(ckpt, out.name)
+    manifest.tta = tta
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
             write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
-            report = gate_parity(tmp, manifest, model, gate_iou, gate_logit, progress)
+            report = gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
             add_variants(tmp, quant_jobs, quantize_options or QuantizeOptions(), progress)
             notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             manifest = Manifest.load(tmp)
@@ -229,7 +233,7 @@ def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, f
                     metrics=ckpt.get("metrics", {}), ignore_index=ckpt.get("ignore_index"),
                     mask_values=ckpt.get("mask_values"))
     manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
-    graph = ExportGraph(model).eval()
+    graph = with_tta(ExportGraph(model), manifest.tta).eval()
     writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": export_openvino,
                "torchscript": lambda p: export_torchscript(graph, p, manifest),
                "pt2": lambda p: export_pt2(graph, p, manifest)}
@@ -239,7 +243,7 @@ def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, f
     manifest.save(folder)  # the runtime reads it; rewritten by the gate with the parity results
 
 
-def gate_parity(folder: Path, manifest: Manifest, model: UNet, gate_iou: float, gate_logit: float, progress) -> dict:
+def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: float, gate_logit: float, progress) -> dict:
     """Every artifact against eager PyTorch on random inputs; the results go into the manifest."""
     from segrt.parity import ParityFailed, random_inputs, run_parity_on
 

@@ -62,6 +62,7 @@ class Manifest:
     fixed_size: list[int] | None = None  # a foreign model's fixed input [h, w]: resize to it, never pad
     crop_size: list[int] | None = None  # the training crop [h, w] (--tile auto)
     report: str | None = None  # the gate evidence beside the manifest (parity.html)
+    tta: str | None = None  # test-time augmentation folded into every artifact ('hflip'), None: plain
     format: str = FORMAT
 
     @property
@@ -81,7 +82,7 @@ class Manifest:
                       "crop_size": self.crop_size,
                       "value_range": "normalized: (pixel/255 - mean) / std"},
             "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
-                       "channels": self.num_classes},
+                       "channels": self.num_classes, "tta": self.tta},
             "labels": {"mask_values": self.mask_values},
             "model_config": self.model_config,
             "artifacts": [asdict(a) for a in self.artifacts],
@@ -105,7 +106,7 @@ class Manifest:
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
-                crop_size=inp.get("crop_size"), report=d.get("report"),
+                crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

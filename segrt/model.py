@@ -109,6 +109,30 @@ class UNet(nn.Module):
         return self.head(x)  # N, num_classes, H, W
 
 
+TTA_MODES = ("hflip",)
+
+
+class FlipAveraged(nn.Module):
+    """Horizontal-flip test-time augmentation inside the graph: the mean of the logits of the image
+    and of its mirror image (mirrored back). Twice the compute."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return (self.net(image) + self.net(image.flip(-1)).flip(-1)) * 0.5
+
+
+def with_tta(net: nn.Module, tta: str | None) -> nn.Module:
+    """``net`` as exported with ``--tta`` (None: unchanged)."""
+    if tta is None:
+        return net
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {', '.join(TTA_MODES)}")
+    return FlipAveraged(net)
+
+
 def check_input_size(shape: tuple, config: UNetConfig) -> None:
     """Raise ValueError unless shape is (N, in_channels, H, W) with H, W multiples of 2**depth."""
     if len(shape) != 4 or shape[1] != config.in_channels:

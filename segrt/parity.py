@@ -201,6 +201,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
     ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact)."""
     from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+    from segrt.model import with_tta
 
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
@@ -210,7 +211,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
         if ref is None:
             raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
         checkpoint = folder / ref.file
-    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    model = with_tta(model_from_checkpoint(load_checkpoint(checkpoint)), manifest.tta)
     if masks and not images:
         raise SegrtError("--masks needs --images")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)

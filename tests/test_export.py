@@ -185,3 +185,21 @@ def test_disk_full_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(tmp_path / "x"), "--formats", "onnx"])
     assert res.exit_code == 2 and "No space left on device" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tta_hflip_is_folded_into_the_graph(tiny_ckpt, tmp_path):
+    """--tta hflip: the ONNX output is the mean of the logits of x and of its mirror, and parity
+    compares it with eager PyTorch doing the same."""
+    out = tmp_path / "tta"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx", "--tta", "hflip"])
+    assert res.exit_code == 0, res.output
+    assert Manifest.load(out).tta == "hflip"
+    eager = model_from_checkpoint(load_checkpoint(tiny_ckpt))
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 64, 96)).astype(np.float32))
+    with torch.no_grad():
+        plain, mirrored = eager(x).numpy(), eager(x.flip(-1)).flip(-1).numpy()
+    logits = Session(out, provider="cpu").run(x.numpy())
+    np.testing.assert_allclose(logits, (plain + mirrored) / 2, atol=1e-4)
+    assert np.abs(logits - plain).max() > 1e-2  # not the plain model
+    res = CliRunner().invoke(main, ["parity", str(out)])
+    assert res.exit_code == 0 and "all gates passed" in res.output, res.output
