@@ -17,9 +17,9 @@ from segrt.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"
 EXAMPLES = ROOT / "examples"
-# measured mIoU on these 8 val-split images: 0.6695 (background 0.868, pet 0.738, border 0.402);
+# measured mIoU on these 8 val-split images: 0.6975 (background 0.888, pet 0.760, border 0.444);
 # the floor is that minus 0.05, rounded down
-MIOU_FLOOR = 0.61
+MIOU_FLOOR = 0.64
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_bundled_model_is_intact():
     assert m.classes == ["background", "pet", "border"] and m.artifact("onnx", "fp32")
     for kind, precision in (("openvino", "fp32"), ("openvino", "int8"), ("onnx", "int8")):
         assert m.parity[m.artifact(kind, precision).name]["passed"]
-    # checkpoint, ONNX fp32 + INT8, OpenVINO IR fp32 + INT8, parity.html (62 MB): the repo must stay small
+    # checkpoint, ONNX fp32 + INT8, OpenVINO IR fp32 + INT8, parity.html (63 MB): the repo must stay small
     assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) < 64e6
 
 
