@@ -133,6 +133,8 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, calib_
 @click.option("--bench", "bench_path", type=click.Path(exists=True, dir_okay=False),
               help="with --report: a `segrt bench --json` file whose speeds go into the tables")
 @click.option("--worst", type=COUNT, default=8, show_default=True, help="with --report: images shown per artifact")
+@click.option("--record", metavar="NAME", help="with --images and --masks: store each artifact's mIoU vs ground truth "
+                                               "in the manifest under quality.NAME (e.g. val-split)")
 @click.option("--limit", type=COUNT, help="use only the first N images")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
@@ -143,7 +145,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, calib_
 @click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
 @gate_options
 @user_errors
-def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, limit, batch_size,
+def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
            provider, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
@@ -163,7 +165,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
                         provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
-                        report_path=report_path, bench_path=bench_path, worst=worst)
+                        report_path=report_path, bench_path=bench_path, worst=worst, record=record)
     click.echo(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 

@@ -63,6 +63,7 @@ class Manifest:
     crop_size: list[int] | None = None  # the training crop [h, w] (--tile auto)
     report: str | None = None  # the gate evidence beside the manifest (parity.html)
     tta: str | None = None  # test-time augmentation folded into every artifact ('hflip'), None: plain
+    quality: dict = field(default_factory=dict)  # segrt parity --record NAME: mIoU vs ground truth per image set
     format: str = FORMAT
 
     @property
@@ -88,6 +89,7 @@ class Manifest:
             "artifacts": [asdict(a) for a in self.artifacts],
             "parity": self.parity,
             "speed": self.speed,
+            "quality": self.quality,
             "report": self.report,
             "versions": self.versions,
         }
@@ -107,6 +109,7 @@ class Manifest:
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
+                quality=d.get("quality", {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

@@ -197,7 +197,8 @@ def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | No
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, batch_size: int = 4, limit: int | None = None,
-               provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8) -> dict:
+               provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8,
+               record: str | None = None) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
     ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact)."""
     from segrt.checkpoint import load_checkpoint, model_from_checkpoint
@@ -212,8 +213,8 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
             raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
         checkpoint = folder / ref.file
     model = with_tta(model_from_checkpoint(load_checkpoint(checkpoint)), manifest.tta)
-    if masks and not images:
-        raise SegrtError("--masks needs --images")
+    if (masks or record) and not images or record and not masks:
+        raise SegrtError("--masks needs --images, and --record needs both")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
     bench = load_bench(bench_path) if bench_path else None
     report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
@@ -226,9 +227,26 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
 
         write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench).encode())
     report.pop("visuals", None)
+    if record:
+        record_quality(folder, manifest, report, record)
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def record_quality(folder: Path, manifest: Manifest, report: dict, name: str) -> None:
+    """--record NAME: each artifact's mIoU and per-class IoU against ground truth (and its agreement
+    with eager) into manifest.quality[NAME]."""
+    import datetime as dt
+
+    summaries = {a: r["summary"] for a, r in report["artifacts"].items()}
+    first = next(iter(summaries.values()), {})
+    manifest.quality[name] = {
+        "images": first.get("inputs"), "eager_miou": first.get("miou_eager_vs_ground_truth"),
+        "date": dt.date.today().isoformat(), "classes": manifest.classes,
+        "artifacts": {a: {"miou": s["miou_vs_ground_truth"], "iou": s["iou_vs_ground_truth"],
+                          "agreement": s["mask_iou"]} for a, s in summaries.items()}}
+    manifest.save(folder)
 
 
 def load_bench(path) -> dict:

@@ -203,3 +203,22 @@ def test_tta_hflip_is_folded_into_the_graph(tiny_ckpt, tmp_path):
     assert np.abs(logits - plain).max() > 1e-2  # not the plain model
     res = CliRunner().invoke(main, ["parity", str(out)])
     assert res.exit_code == 0 and "all gates passed" in res.output, res.output
+
+
+def test_parity_record_stores_quality_in_the_manifest(exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    res = CliRunner().invoke(main, ["parity", str(copy), "--images", str(PETS / "images"), "--masks",
+                                    str(PETS / "masks"), "--record", "slice", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    quality = Manifest.load(copy).quality["slice"]
+    assert quality["images"] == 32 and quality["classes"] == ["background", "pet", "border"]
+    for name, entry in quality["artifacts"].items():
+        s = report["artifacts"][name]["summary"]
+        assert entry["miou"] == s["miou_vs_ground_truth"] and entry["agreement"] == s["mask_iou"]
+    Manifest.load(copy).verify(copy)  # recording touches only the manifest
+    res = CliRunner().invoke(main, ["parity", str(copy), "--record", "x"])
+    assert res.exit_code == 2 and "--record needs both" in res.output
