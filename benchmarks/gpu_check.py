@@ -118,9 +118,10 @@ def eager_times(export: Path, out: Path) -> None:
     """ms per batch of eager fp32 and AMP (fp16 autocast) on cuda: batch 1..64, 256 and 512."""
     import torch
 
-    from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+    from segrt.manifest import Manifest
+    from segrt.parity import eager_model
 
-    model = model_from_checkpoint(load_checkpoint(export / "checkpoint.pt")).cuda()
+    model = eager_model(export / "checkpoint.pt", Manifest.load(export)).cuda()
     rows = []
     for size in map(int, SIZES.split(",")):
         for batch in map(int, BATCHES.split(",")):

@@ -176,12 +176,9 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ckpt is not None and torch_available():
-        from segrt.checkpoint import load_checkpoint, model_from_checkpoint
-        from segrt.model import with_tta
-        from segrt.parity import eager_logits
+        from segrt.parity import eager_logits, eager_model
 
-        model = with_tta(model_from_checkpoint(load_checkpoint(folder / ckpt.file)), manifest.tta)
-        return eager_logits(model, batches), "eager"
+        return eager_logits(eager_model(folder / ckpt.file, manifest), batches), "eager"
     session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
     return [session.run(b.x) for b in batches], "onnx fp32"
 

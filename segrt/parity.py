@@ -97,6 +97,14 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
             "max_abs_logit_diff": float(np.abs(together - alone).max())}
 
 
+def eager_model(checkpoint: str | os.PathLike, manifest: Manifest):
+    """The eager PyTorch reference of an export: the checkpoint's U-Net, with the export's TTA."""
+    from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+    from segrt.model import with_tta
+
+    return with_tta(model_from_checkpoint(load_checkpoint(checkpoint)), manifest.tta)
+
+
 def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
     import torch
 
@@ -201,9 +209,6 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
                record: str | None = None) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
     ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact)."""
-    from segrt.checkpoint import load_checkpoint, model_from_checkpoint
-    from segrt.model import with_tta
-
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
     manifest.verify(folder)
@@ -212,7 +217,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
         if ref is None:
             raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
         checkpoint = folder / ref.file
-    model = with_tta(model_from_checkpoint(load_checkpoint(checkpoint)), manifest.tta)
+    model = eager_model(checkpoint, manifest)
     if (masks or record) and not images or record and not masks:
         raise SegrtError("--masks needs --images, and --record needs both")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
