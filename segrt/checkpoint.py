@@ -41,7 +41,7 @@ def save_checkpoint(
     ckpt = {
         "format": FORMAT,
         "model_config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": cpu_state(model),
         "classes": list(classes),
         "normalization": {"mean": [float(x) for x in normalization["mean"]],
                           "std": [float(x) for x in normalization["std"]]},
@@ -54,7 +54,7 @@ def save_checkpoint(
         "train_args": train_args or {},
     }
     if raw_model is not None:
-        ckpt["raw_state_dict"] = {k: v.detach().cpu() for k, v in getattr(raw_model, "module", raw_model).state_dict().items()}
+        ckpt["raw_state_dict"] = cpu_state(getattr(raw_model, "module", raw_model))
     for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None:
             ckpt[key] = obj.state_dict()
@@ -62,6 +62,10 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return path
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

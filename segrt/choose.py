@@ -26,7 +26,7 @@ def gate_of(manifest: Manifest, art: Artifact) -> dict:
 
 
 def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
-    missing = [f for f in (art.file, *art.companions) if folder is not None and not (Path(folder) / f).is_file()]
+    missing = [f for f in (art.file, *art.companions) if not (folder / f).is_file()] if folder else []
     if missing:
         return f"not in this copy: {', '.join(missing)} missing"
     if not gate_of(manifest, art).get("passed"):

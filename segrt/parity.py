@@ -218,8 +218,10 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
             raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
         checkpoint = folder / ref.file
     model = eager_model(checkpoint, manifest)
-    if (masks or record) and not images or record and not masks:
-        raise SegrtError("--masks needs --images, and --record needs both")
+    if masks and not images:
+        raise SegrtError("--masks needs --images")
+    if record and not masks:
+        raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
     bench = load_bench(bench_path) if bench_path else None
     report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
