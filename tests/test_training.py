@@ -162,3 +162,35 @@ def test_isbi_layout_grayscale(tmp_path):
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["model_config"]["in_channels"] == 1 and ckpt["classes"] == ["membrane", "interior"]
     assert ckpt["normalization"] == {"mean": [0.5], "std": [0.25]}
+
+
+def test_channels_last_is_the_default_and_steps_like_nchw():
+    """segrt train runs NHWC unless --no-channels-last; a step there has NCHW's loss and gradients,
+    and its weights load into a plain NCHW model (export, predict)."""
+    import copy
+    from contextlib import nullcontext
+
+    from segrt.checkpoint import cpu_state
+    from segrt.model import UNet, UNetConfig
+    from segrt.training.__main__ import parser
+    from segrt.training.losses import SegmentationLoss
+    from segrt.training.train import train_step
+
+    assert parser().parse_args(["--out", "r"]).channels_last
+    assert not parser().parse_args(["--out", "r", "--no-channels-last"]).channels_last
+    torch.manual_seed(0)
+    nchw = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=8, depth=3)).train()
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    loss_fn, scaler = SegmentationLoss(1, 1, None, 255), torch.amp.GradScaler("cuda", enabled=False)
+    losses = [train_step(m, xx, y, loss_fn, torch.optim.AdamW(m.parameters(), lr=1e-3), scaler, nullcontext, 1.0)
+              for m, xx in ((nchw, x), (nhwc, x.contiguous(memory_format=torch.channels_last)))]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert nhwc.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=8, depth=3)).eval()
+    plain.load_state_dict(cpu_state(nhwc))
+    grads = [dict(m.named_parameters()) for m in (nchw, nhwc)]
+    for k, p in grads[0].items():  # Adam's first step is ~lr * sign(grad): compare the gradients
+        torch.testing.assert_close(grads[1][k].grad, p.grad, atol=1e-5, rtol=1e-3, msg=k)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), nhwc.eval()(x), atol=1e-4, rtol=1e-4)
