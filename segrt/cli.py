@@ -10,7 +10,7 @@ import click
 
 from segrt import __version__
 from segrt.errors import SegrtError
-from segrt.options import OneLineErrors
+from segrt.options import IntList, OneLineErrors
 
 COUNT = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
@@ -95,10 +95,12 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 @click.option("--tta", type=click.Choice(["hflip"]),
               help="fold test-time augmentation into every artifact: hflip averages the logits of the image and "
                    "of its mirror (twice the compute; gated against eager PyTorch doing the same)")
+@click.option("--size", type=IntList(), help="working size N or H,W that predict resizes images to (default: the "
+                                            "training size); the gates and the quantizers run at it")
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, tta, calib_images, calib_count, calib_method,
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, calib_images, calib_count, calib_method,
            val_images, val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
@@ -107,7 +109,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, calib_
     try:
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
-                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta,
+                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate))
     except ParityFailed as exc:

@@ -183,10 +183,12 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
-               quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None) -> ExportResult:
+               quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
+               size: list[int] | None = None) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
-    reference the gates compare with). Raises SegrtError (bad input) or ParityFailed (gate)."""
+    reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
+    resizes to (default: the training size). Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.gate import QuantizeOptions
 
     checkpoint = Path(checkpoint)
@@ -203,6 +205,8 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     model = model_from_checkpoint(ckpt)
     manifest = manifest_from_checkpoint(ckpt, out.name)
     manifest.tta = tta
+    if size:
+        manifest.input_size = working_size(size, manifest.size_multiple)
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
@@ -214,6 +218,15 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     return ExportResult(out, manifest, report, notes)
+
+
+def working_size(size: list[int], multiple: int) -> list[int]:
+    """--size N or H,W -> [h, w], each a positive multiple of the model's size multiple."""
+    hw = list(size) * 2 if len(size) == 1 else list(size)
+    if len(hw) != 2 or min(hw) < 1 or any(v % multiple for v in hw):
+        raise SegrtError(f"--size {','.join(map(str, size))}: expected N or H,W, each a multiple of {multiple} "
+                         "(the model's size multiple)")
+    return hw
 
 
 def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:

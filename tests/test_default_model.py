@@ -17,9 +17,9 @@ from segrt.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"
 EXAMPLES = ROOT / "examples"
-# measured mIoU on these 8 val-split images: 0.6975 (background 0.888, pet 0.760, border 0.444);
-# the floor is that minus 0.05, rounded down
-MIOU_FLOOR = 0.64
+# measured mIoU on these 8 val-split images (OpenVINO INT8, as `auto` picks here): 0.7327
+# (background 0.917, pet 0.805, border 0.477); the floor is that minus 0.05, rounded down
+MIOU_FLOOR = 0.68
 
 pytestmark = pytest.mark.slow
 

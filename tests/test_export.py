@@ -222,3 +222,22 @@ def test_parity_record_stores_quality_in_the_manifest(exported, tmp_path):
     Manifest.load(copy).verify(copy)  # recording touches only the manifest
     res = CliRunner().invoke(main, ["parity", str(copy), "--record", "x"])
     assert res.exit_code == 2 and "--record needs both" in res.output
+
+
+def test_size_sets_the_working_size(tiny_ckpt, tmp_path):
+    """--size H,W: the manifest's working size, which predict and parity resize to; a size that is
+    not a multiple of the model's is one line, exit 2, nothing written."""
+    from segrt.processing import list_images, read_model_input
+
+    out = tmp_path / "sized"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx", "--size", "96,128"])
+    assert res.exit_code == 0, res.output
+    manifest = Manifest.load(out)
+    assert manifest.input_size == [96, 128] and load_checkpoint(tiny_ckpt)["input_size"] != [96, 128]
+    photo = list_images(PETS / "images")[0]
+    assert read_model_input(photo, manifest)[0].shape == (3, 96, 128)
+    res = CliRunner().invoke(main, ["parity", str(out), "--images", str(photo)])
+    assert res.exit_code == 0 and "all gates passed" in res.output, res.output
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(tmp_path / "bad"), "--size", "90"])
+    assert res.exit_code == 2 and not (tmp_path / "bad").exists()
+    assert res.output.strip() == "error: --size 90: expected N or H,W, each a multiple of 8 (the model's size multiple)"
