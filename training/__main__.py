@@ -54,7 +54,7 @@ def optimisation_args(g) -> None:
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC memory layout (default; 1.4x faster training steps on CPU, see "
+                   help="NHWC memory layout (default; 1.47x faster training steps on a 2-core Xeon, see "
                         "benchmarks/train_throughput.py --layouts); --no-channels-last for NCHW")
     g.add_argument("--ema", type=positive_float, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.998); "
