@@ -10,7 +10,9 @@ from PIL import Image
 
 from conftest import PETS, ROOT, train_args
 from segrt.checkpoint import load_checkpoint
+from segrt.model import UNet, UNetConfig
 from segrt.training.__main__ import main
+from segrt.training.widen import can_widen, widen
 
 
 def rows(run):
@@ -81,10 +83,37 @@ def test_init_starts_from_a_checkpoints_weights(tmp_path, capsys):
         if "running_" not in k and "num_batches" not in k:  # parameters; BN statistics move with the data
             torch.testing.assert_close(end["state_dict"][k], v, msg=k)
     capsys.readouterr()
-    assert main(train_args(tmp_path / "c", "--epochs", "1", "--base-channels", "16",
+    assert main(train_args(tmp_path / "c", "--epochs", "1", "--base-channels", "12",
+                           "--init", str(tmp_path / "a" / "last.pt"))) == 0
+    assert "widened from base 8 to 12" in capsys.readouterr().out
+    assert main(train_args(tmp_path / "d", "--epochs", "1", "--base-channels", "4",
                            "--init", str(tmp_path / "a" / "last.pt"))) == 2
     err = capsys.readouterr().err.strip()
     assert "last.pt: its weights do not fit this model" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_widening_keeps_the_function(upsampling):
+    """Net2WiderNet: base 8 -> 12 computes the same logits (trained-looking BN statistics); the noise
+    then makes copied channels differ."""
+    narrow, wide = UNetConfig(3, 3, 8, 3, upsampling), UNetConfig(3, 3, 12, 3, upsampling)
+    torch.manual_seed(0)
+    small = UNet(narrow)
+    for bn in (m for m in small.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        for t in (bn.weight.data, bn.bias.data, bn.running_mean):
+            t.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    assert can_widen(narrow, wide) and not can_widen(wide, narrow)
+    assert not can_widen(narrow, UNetConfig(3, 3, 12, 4, upsampling))
+    x = torch.randn(2, 3, 32, 32)
+    big = UNet(wide)
+    for noise in (0.0, 0.01):
+        big.load_state_dict(widen(small.state_dict(), narrow, wide, torch.Generator().manual_seed(0), noise))
+        with torch.no_grad():
+            diff = (small.eval()(x) - big.eval()(x)).abs().max().item()
+        assert (diff < 1e-5) if noise == 0 else (1e-5 < diff < 0.2)
+    copies = big.inc[0].weight[8:]  # the extra channels are copies of the first 8, plus noise
+    assert not any(torch.equal(c, o) for c in copies for o in big.inc[0].weight[:8])
 
 
 @pytest.mark.slow

@@ -59,8 +59,9 @@ def optimisation_args(g) -> None:
     g.add_argument("--ema", type=positive_float, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.998); "
                         "metrics.csv also gets the raw weights' val_miou_raw")
-    g.add_argument("--init", help="start from this checkpoint's weights (same model shape), with a fresh optimizer "
-                                  "and schedule: fine-tune, e.g. at a larger --size")
+    g.add_argument("--init", help="start from this checkpoint's weights, with a fresh optimizer and schedule: "
+                                  "fine-tune, e.g. at a larger --size. Same model shape, or a larger "
+                                  "--base-channels: the weights are widened to compute the same function")
 
 
 def parser() -> argparse.ArgumentParser:

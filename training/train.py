@@ -17,10 +17,12 @@ from tqdm import tqdm
 
 from segrt.checkpoint import load_checkpoint, save_checkpoint
 from segrt.metrics import ConfusionMatrix
+from segrt.model import UNetConfig
 
 from . import data
 from .log import append_csv, plain_args, plot_curves
 from .setup import build_data, build_layout, build_loaders, build_loss, build_model, build_optimisation
+from .widen import can_widen, widen
 
 
 class Dist:
@@ -113,7 +115,7 @@ def setup(args, d: Dist) -> Run:
         raise data.DataError("no validation images: set --val-fraction > 0 or --val-images")
     model = build_model(args, layout, d)
     if args.init:
-        init_weights(model, args.init, d)
+        init_weights(model, args.init, d, args.seed)
     loss_fn = build_loss(args, train_samples, len(layout.classes), d)
     optimizer, scheduler, scaler, amp, use_amp = build_optimisation(args, model, d)
     loaders = build_loaders(args, layout, train_samples, val_samples, model.config.size_multiple, d)
@@ -135,16 +137,22 @@ def setup(args, d: Dist) -> Run:
     return run
 
 
-def init_weights(model, path: str, d: Dist) -> None:
-    """--init: the weights of a checkpoint (the average, if it was trained with --ema)."""
-    ckpt = load_checkpoint(path, map_location=d.device)
+def init_weights(model, path: str, d: Dist, seed: int) -> None:
+    """--init: the weights of a checkpoint (the average, if it was trained with --ema), widened
+    (training/widen.py) where this model has more base channels."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    state, old = ckpt["state_dict"], UNetConfig(**ckpt["model_config"])
+    wider = can_widen(old, model.config)
+    if wider:  # the same function in the wider net; the same seed on every rank
+        state = widen(state, old, model.config, torch.Generator().manual_seed(seed))
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError:
-        raise data.DataError(f"{path}: its weights do not fit this model ({ckpt['model_config']}); --base-channels, "
-                             "--depth and --upsampling must match it") from None
+        raise data.DataError(f"{path}: its weights do not fit this model ({ckpt['model_config']}); --depth and "
+                             "--upsampling must match it, --base-channels match it or be larger") from None
     if d.main:
-        print(f"starting from the weights of {path} (epoch {ckpt['epoch']})")
+        how = f", widened from base {old.base_channels} to {model.config.base_channels}" if wider else ""
+        print(f"starting from the weights of {path} (epoch {ckpt['epoch']}{how})")
 
 
 def resume(run: Run) -> None:
