@@ -141,8 +141,8 @@ def init_weights(model, path: str, d: Dist, seed: int) -> None:
     """--init: the weights of a checkpoint (the average, if it was trained with --ema), widened
     (training/widen.py) where this model has more base channels."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    state, old = ckpt["state_dict"], UNetConfig(**ckpt["model_config"])
-    wider = can_widen(old, model.config)
+    state, old = ckpt["state_dict"], stored_config(ckpt)
+    wider = old is not None and can_widen(old, model.config)
     if wider:  # the same function in the wider net; the same seed on every rank
         state = widen(state, old, model.config, torch.Generator().manual_seed(seed))
     try:
@@ -153,6 +153,13 @@ def init_weights(model, path: str, d: Dist, seed: int) -> None:
     if d.main:
         how = f", widened from base {old.base_channels} to {model.config.base_channels}" if wider else ""
         print(f"starting from the weights of {path} (epoch {ckpt['epoch']}{how})")
+
+
+def stored_config(ckpt: dict) -> UNetConfig | None:
+    try:
+        return UNetConfig(**ckpt["model_config"])
+    except (TypeError, ValueError):
+        return None  # load_state_dict then says the weights do not fit
 
 
 def resume(run: Run) -> None:
