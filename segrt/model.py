@@ -33,6 +33,11 @@ class UNetConfig:
         """Input height and width must be multiples of this (one halving per level)."""
         return 2**self.depth
 
+    @property
+    def widths(self) -> list[int]:
+        """Channels per level, input level first: base, 2*base, ..., 2**depth * base (the bottleneck)."""
+        return [self.base_channels * 2**i for i in range(self.depth + 1)]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -86,7 +91,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
-        widths = [config.base_channels * 2**i for i in range(config.depth + 1)]
+        widths = config.widths
         self.inc = DoubleConv(config.in_channels, widths[0])
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(config.depth))
         self.ups = nn.ModuleList(

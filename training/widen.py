@@ -22,7 +22,7 @@ def widen(state: dict, old: UNetConfig, new: UNetConfig, generator: torch.Genera
     """A state dict of ``old`` -> one of ``new`` (see can_widen) computing the same function, plus
     Gaussian noise of ``noise`` times each conv weight's std."""
     w = Widener(state, new.base_channels / old.base_channels, generator)
-    widths = [old.base_channels * 2**i for i in range(old.depth + 1)]
+    widths = old.widths
     ident = torch.arange(old.in_channels), torch.ones(old.in_channels)
     skips = [w.double_conv("inc", ident, widths[0])]
     for i in range(old.depth):
@@ -32,8 +32,7 @@ def widen(state: dict, old: UNetConfig, new: UNetConfig, generator: torch.Genera
         up = w.up(f"ups.{j}.up", x, widths[i], transpose=old.upsampling == "transpose")
         (gs, cs), (gu, cu) = skips.pop(), up
         x = w.double_conv(f"ups.{j}.conv", (torch.cat([gs, gu + widths[i]]), torch.cat([cs, cu])), widths[i])
-    w.conv("head", x, None)
-    w.new["head.bias"] = state["head.bias"].clone()
+    w.conv("head", x, (torch.arange(old.num_classes), None))  # the classes are not widened
     for value in w.new.values():
         if value.dim() == 4 and noise:
             value.add_(torch.randn(value.shape, generator=generator) * (value.std() * noise))
@@ -58,10 +57,9 @@ class Widener:
         weight = self.old[f"{key}.weight"]
         if transposed:
             weight = weight.transpose(0, 1)
-        if out is not None:
-            weight = weight[out[0]]
-            if f"{key}.bias" in self.old:
-                self.new[f"{key}.bias"] = self.old[f"{key}.bias"][out[0]].clone()
+        weight = weight[out[0]]
+        if f"{key}.bias" in self.old:
+            self.new[f"{key}.bias"] = self.old[f"{key}.bias"][out[0]].clone()
         weight = weight[:, inp[0]] / inp[1][inp[0]].view(1, -1, 1, 1)
         self.new[f"{key}.weight"] = (weight.transpose(0, 1) if transposed else weight).contiguous()
 
