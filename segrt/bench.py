@@ -17,6 +17,7 @@ from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
+from segrt.memory import check_bench_memory
 from segrt.processing import round_up
 from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
@@ -119,6 +120,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
     if probe.auto_note:
         log(probe.auto_note)
     manifest, m = probe.manifest, probe.manifest.size_multiple
+    check_bench_memory(manifest, max(batch_sizes), [round_up(int(size), m) for size in sizes])
     variants = runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
     if artifacts:
         unknown = [n for n in artifacts if not any(n in (a.name, a.file) for a in variants)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -73,6 +75,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling, truncated zip, not a torch file at all
@@ -90,8 +93,57 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    check_fields(ckpt, path)
     ckpt["path"] = str(path)  # in memory only: later errors name the file
     return ckpt
+
+
+def check_archive(path: Path) -> None:
+    """A torch checkpoint is a zip archive: every member's CRC must match (a flipped byte, a bad copy)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # torch.load says what it is not
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({first_line(exc)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt: {bad} fails its CRC check (damaged on disk or in a copy); "
+                              "restore the file or use another checkpoint")
+
+
+def check_fields(ckpt: dict, path: Path) -> None:
+    """The values export and training rely on, checked once, with the field named."""
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise CheckpointError(f"{path}: {field} must be {what}, got {ckpt.get(field)!r}"[:300])
+
+    cfg, norm = ckpt["model_config"], ckpt["normalization"]
+    need(isinstance(cfg, dict), "model_config", "a dict of UNetConfig fields")
+    classes = ckpt["classes"]
+    need(isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes), "classes",
+         "a non-empty list of class names")
+    need(cfg.get("num_classes") == len(classes), "classes", f"one name per model output ({cfg.get('num_classes')})")
+    channels = cfg.get("in_channels")
+    need(isinstance(norm, dict) and all(_numbers(norm.get(k), channels) for k in ("mean", "std"))
+         and min(norm["std"]) > 0, "normalization", f"{{mean, std}} with {channels} finite value(s) each, std > 0")
+    for field in ("input_size", "crop_size"):
+        size = ckpt.get(field)
+        need(size is None or (isinstance(size, (list, tuple)) and len(size) == 2
+                              and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)),
+             field, "null or [height, width] in positive integers")
+    state = ckpt["state_dict"]
+    need(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()), "state_dict",
+         "a dict of tensors")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:
+        raise CheckpointError(f"{path}: weight {broken} holds NaN or infinite values (a diverged run?); "
+                              "use an earlier checkpoint")
+
+
+def _numbers(values, count) -> bool:
+    return (isinstance(values, list) and len(values) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
 
 
 def _blocked_global(exc: Exception) -> str | None:

@@ -9,16 +9,21 @@ from pathlib import Path
 import click
 
 from segrt import __version__
-from segrt.errors import SegrtError
+from segrt.backends import usable_cores
+from segrt.errors import SegrtError, first_line
 from segrt.options import IntList, OneLineErrors
 
 COUNT = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
 FRACTION = click.FloatRange(0.0, 1.0)
+CORES = usable_cores()
+THREADS = click.IntRange(0, CORES)  # compute threads: more than the cores only slows down
+IO_THREADS = click.IntRange(0, 4 * CORES)  # decode and write threads also wait on files
 
 
 def user_errors(fn):
-    """Show SegrtError as one line on stderr with exit code 2, never a traceback."""
+    """Show SegrtError (and an OSError no one caught: a read-only folder, a full disk) as one line
+    on stderr with exit code 2, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,8 +32,31 @@ def user_errors(fn):
         except SegrtError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
+        except BrokenPipeError:
+            stdout_gone()
+            sys.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or first_line(exc)}", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def echo_out(text: str) -> None:
+    """click.echo to stdout; a reader that closed the pipe (`| head -1`) is not an error."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_gone()
+
+
+def stdout_gone() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,15 +141,15 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate))
     except ParityFailed as exc:
-        click.echo(format_report(exc.report))
+        echo_out(format_report(exc.report))
         click.echo(f"error: export refused, nothing written: {exc}", err=True)
         sys.exit(1)
-    click.echo(format_report(result.report))
-    click.echo(describe_export(result))
+    echo_out(format_report(result.report))
+    echo_out(describe_export(result))
     if triton:
         from segrt.triton import write_repo
 
-        click.echo(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
+        echo_out(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
 
 
 @main.command()
@@ -156,7 +184,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
 
         if not images:
             raise SegrtError("--tile needs --images (real images to compare on)")
-        click.echo(format_tile_report(run_tile_parity(
+        echo_out(format_tile_report(run_tile_parity(
             export_dir, images, masks, tile=tile, overlap=overlap, blend=blend, provider=provider, artifact=artifact,
             batch_size=batch_size, limit=limit, json_path=json_path)))
         return
@@ -168,7 +196,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
                         provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
                         report_path=report_path, bench_path=bench_path, worst=worst, record=record)
-    click.echo(format_report(report))
+    echo_out(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 
 
@@ -193,7 +221,7 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
 
     write_gate_report(export_dir, opts, log)
     provider = " --provider openvino" if art.kind == "openvino" else ""
-    click.echo(f"added {art.name} to {export_dir}; run it with "
+    echo_out(f"added {art.name} to {export_dir}; run it with "
                f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
 
 
@@ -223,7 +251,7 @@ def triton_repo(export_dir, repo, name, max_batch_size, instances, device, tenso
     from segrt.triton import TritonOptions, write_repo
 
     folder = write_repo(export_dir, repo, TritonOptions(name, max_batch_size, instances, device, tensorrt_fp16))
-    click.echo(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx; serve with "
+    echo_out(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx; serve with "
                f"tritonserver --model-repository {repo}")
 
 

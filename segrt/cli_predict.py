@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from segrt.cli import COUNT, NONNEG, gpu_options, main, user_errors
+from segrt.cli import CORES, COUNT, IO_THREADS, NONNEG, THREADS, echo_out, gpu_options, main, user_errors
 from segrt.errors import SegrtError
 from segrt.options import FloatList, IntList
 
@@ -59,12 +59,12 @@ def provider_option(fn):
 @click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
 @click.option("--shard", help="I/N: only shard I (0-based) of N, split by a stable hash of each input's path "
                               "(one job of a job array; writes summary.shard-I-of-N.json)")
-@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
+@click.option("--threads", type=THREADS, default=0, help=f"inference threads, at most the {CORES} cores (0: all)")
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
               show_default=True, help="ONNX Runtime graph optimization level")
 @click.option("--no-arena", is_flag=True, help="disable ONNX Runtime's CPU memory arena (lower peak memory)")
-@click.option("--workers", type=NONNEG, default=0, help="decode threads (0: half the cores, at least 1)")
-@click.option("--writers", type=NONNEG, default=0,
+@click.option("--workers", type=IO_THREADS, default=0, help="decode threads (0: half the cores, at least 1)")
+@click.option("--writers", type=IO_THREADS, default=0,
               help="output threads: mask resize, PNG encoding, files (0: a quarter of the cores, at least 1)")
 @click.option("--max-pixels", type=NONNEG, default=64_000_000, show_default=True,
               help="refuse larger images (decompression-bomb guard); 0 disables")
@@ -94,7 +94,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
         summary = predict_from_cli(inputs, model, out, batch_size, provider, precision, native, not no_color,
                                    skip_existing, address, num_workers, max_pixels, locals(),
                                    log=lambda m: click.echo(m, err=True))
-        click.echo(json.dumps(summary, indent=2) if as_json else "" if quiet else
+        echo_out(json.dumps(summary, indent=2) if as_json else "" if quiet else
                    f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
                    f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
         sys.exit(1 if summary["failed"] else 0)
@@ -113,10 +113,17 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                                                          trt_fp16=trt_fp16), classes=classes.split(",") if classes else None, mean=mean,
                           std=std, tile=tile, overlap=overlap, blend=blend)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo_out(json.dumps(summary, indent=2))
     elif not quiet:
-        click.echo(format_summary(summary))
-    sys.exit(130 if summary["interrupted"] else 1 if summary["failed"] else 0)
+        echo_out(format_summary(summary))
+    sys.exit(exit_code(summary))
+
+
+def exit_code(summary: dict) -> int:
+    """143 stopped by SIGTERM, 130 by Ctrl-C, 1 when an image (or the summary) failed, else 0."""
+    if summary["interrupted"]:
+        return 143 if summary.get("stopped_by") == "SIGTERM" else 130
+    return 1 if summary["failed"] or summary.get("summary_error") else 0
 
 
 @main.command()
@@ -128,7 +135,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
               help="square input sizes, rounded up to the size multiple")
 @click.option("--warmup", type=NONNEG, default=3, show_default=True)
 @click.option("--runs", type=COUNT, default=20, show_default=True)
-@click.option("--threads", type=NONNEG, default=0, help="inference threads (0: all cores)")
+@click.option("--threads", type=THREADS, default=0, help=f"inference threads, at most the {CORES} cores (0: all)")
 @click.option("--artifact", "artifacts", multiple=True, help="only these files of the export (repeatable)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
 @click.option("--markdown", is_flag=True, help="print a markdown table")
@@ -143,6 +150,6 @@ def bench(model, provider, trt_fp16, device, batch_sizes, sizes, warmup, runs, t
     result = run_bench(model, provider=provider, device=device, trt_fp16=trt_fp16, batch_sizes=batch_sizes, sizes=sizes,
                        warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
                        log=lambda m: click.echo(m, err=True))
-    click.echo(format_table(result, markdown))
+    echo_out(format_table(result, markdown))
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())

@@ -20,7 +20,7 @@ from torch import nn
 from segrt import __version__
 from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import SegrtError, first_line
-from segrt.fsutil import atomic_dir, remove_stale_temps
+from segrt.fsutil import atomic_dir, check_apart, check_replaceable, remove_stale_temps
 from segrt.manifest import Artifact, Manifest
 from segrt.model import TTA_MODES, UNet, with_tta
 
@@ -29,6 +29,7 @@ DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
 FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
 BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}  # who quantizes an exported format
 DEFAULT_OPSET = 20
+MIN_OPSET = 13  # the oldest opset with the U-Net's ops as the exporters write them
 TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model.ts is written for LibTorch "
                     "deployments, model.pt2 (torch.export) is the forward-compatible format")
 
@@ -194,14 +195,20 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     formats = check_formats(formats)
+    check_opset(opset)
     if tta is not None and tta not in TTA_MODES:
         raise SegrtError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
     quant_jobs = quantize_jobs(quantize, formats)
     out = Path(out) if out else Path("exported") / checkpoint.stem
+    opts = quantize_options or QuantizeOptions()
+    check_apart(out, {"checkpoint": checkpoint, "calibration images": opts.calib_images,
+                      "gate images": opts.val_images, "gate masks": opts.val_masks})
     for stale in remove_stale_temps(out.parent, out.name):
         progress(f"removed {stale}, left by an earlier export that was killed")
     if out.exists() and not force:
         raise SegrtError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    if out.exists():
+        check_replaceable(out, "manifest.json", "an export folder", "--force")
     model = model_from_checkpoint(ckpt)
     manifest = manifest_from_checkpoint(ckpt, out.name)
     manifest.tta = tta
@@ -212,8 +219,10 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         with atomic_dir(out, force=force) as tmp:
             write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
             report = gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
-            add_variants(tmp, quant_jobs, quantize_options or QuantizeOptions(), progress)
+            add_variants(tmp, quant_jobs, opts, progress)
             notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
+            notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
+                      if a.kind == "onnx" and a.opset not in (None, opset)]
             manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
@@ -227,6 +236,14 @@ def working_size(size: list[int], multiple: int) -> list[int]:
         raise SegrtError(f"--size {','.join(map(str, size))}: expected N or H,W, each a multiple of {multiple} "
                          "(the model's size multiple)")
     return hw
+
+
+def check_opset(opset: int) -> None:
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise SegrtError(f"--opset {opset}: choose {MIN_OPSET}..{top} (this onnx package's newest opset)")
 
 
 def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:

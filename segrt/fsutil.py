@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from segrt.errors import SegrtError
+
 
 @functools.lru_cache(maxsize=1)
 def umask() -> int:
@@ -57,9 +59,8 @@ def atomic_dir(path: str | os.PathLike, force: bool = False):
     os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
-        if path.exists() and force:
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+        if path.exists() and force:  # the old folder moves to a temp name of ours, then goes
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old.tmp", dir=path.parent))
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -81,10 +82,21 @@ STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
     """Delete temp folders/files segrt left beside ``parent/name`` when its writer was killed (their
     pid no longer runs); returns what was removed."""
+    return _remove_stale(Path(parent).glob(f".{glob_escape(name)}.*.tmp*"), name)
+
+
+def remove_stale_temps_under(folder: str | os.PathLike) -> list[Path]:
+    """remove_stale_temps for every file and folder below ``folder`` (a predictions folder after a
+    SIGKILLed run: its writers' temp files, named for files that were never finished)."""
+    return _remove_stale(sorted(Path(folder).rglob(".*.tmp*")) if Path(folder).is_dir() else [])
+
+
+def _remove_stale(paths, name: str | None = None) -> list[Path]:
     removed = []
-    for p in Path(parent).glob(f".{glob_escape(name)}.*.tmp*"):
+    for p in paths:
         match = STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
-        if not match or match["name"] != name or _alive(int(match["pid"])):
+        if not match or (name is not None and match["name"] != name) or _alive(int(match["pid"])) \
+                or not os.path.lexists(p):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed.append(p)
@@ -121,3 +133,64 @@ def writable_dir(preferred: Path, fallback: str) -> Path | None:
         if os.access(path, os.W_OK):
             return path
     return None
+
+
+def plain_name(name: str, option: str) -> str:
+    """``name`` as one ordinary path component (no '.', '..', separators or NUL), else SegrtError."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise SegrtError(f"{option} {name!r}: must be a plain name (one path component, not '.' or '..', "
+                         "no separators)")
+    return name
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Is ``path`` (symlinks resolved) ``folder`` itself or below it?"""
+    p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return p == f or f in p.parents
+
+
+def check_apart(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], option: str = "--out") -> None:
+    """Refuse an output folder that is, contains or lies inside one of the inputs ({what: path})."""
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        if inside(out, path) or inside(path, out):
+            relation = ("is" if inside(out, path) and inside(path, out) else "lies inside"
+                        if inside(out, path) else "contains")
+            raise SegrtError(f"{option} {out} {relation} the {what} {path}: writing there could destroy it; "
+                             "keep the two apart")
+
+
+def check_replaceable(folder: Path, marker: str, what: str, option: str) -> None:
+    """An existing ``folder`` may be replaced only when segrt made it (it holds ``marker``, a segrt
+    JSON file with a "format" of ours)."""
+    import json
+
+    try:
+        fmt = json.loads((folder / marker).read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        fmt = ""
+    if not (isinstance(fmt, str) and fmt.startswith("segrt-")):
+        raise SegrtError(f"{folder}: exists and is not {what} segrt made (no segrt {marker}); {option} replaces "
+                         "only folders segrt wrote: choose another path")
+
+
+def check_file_output(target, option: str, folders: dict[str, str | os.PathLike | None],
+                      files: list[str | os.PathLike] = ()) -> None:
+    """Refuse an output file that would land inside an input folder ({what: path}) or on one of
+    the input ``files``, or where a folder is."""
+    if target is None:
+        return
+    if os.path.isdir(target):
+        raise SegrtError(f"{option} {target}: is a folder; give a file name")
+    for what, folder in folders.items():
+        if folder is not None and os.path.isdir(folder) and inside(target, folder):
+            raise SegrtError(f"{option} {target} lies inside the {what} {folder}; write it elsewhere")
+    if any(os.path.realpath(target) == os.path.realpath(f) for f in files):
+        raise SegrtError(f"{option} {target} is one of the files it reads; write it elsewhere")
+
+
+def check_writable(folder: str | os.PathLike, why: str) -> None:
+    """A folder segrt must write into (e.g. an export it adds to): one line when it cannot."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SegrtError(f"{folder}: not writable, and {why}; copy it somewhere writable first")

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
 
 
-def gather_inputs(inputs: list[str | os.PathLike], out: Path | None) -> list[tuple[Path, Path]]:
+def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: list | None = None
+                  ) -> list[tuple[Path, Path]]:
     """Files, folders (recursive) or text files listing paths -> [(path, output stem)].
 
     Output stems mirror each folder's structure; with several inputs each gets its own prefix.
     Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
     loop) is kept as an input: decoding then fails for it alone, with the reason. ``out`` None: the
-    outputs are not on this file system (a URI), so they cannot collide with inputs.
+    outputs are not on this file system (a URI), so they cannot collide with inputs. Folders that
+    cannot be read go into ``problems`` as (path, reason) (see processing.list_images).
     """
     out = real(out) if out is not None else None
     pairs = []
@@ -36,7 +38,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None) -> list[tup
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
             inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
-            files = [p for p in processing.list_images(src) if not p.name.lower().endswith(OWN_OUTPUTS)
+            files = [p for p in processing.list_images(src, problems) if not p.name.lower().endswith(OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
         elif not os.path.lexists(src):
@@ -83,13 +85,39 @@ def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
 
 
 def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
-    """Refuse any output that would land on an input file."""
+    """Refuse, before any work, outputs that would land on an input file, two inputs that would
+    write the same output file (by final name: a.jpg's a.color.png and a.color.jpg's mask), and
+    existing files in an --out that segrt did not write (no summary of a segrt run in it)."""
     inputs = {real(p) for p, _ in pairs}
+    writer: dict[Path, Path] = {}
+    ours = any(out.glob("summary*.json")) or opts.skip_existing
     for p, rel in pairs:
         for target in output_paths(out, rel, opts).values():
             if real(target) in inputs:
                 raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
                                  "folder outside the input folders")
+            first = writer.setdefault(target, p)
+            if first != p:
+                raise SegrtError(f"{first} and {p} would both write {target}; rename one or predict them "
+                                 "separately")
+            if not ours and os.path.lexists(target):
+                raise SegrtError(f"{target} exists and {out} holds no summary of a segrt run: segrt overwrites "
+                                 "only its own outputs; choose a new --out (or --skip-existing to resume a run)")
+
+
+def check_out_folder(out: Path, summary: str) -> None:
+    """--out must be a folder segrt can create and write, with room for its summary file."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SegrtError(f"--out {out}: a file is in the way (not a folder)") from None
+    except OSError as exc:
+        raise SegrtError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SegrtError(f"--out {out}: not writable (permission denied)")
+    target = out / summary
+    if os.path.lexists(target) and not target.is_file():
+        raise SegrtError(f"--out {out}: {summary} there is not a regular file; move it away")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

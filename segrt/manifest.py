@@ -96,11 +96,13 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict, where: str = "manifest") -> "Manifest":
+        if not isinstance(d, dict):
+            raise SegrtError(f"{where}: malformed manifest (a JSON object expected, got {type(d).__name__})")
         if d.get("format") != FORMAT:
             raise SegrtError(f"{where}: unsupported manifest format {d.get('format')!r} (expected {FORMAT!r})")
         try:
             inp = d["input"]
-            return cls(
+            manifest = cls(
                 name=d["name"], classes=list(d["classes"]), mean=list(d["normalization"]["mean"]),
                 std=list(d["normalization"]["std"]), channels=int(inp["channels"]),
                 size_multiple=int(inp["size_multiple"]), input_size=inp.get("size"),
@@ -111,8 +113,12 @@ class Manifest:
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
                 quality=d.get("quality", {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None
+        from segrt.manifest_checks import check_manifest
+
+        check_manifest(manifest, d, where)
+        return manifest
 
     def save(self, folder: Path) -> Path:
         from segrt.fsutil import write_bytes_atomic
@@ -130,6 +136,8 @@ class Manifest:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SegrtError(f"{path}: unreadable manifest ({exc})") from None
+        except RecursionError:
+            raise SegrtError(f"{path}: unreadable manifest (nested too deeply)") from None
         return cls.from_json(data, str(path))
 
     # -- artifacts -------------------------------------------------------------------------
@@ -164,7 +172,7 @@ class Manifest:
                 if file in checked:
                     continue
                 checked.add(file)
-                path = Path(folder) / file
+                path = member(folder, file)
                 if not path.is_file():
                     raise SegrtError(f"{path}: listed in the manifest but missing")
                 if sha256_file(path) != sha:
@@ -190,11 +198,28 @@ class Manifest:
         """From an ONNX file's metadata; None when it carries no segrt metadata."""
         if META_PREFIX + "format" not in props:
             return None
-        v = {k[len(META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(META_PREFIX)}
-        return cls(name=v.get("name", name), classes=v["classes"], mean=v["mean"], std=v["std"],
-                   channels=v["channels"], size_multiple=v["size_multiple"], input_size=v.get("input_size"),
-                   crop_size=v.get("crop_size"),
-                   mask_values=v.get("mask_values", {}), model_config=v.get("model_config", {}))
+        try:
+            v = {k[len(META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(META_PREFIX)}
+            m = cls(name=v.get("name", name), classes=v["classes"], mean=v["mean"], std=v["std"],
+                    channels=v["channels"], size_multiple=v["size_multiple"], input_size=v.get("input_size"),
+                    crop_size=v.get("crop_size"),
+                    mask_values=v.get("mask_values", {}), model_config=v.get("model_config", {}))
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise SegrtError(f"{name}: malformed segrt metadata in the ONNX file ({exc!r})"[:300]) from None
+        from segrt.manifest_checks import check_manifest
+
+        check_manifest(m, {"input": {"channels": m.channels, "size_multiple": m.size_multiple}},
+                       f"{name} (segrt metadata)")
+        return m
+
+
+def member(folder: Path, file: str) -> Path:
+    """``folder/file`` for a file the manifest names, refused unless it stays inside the export
+    (a relative name, no '..', no symbolic link leading out)."""
+    from segrt.manifest_checks import check_member
+
+    check_member(file, folder)
+    return Path(folder) / file
 
 
 def sha256_file(path: Path) -> str:

@@ -50,3 +50,18 @@ def check_tiled_memory(manifest, path, h: int, w: int, tile: int) -> None:
     if budget is not None and need > budget:
         raise ImageError(f"{path}: {w}x{h} needs ~{gb(need)} even tiled (the decoded image, its mask and a band of "
                          f"logits), {gb(budget)} of memory is available")
+
+
+def check_bench_memory(manifest, batch: int, sides: list[int]) -> None:
+    """segrt bench: refuse, before any run, a square size whose largest batch would not fit, and
+    name the largest side that does."""
+    budget = memory_budget()
+    if budget is None:
+        return
+    for side in sides:
+        need = batch_bytes(manifest, batch, side, side)
+        if need > budget:
+            per_pixel = batch_bytes(manifest, batch, 1, 1)
+            fit = int((budget // per_pixel) ** 0.5) // manifest.size_multiple * manifest.size_multiple
+            raise SegrtError(f"--sizes {side} at batch {batch} needs ~{gb(need)}, {gb(budget)} of memory is "
+                             f"available; the largest size that fits at batch {batch} is {fit}")

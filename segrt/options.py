@@ -21,7 +21,8 @@ def numbers(text: str, option: str, cast, what: str) -> list:
     return values
 
 
-def floats(text: str, option: str, count: int | None = None, positive: bool = False) -> list[float]:
+def floats(text: str, option: str, count: int | None = None, positive: bool = False,
+           each: str = "one per channel") -> list[float]:
     """'0.5,0.25' -> [0.5, 0.25]: finite numbers (and > 0 with ``positive``), ``count`` of them."""
     values = numbers(text, option, float, "numbers")
     if not all(math.isfinite(v) for v in values):
@@ -29,7 +30,7 @@ def floats(text: str, option: str, count: int | None = None, positive: bool = Fa
     if positive and not all(v > 0 for v in values):
         raise SegrtError(f"{option}: values must be > 0, got {text!r}")
     if count is not None and len(values) != count:
-        raise SegrtError(f"{option}: expected {count} values (one per channel), got {len(values)} ({text!r})")
+        raise SegrtError(f"{option}: expected {count} values ({each}), got {len(values)} ({text!r})")
     return values
 
 

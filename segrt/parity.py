@@ -212,6 +212,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
     manifest.verify(folder)
+    check_outputs(folder, manifest, images, masks, json_path, report_path, record)
     if checkpoint is None:
         ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
         if ref is None:
@@ -239,6 +240,17 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def check_outputs(folder: Path, manifest: Manifest, images, masks, json_path, report_path, record) -> None:
+    """--json and --report never land on what parity reads; --record needs a writable export."""
+    from segrt.fsutil import check_file_output, check_writable
+
+    named = [folder / "manifest.json", *(folder / f for a in manifest.artifacts for f in (a.file, *a.companions))]
+    for option, target in (("--json", json_path), ("--report", report_path)):
+        check_file_output(target, option, {"images folder": images, "masks folder": masks}, [*named, images, masks])
+    if record:
+        check_writable(folder, "--record writes the quality into its manifest")
 
 
 def record_quality(folder: Path, manifest: Manifest, report: dict, name: str) -> None:

@@ -39,6 +39,7 @@ class Job:
     geometry: processing.Geometry | None = None
     decode_s: float = 0.0
     tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
+    notes: list[str] = field(default_factory=list)  # what decoding had to say (e.g. the page it read)
 
 
 @dataclass
@@ -46,12 +47,14 @@ class Stats:
     ok: int = 0
     skipped: int = 0
     failures: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each: nothing is silent
     decode_s: float = 0.0  # summed over decode threads
     write_s: float = 0.0  # the writer thread
     wait_decode_s: float = 0.0  # the main thread, waiting for a decoded image
     wait_inference_s: float = 0.0  # the main thread, waiting for logits
     spans: list[tuple[float, float]] = field(default_factory=list)  # (submitted, done) per batch
-    interrupted: bool = False  # Ctrl-C: the run stopped early
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the run stopped early
+    stopped_by: str | None = None  # SIGINT | SIGTERM
 
     def inference_busy_s(self) -> float:
         """Time during which at least one batch was being inferred (union of the spans)."""
@@ -81,11 +84,13 @@ class Predictor:
         t0 = time.perf_counter()
         if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
             fits = lambda h, w: check_tiled_memory(self.manifest, job.path, h, w, self.opts.tile.tile)  # noqa: E731
-            image = processing.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits)[0]
+            image = processing.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits,
+                                            notes=job.notes)[0]
             job.tiler = TiledImage(image, self.opts.tile, self.manifest.mean, self.manifest.std, self.manifest.size_multiple,
                                    self.manifest.num_classes)
         else:
-            job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native, self.opts.max_pixels)
+            job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native,
+                                                              self.opts.max_pixels, job.notes)
         job.decode_s = time.perf_counter() - t0
         return job
 
@@ -111,10 +116,10 @@ class Predictor:
         return time.perf_counter() - t0
 
     # -- pipeline --------------------------------------------------------------------------
-    def run(self, pairs: list[tuple[Path, Path]]) -> Stats:
+    def run(self, pairs: list[tuple[Path, Path]], stats: Stats | None = None) -> Stats:
         """Decode (thread pool, bounded window) -> batch -> Session.submit (up to its in_flight
-        batches at once) -> write (one thread), in input order."""
-        self.stats, opts = Stats(), self.opts
+        batches at once) -> write (one thread), in input order. Counts go into ``stats``."""
+        self.stats, opts = stats or Stats(), self.opts
         jobs = collections.deque()
         for path, rel in pairs:
             if opts.skip_existing and all(p.exists() for p in output_paths(opts.out, rel, opts).values()):
@@ -190,6 +195,9 @@ class Predictor:
         finally:
             self.stats.wait_decode_s += time.perf_counter() - t0
         self.stats.decode_s += job.decode_s
+        for note in job.notes:
+            self.stats.notes.append(note)
+            self.log(f"note: {note}")
         return True
 
     def _submit(self) -> None:

@@ -3,9 +3,12 @@ pipeline (segrt.pipeline) and write summary.json (no torch)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +16,15 @@ from pathlib import Path
 from segrt import processing
 from segrt.errors import SegrtError
 from segrt.fsutil import write_bytes_atomic
-from segrt.inputs import check_no_overwrite, gather_inputs, select_shard
+from segrt.fsutil import remove_stale_temps_under
+from segrt.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.memory import check_batch_memory
 from segrt.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
 from segrt.session import Session
 from segrt.tiling import TileSpec, tile_spec
 
 SUMMARY = "summary.json"
+SUMMARY_FORMAT = "segrt-predictions/1"
 @dataclass
 class PredictOptions:
     out: Path = Path("predictions")
@@ -57,8 +62,12 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
                       options=session_options or SessionOptions(threads=threads, spin=False, throughput=True),
                       **model_overrides)
     check_options(opts, session, model, tile, overlap, blend, log)
-    pairs = gather_inputs(inputs, opts.out)
+    unread: list[tuple[Path, str]] = []
+    pairs = gather_inputs(inputs, opts.out, unread)
     check_no_overwrite(pairs, opts.out, opts)
+    check_out_folder(opts.out, summary_name(opts.shard))
+    for stale in remove_stale_temps_under(opts.out):
+        log(f"removed {stale}, left by an earlier run that was killed")
     pairs = select_shard(pairs, opts.shard)
     if opts.tile:  # a batch is any tiles, of one image or several
         check_batch_memory(session.manifest, opts.batch_size, opts.batch_size, (opts.tile.tile,) * 2)
@@ -66,12 +75,39 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts.batch_size,
                            session.manifest.input_size)
     t0 = time.perf_counter()
-    with threadpool_limits(1, "blas"):  # numpy's BLAS threads would fight the inference threads
-        stats = Predictor(session, opts, log).run(pairs)
+    stats = Stats(failures=[{"file": str(path), "reason": why} for path, why in unread])
+    for _, why in unread:
+        log(f"error: {why}")
+    with threadpool_limits(1, "blas"), terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's
+        Predictor(session, opts, log).run(pairs, stats)
+    stats.stopped_by = stopped.get("signal") or ("SIGINT" if stats.interrupted else None)
     summary = make_summary(model, session, opts, len(pairs), stats, time.perf_counter() - t0)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(opts.out / summary_name(opts.shard), (json.dumps(summary, indent=2) + "\n").encode())
+    try:
+        write_bytes_atomic(opts.out / summary_name(opts.shard), (json.dumps(summary, indent=2) + "\n").encode())
+    except OSError as exc:
+        summary["summary_error"] = f"{opts.out / summary_name(opts.shard)}: not written ({exc.strerror or exc})"
+        log(f"error: {summary['summary_error']}")
     return summary
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (Slurm, Kubernetes, `kill`) stops predict like Ctrl-C: what is written stays, the
+    summary says so. Yields a dict that gets {"signal": "SIGTERM"} when it came."""
+    got: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def stop(signum, frame):
+        got["signal"] = "SIGTERM"
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def check_options(opts: PredictOptions, session: Session, model, tile, overlap: float, blend: str, log) -> None:
@@ -94,11 +130,11 @@ def check_options(opts: PredictOptions, session: Session, model, tile, overlap: 
 
 def make_summary(model, session: Session, opts: PredictOptions, inputs: int, stats: Stats, wall: float) -> dict:
     summary = {
-        "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
+        "format": SUMMARY_FORMAT, "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
         "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
         "auto_choice": session.auto_note,
         "inputs": inputs, "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
-        "failed": len(stats.failures), "failures": stats.failures,
+        "failed": len(stats.failures), "failures": stats.failures, "notes": stats.notes,
         "batch_size": opts.batch_size, "mode": describe_mode(opts, session.manifest),
         # decode and write: summed over their threads; inference: time with a batch in flight;
         # waits: the main thread stalled on a decoded image or on logits (where the time goes)
@@ -140,5 +176,7 @@ def format_summary(s: dict) -> str:
     if s["failed"]:
         line += f"; {s['failed']} FAILED (see {s['out']}/{name})"
     if s["interrupted"]:
-        line = "INTERRUPTED: " + line + "; rerun with --skip-existing to finish"
-    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary in {s['out']}/{name}"
+        by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
+        line = f"INTERRUPTED{by}: " + line + "; rerun with --skip-existing to finish"
+    where = f"not written ({s['summary_error']})" if s.get("summary_error") else f"in {s['out']}/{name}"
+    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary {where}"

@@ -36,14 +36,16 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
 
 
 def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 at_least: tuple[int, int] | None = None, check=None) -> tuple[np.ndarray, tuple[int, int]]:
+                 at_least: tuple[int, int] | None = None, check=None,
+                 notes: list[str] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """load_image, plus the original (h, w) after EXIF rotation.
 
     With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
     covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
     ``check(h, w)`` runs on the header's size before the pixels are decoded (it may raise ImageError).
     The file is read as it is decoded and the pixels are copied out once, so a 16000 x 16000
-    grayscale image peaks at twice its size (Pillow's and ours), not five times.
+    grayscale image peaks at twice its size (Pillow's and ours), not five times. A multi-page or
+    animated file gives its first page, and says so in ``notes`` (else as a warning).
     """
     path = Path(path)
     check_regular_file(path)
@@ -53,6 +55,9 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with decoding(path, "image data"), f, Image.open(f) as img:
         w, h = img.size
+        pages = getattr(img, "n_frames", 1)
+        if pages > 1:
+            say(notes, f"{path}: {pages} pages (or frames); only the first was read")
         if max_pixels and w * h > max_pixels:
             raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
                              "(decompression-bomb guard; raise it with --max-pixels)")
@@ -67,6 +72,16 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
         return _to_array(img, channels, path), original
+
+
+def say(notes: list[str] | None, text: str) -> None:
+    """A note for the caller's list, else a warning (never silent)."""
+    if notes is not None:
+        notes.append(text)
+    else:
+        import warnings
+
+        warnings.warn(text, stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -104,13 +119,14 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Geometry]:
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     notes: list[str] | None = None) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
     Resizes to the manifest's working size unless ``native`` (or the model has none): then pads.
     """
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
-    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size)
+    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size, notes=notes)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original)
 
 
@@ -229,12 +245,26 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Image files under a folder, recursively, sorted; hidden files and folders skipped."""
+def list_images(root: str | os.PathLike, problems: list | None = None) -> list[Path]:
+    """Image files under a folder, recursively, sorted; hidden files and folders skipped.
+
+    Symbolically linked folders are followed (each real folder once, so a link loop ends). A folder
+    that cannot be read (permissions, a path too long) is a problem: with ``problems`` it is
+    appended as (path, reason) and the walk goes on, else it raises ImageError.
+    """
     root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    found, seen = [], set()
+
+    def unreadable(exc: OSError) -> None:
+        reason = f"{exc.filename}: cannot read this folder ({exc.strerror or exc}); its images were not read"
+        if problems is None:
+            raise ImageError(reason)
+        problems.append((Path(exc.filename), reason))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        seen.add(os.path.realpath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
         found += [Path(dirpath) / f for f in filenames
                   if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)

@@ -199,6 +199,11 @@ def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print, backe
     if (backend, precision) not in VARIANTS:
         made = ", ".join(f"{b} {p}" for b, p in sorted(VARIANTS))
         raise SegrtError(f"no {precision} variant for backend {backend!r}; available: {made}")
+    from segrt.fsutil import check_apart, check_writable
+
+    check_writable(folder, f"the {precision} variant is written into it")
+    check_apart(folder, {"calibration images": opts.calib_images, "gate images": opts.val_images,
+                         "gate masks": opts.val_masks}, "the export folder")
     if backend == "openvino":
         from segrt import quantize_openvino
 

@@ -116,6 +116,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     from types import SimpleNamespace
 
     from segrt.inputs import check_no_overwrite, gather_inputs
+    from segrt.predict import SUMMARY_FORMAT
     from segrt.session import Session, usable_cores
 
     ray = import_ray()
@@ -124,7 +125,8 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     local = "://" not in str(out)
     pairs = gather_inputs(inputs, Path(out) if local else None)
     if local:
-        check_no_overwrite(pairs, Path(out), SimpleNamespace(color=color, overlay=False, save_probs=False))
+        check_no_overwrite(pairs, Path(out), SimpleNamespace(color=color, overlay=False, save_probs=False,
+                                                           skip_existing=skip_existing))
     if skip_existing and local:
         pairs = [(p, r) for p, r in pairs if not (Path(out) / f"{r}.png").exists()]
     if not ray.is_initialized():
@@ -148,7 +150,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     failures = [{"file": r["path"], "reason": str(r["reason"])} for r in results if not r["ok"]]
     for f in failures:
         log(f"error: {f['reason']}")
-    summary = {"model": model, "artifact": probe.artifact.name, "kind": probe.kind,
+    summary = {"format": SUMMARY_FORMAT, "model": model, "artifact": probe.artifact.name, "kind": probe.kind,
                "precision": probe.artifact.precision, "provider": probe.provider, "engine": "ray",
                "workers": num_workers, "inputs": len(pairs), "written": sum(bool(r["ok"]) for r in results),
                "failed": len(failures), "failures": failures, "batch_size": batch_size,

@@ -54,6 +54,12 @@ class Session:
         self.kind = self.artifact.kind
         self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider
+        self.binary = self.manifest.num_classes == 1  # one sigmoid logit: class 1 where it is > 0
+        if self.binary:
+            name = self.manifest.classes[0]
+            self.manifest.classes = ["background", name]
+            note = "; ".join(filter(None, [note, f"{model}: one output channel, read as a sigmoid: {name!r} where "
+                                                 "it is above 0.5, else background"]))
         self.auto_note = "; ".join(n for n in (note, self._backend.note) if n) or None
         self.in_flight = self._backend.in_flight
         self.open_s = self._backend.open_s
@@ -62,23 +68,25 @@ class Session:
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = self._backend.fixed_batch
         if n is None or len(x) == n:
-            return self._backend.run(x)
-        # a model with a fixed batch size: run it chunk by chunk, the last one padded with zeros
-        outs = [self._backend.run(np.concatenate([c, np.zeros((n - len(c), *c.shape[1:]), c.dtype)]))[:len(c)]
-                for c in (x[i:i + n] for i in range(0, len(x), n))]
-        return np.concatenate(outs)
+            out = self._backend.run(x)
+        else:  # a model with a fixed batch size: run it chunk by chunk, the last one padded with zeros
+            out = np.concatenate([
+                self._backend.run(np.concatenate([c, np.zeros((n - len(c), *c.shape[1:]), c.dtype)]))[:len(c)]
+                for c in (x[i:i + n] for i in range(0, len(x), n))])
+        # one sigmoid logit z -> two logits (0, z): the argmax is class 1 exactly where sigmoid(z) > 0.5
+        return np.concatenate([np.zeros_like(out), out], axis=1) if self.binary else out
 
     def run_masks(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 -> NHW uint8 classes; on a GPU the argmax runs there and only masks return."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if self._backend.fixed_batch is not None and len(x) != self._backend.fixed_batch:
+        if self.binary or (self._backend.fixed_batch is not None and len(x) != self._backend.fixed_batch):
             return Backend.run_masks(self, x)  # through run()'s chunking (Backend's host argmax of self.run)
         return self._backend.run_masks(x)
 
     def submit(self, x: np.ndarray):
         """Start ``run(x)``; returns a Future of the logits. Up to ``in_flight`` may be outstanding."""
-        if self._backend.fixed_batch is not None:
-            return finished(self.run, x)  # runs at once, through run()'s chunking
+        if self._backend.fixed_batch is not None or self.binary:
+            return finished(self.run, x)  # runs at once, through run()'s chunking (and the sigmoid's two logits)
         return self._backend.submit(np.ascontiguousarray(x, dtype=np.float32))
 
     def submit_masks(self, x: np.ndarray):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segrt.errors import SegrtError
+from segrt.fsutil import atomic_dir, check_apart, check_replaceable, plain_name
 from segrt.manifest import Manifest
 
 
@@ -62,14 +63,19 @@ def write_repo(export_dir: str | os.PathLike, repo: str | os.PathLike, opts: Tri
         raise SegrtError("--tensorrt-fp16 needs --device gpu (TensorRT runs on NVIDIA GPUs)")
     if opts.max_batch_size < 1 or opts.instances < 1:
         raise SegrtError("--max-batch-size and --instances must be >= 1")
-    name = opts.name or manifest.name
+    name = plain_name(opts.name or manifest.name, "--name" if opts.name else "the export's name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SegrtError(f"model name {name!r}: use letters, digits, '_', '.', '-' (Triton's directory name)")
-    from segrt.fsutil import atomic_dir
-
-    with atomic_dir(repo / name, force=(repo / name).exists()) as tmp:
+    check_apart(repo, {"export folder": export_dir})
+    entry = repo / name
+    if entry.exists():  # replace only an entry segrt wrote, never the repository or a user's folder
+        check_replaceable(entry, "manifest.json", "a Triton model entry", "triton-repo")
+        if not (entry / "config.pbtxt").is_file():
+            raise SegrtError(f"{entry}: exists and is not a Triton model entry segrt wrote (no config.pbtxt); "
+                             "choose another --name")
+    with atomic_dir(entry, force=entry.exists()) as tmp:
         (tmp / "1").mkdir()
         shutil.copy2(export_dir / manifest.artifact("onnx", "fp32").file, tmp / "1" / "model.onnx")
         shutil.copy2(export_dir / "manifest.json", tmp / "manifest.json")
         (tmp / "config.pbtxt").write_text(config_pbtxt(manifest, opts, name))
-    return repo / name
+    return entry

@@ -93,8 +93,10 @@ def test_outputs_get_the_modes_of_a_plain_write(exported, tiny_run, tmp_path):
 
 # 3. options -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,fragment", [
-    (["--workers", "-2"], "'--workers': -2 is not in the range x>=0"),
-    (["--threads", "-3"], "'--threads': -3 is not in the range x>=0"),
+    (["--workers", "-2"], "'--workers': -2 is not in the range 0<=x<="),
+    (["--threads", "-3"], "'--threads': -3 is not in the range 0<=x<="),
+    (["--threads", "100000"], "'--threads': 100000 is not in the range 0<=x<="),
+    (["--writers", "100000"], "'--writers': 100000 is not in the range 0<=x<="),
     (["--max-pixels", "-5"], "'--max-pixels': -5 is not in the range x>=0"),
     (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
     (["--mean", "a,b,c"], "'--mean': expected comma-separated numbers, got 'a,b,c'"),

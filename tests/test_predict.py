@@ -195,10 +195,19 @@ def test_wrong_models_fail_before_any_image(exported, folder, tmp_path):
     for p in model.metadata_props:
         if p.key == "segrt.channels":
             p.value = "1"
+        if p.key in ("segrt.mean", "segrt.std"):
+            p.value = "[0.5]"
     onnx.save(model, str(tmp_path / "gray_meta.onnx"))
     res = cli("predict", folder, "--model", tmp_path / "gray_meta.onnx", "--out", tmp_path / "o2")
     assert res.returncode == 2 and "3 input channels" in res.stderr and "says 1" in res.stderr
     assert not (tmp_path / "o2").exists() and "Traceback" not in res.stderr
+    for p in model.metadata_props:  # metadata that contradicts itself is refused before the model is opened
+        if p.key == "segrt.mean":
+            p.value = "[0.485, 0.456, 0.406]"
+    onnx.save(model, str(tmp_path / "bad_meta.onnx"))
+    res = cli("predict", folder, "--model", tmp_path / "bad_meta.onnx", "--out", tmp_path / "o3")
+    assert res.returncode == 2 and "normalization.mean must be 1 finite number(s)" in res.stderr
+    assert not (tmp_path / "o3").exists() and "Traceback" not in res.stderr
 
 
 def test_bare_onnx_uses_metadata_or_documented_defaults(exported, folder, tmp_path):

@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from segrt.errors import ImageError, SegrtError
+from segrt.errors import ImageError, SegrtError, first_line
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 from segrt.processing import list_images, load_image, load_mask, prepare, resize_mask
 
@@ -220,9 +220,27 @@ def split_pairs(pairs, val_fraction: float, seed: int):
     return order[n_val:], order[:n_val]
 
 
+def read_split(split_file: Path) -> dict:
+    """A stored split {"train": [stems], "val": [stems], ...}, checked: JSON, both lists of names,
+    no image in both."""
+    try:
+        split = json.loads(Path(split_file).read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DataError(f"--split-file {split_file}: not a readable JSON split ({first_line(exc)})") from None
+    for key in ("train", "val"):
+        if not isinstance(split, dict) or not isinstance(split.get(key), list) \
+                or not all(isinstance(s, str) for s in split[key]):
+            raise DataError(f"--split-file {split_file}: needs \"train\" and \"val\" lists of image names")
+    both = sorted(set(split["train"]) & set(split["val"]))
+    if both:
+        raise DataError(f"--split-file {split_file}: {len(both)} image(s) are in both train and val, e.g. {both[:3]}; "
+                        "validation must be held out")
+    return split
+
+
 def split_from_file(pairs, split_file: Path):
     """Use a stored split {"train": [stems], "val": [stems]}; every stem must exist."""
-    split = json.loads(Path(split_file).read_text())
+    split = read_split(split_file)
     by_stem = {p[0].stem: p for p in pairs}
     missing = [s for s in split["train"] + split["val"] if s not in by_stem]
     if missing:

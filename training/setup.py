@@ -35,6 +35,33 @@ def build_layout(args) -> data.Layout:
     return layout
 
 
+def check_before_data(args, layout: data.Layout) -> None:
+    """What can be refused before any image is decoded: class weights, the split file, the run
+    folder, a checkpoint to resume."""
+    if args.class_weights and args.class_weights != "auto":
+        class_weights(args.class_weights, len(layout.classes))
+    if args.split_file and Path(args.split_file).is_file():
+        data.read_split(Path(args.split_file))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise data.DataError(f"--out {args.out}: a file is in the way (not a folder)")
+    if args.resume:
+        from segrt.checkpoint import CheckpointError, load_checkpoint
+
+        missing = [k for k in ("optimizer", "scheduler") if k not in load_checkpoint(args.resume)]
+        if missing:
+            raise CheckpointError(f"--resume {args.resume}: holds no {' or '.join(missing)} state (best.pt and exports "
+                                  "keep weights only); resume from RUN/last.pt, or start from its weights with --init")
+
+
+def class_weights(text: str, num_classes: int) -> list[float]:
+    from segrt.options import floats
+
+    weights = floats(text, "--class-weights", num_classes, each="one per class")
+    if min(weights) < 0 or max(weights) == 0:
+        raise data.DataError(f"--class-weights: weights must be >= 0 and not all 0, got {text!r}")
+    return weights
+
+
 def build_data(args, layout: data.Layout, show: bool):
     pairs, problems = data.find_pairs(layout, args.skip_bad)
     if args.val_images:
@@ -76,15 +103,15 @@ def build_model(args, layout: data.Layout, d) -> UNet:
 
 
 def build_loss(args, train_samples, num_classes: int, d) -> SegmentationLoss:
-    class_weights = None
+    weights = None
     if args.class_weights == "auto":
-        class_weights = median_frequency_weights(data.label_counts(train_samples, num_classes))
+        weights = median_frequency_weights(data.label_counts(train_samples, num_classes))
     elif args.class_weights:
-        class_weights = torch.tensor([float(w) for w in args.class_weights.split(",")])
+        weights = torch.tensor(class_weights(args.class_weights, num_classes))
     ce_w, dice_w = LOSS_WEIGHTS[args.loss]
     if args.loss == "ce+dice":
         dice_w = args.dice_weight
-    return SegmentationLoss(ce_w, dice_w, class_weights, data.IGNORE_INDEX).to(d.device)
+    return SegmentationLoss(ce_w, dice_w, weights, data.IGNORE_INDEX).to(d.device)
 
 
 def build_optimisation(args, model, d):

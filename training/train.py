@@ -16,12 +16,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from segrt.checkpoint import load_checkpoint, save_checkpoint
+from segrt.errors import first_line
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNetConfig
 
 from . import data
 from .log import append_csv, plain_args, plot_curves
-from .setup import build_data, build_layout, build_loaders, build_loss, build_model, build_optimisation
+from .setup import (build_data, build_layout, build_loaders, build_loss, build_model, build_optimisation,
+                    check_before_data)
 from .widen import can_widen, widen
 
 
@@ -108,14 +110,15 @@ def setup(args, d: Dist) -> Run:
     if args.threads:
         torch.set_num_threads(args.threads)
     layout = build_layout(args)
+    check_before_data(args, layout)
+    model = build_model(args, layout, d)
+    if args.init:
+        init_weights(model, args.init, d, args.seed)
     train_samples, val_samples, problems = build_data(args, layout, show=d.main and not args.quiet)
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
         raise data.DataError("no validation images: set --val-fraction > 0 or --val-images")
-    model = build_model(args, layout, d)
-    if args.init:
-        init_weights(model, args.init, d, args.seed)
     loss_fn = build_loss(args, train_samples, len(layout.classes), d)
     optimizer, scheduler, scaler, amp, use_amp = build_optimisation(args, model, d)
     loaders = build_loaders(args, layout, train_samples, val_samples, model.config.size_multiple, d)
@@ -166,14 +169,18 @@ def resume(run: Run) -> None:
     """--resume: weights, optimizer, schedule and scaler as saved; then wrap for DDP."""
     if run.args.resume:
         ckpt = load_checkpoint(run.args.resume, map_location=run.d.device)
-        run.model.load_state_dict(ckpt.get("raw_state_dict", ckpt["state_dict"]))
-        if run.ema is not None:
-            run.ema.module.load_state_dict(ckpt["state_dict"])
-            run.ema.n_averaged.fill_(1)
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        run.scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt:
-            run.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            run.model.load_state_dict(ckpt.get("raw_state_dict", ckpt["state_dict"]))
+            if run.ema is not None:
+                run.ema.module.load_state_dict(ckpt["state_dict"])
+                run.ema.n_averaged.fill_(1)
+            run.optimizer.load_state_dict(ckpt["optimizer"])
+            run.scheduler.load_state_dict(ckpt["scheduler"])
+            if "scaler" in ckpt:
+                run.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise data.DataError(f"--resume {run.args.resume}: it does not fit the run these options build "
+                                 f"({first_line(exc)[:120]}); resume with the options the run started with") from None
         run.start_epoch, run.best = ckpt["epoch"] + 1, ckpt["metrics"].get("best_miou", -1.0)
         if run.d.main:
             print(f"resumed from {run.args.resume} at epoch {ckpt['epoch']}")

@@ -147,4 +147,8 @@ def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, man
     if channels.is_static and channels.get_length() != manifest.channels:
         raise SegrtError(f"{path}: model takes {channels.get_length()} input channels but its metadata says "
                          f"{manifest.channels}")
+    classes = backend.compiled.outputs[0].get_partial_shape()[1]
+    if classes.is_static and classes.get_length() != manifest.num_classes:
+        raise SegrtError(f"{path}: model outputs {classes.get_length()} class channels but its metadata lists "
+                         f"{manifest.num_classes} classes")
     return backend

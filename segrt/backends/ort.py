@@ -123,10 +123,10 @@ class OrtBackend(Backend):
             self.note = f"provider auto -> {self.provider}" + (f" ({'; '.join(errors)})" if errors else "")
         self.input_name = self.sess.get_inputs()[0].name
         self.output_name = self.sess.get_outputs()[0].name
-        self._check_signature(channels)
+        self._check_signature(channels, manifest.num_classes if manifest is not None else None)
         self.use_binding, self.device = self.provider in ("cuda", "tensorrt"), opts.device
 
-    def _check_signature(self, channels: int | None) -> None:
+    def _check_signature(self, channels: int | None, classes: int | None) -> None:
         inp, out = self.sess.get_inputs()[0], self.sess.get_outputs()[0]
         if len(inp.shape) != 4 or len(out.shape) != 4:
             raise SegrtError(f"{self.path}: expected 4-D NCHW input and output, got {inp.shape} -> {out.shape}; "
@@ -134,6 +134,9 @@ class OrtBackend(Backend):
         if channels is not None and isinstance(inp.shape[1], int) and inp.shape[1] != channels:
             raise SegrtError(f"{self.path}: model takes {inp.shape[1]} input channels but its metadata says "
                              f"{channels}")
+        if classes is not None and isinstance(out.shape[1], int) and out.shape[1] != classes:
+            raise SegrtError(f"{self.path}: model outputs {out.shape[1]} class channels but its metadata lists "
+                             f"{classes} classes")
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
