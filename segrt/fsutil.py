@@ -190,7 +190,12 @@ def check_file_output(target, option: str, folders: dict[str, str | os.PathLike 
         raise SegrtError(f"{option} {target} is one of the files it reads; write it elsewhere")
 
 
+def writable(folder: str | os.PathLike) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def check_writable(folder: str | os.PathLike, why: str) -> None:
     """A folder segrt must write into (e.g. an export it adds to): one line when it cannot."""
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not writable(folder):
         raise SegrtError(f"{folder}: not writable, and {why}; copy it somewhere writable first")
+

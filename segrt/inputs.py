@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from segrt import processing
+from segrt import fsutil, processing
 from segrt.errors import SegrtError
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def check_out_folder(out: Path, summary: str) -> None:
         raise SegrtError(f"--out {out}: a file is in the way (not a folder)") from None
     except OSError as exc:
         raise SegrtError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
+    if not fsutil.writable(out):
         raise SegrtError(f"--out {out}: not writable (permission denied)")
     target = out / summary
     if os.path.lexists(target) and not target.is_file():

@@ -134,6 +134,7 @@ def make_summary(model, session: Session, opts: PredictOptions, inputs: int, sta
         "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
         "auto_choice": session.auto_note,
         "inputs": inputs, "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
+        "stopped_by": stats.stopped_by,
         "failed": len(stats.failures), "failures": stats.failures, "notes": stats.notes,
         "batch_size": opts.batch_size, "mode": describe_mode(opts, session.manifest),
         # decode and write: summed over their threads; inference: time with a batch in flight;
