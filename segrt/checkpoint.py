@@ -108,7 +108,8 @@ def check_archive(path: Path) -> None:
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint archive ({first_line(exc)})") from None
     if bad is not None:
-        raise CheckpointError(f"{path}: corrupt: {bad} fails its CRC check (damaged on disk or in a copy); "
+        member = bad.split("/", 1)[-1]  # torch names the archive's root folder after the file it first wrote
+        raise CheckpointError(f"{path}: corrupt: its {member} fails the CRC check (damaged on disk or in a copy); "
                               "restore the file or use another checkpoint")
 
 

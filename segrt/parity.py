@@ -248,7 +248,8 @@ def check_outputs(folder: Path, manifest: Manifest, images, masks, json_path, re
 
     named = [folder / "manifest.json", *(folder / f for a in manifest.artifacts for f in (a.file, *a.companions))]
     for option, target in (("--json", json_path), ("--report", report_path)):
-        check_file_output(target, option, {"images folder": images, "masks folder": masks}, [*named, images, masks])
+        check_file_output(target, option, {"images folder": images, "masks folder": masks},
+                          [*named, *(p for p in (images, masks) if p)])
     if record:
         check_writable(folder, "--record writes the quality into its manifest")
 

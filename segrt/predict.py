@@ -175,9 +175,9 @@ def format_summary(s: dict) -> str:
         line += f"; {s['skipped_existing']} skipped (outputs exist)"
     name = summary_name(tuple(s["shard"]) if s.get("shard") else None)
     if s["failed"]:
-        line += f"; {s['failed']} FAILED (see {s['out']}/{name})"
+        line += f"; {s['failed']} FAILED" + ("" if s.get("summary_error") else f" (see {s['out']}/{name})")
     if s["interrupted"]:
         by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
         line = f"INTERRUPTED{by}: " + line + "; rerun with --skip-existing to finish"
-    where = f"not written ({s['summary_error']})" if s.get("summary_error") else f"in {s['out']}/{name}"
+    where = s["summary_error"] if s.get("summary_error") else f"in {s['out']}/{name}"
     return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary {where}"

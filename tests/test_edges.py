@@ -387,9 +387,9 @@ def test_training_options_are_checked_before_any_work(tmp_path):
     weights_only = tiny_checkpoint(tmp_path / "best.pt")
     cases = [(["--val-fraction", "1.5"], "--val-fraction: must be a finite number in (0, 1)"),
              (["--crop-scale", "nan"], "--crop-scale: must be a finite number in (0, 1]"),
-             (["--dice-weight", "-1"], "--dice-weight: must be a finite number in [0, inf]"),
+             (["--dice-weight", "-1"], "--dice-weight: must be a finite number >= 0"),
              (["--weight-decay", "nan"], "--weight-decay: must be a finite number"),
-             (["--grad-clip", "nan"], "--grad-clip: must be a finite number in (0, inf]"),
+             (["--grad-clip", "nan"], "--grad-clip: must be a finite number > 0"),
              (["--threads", "100000"], "--threads: must be <= "),
              (["--class-weights", "1,2"], "--class-weights: expected 3 values (one per class)"),
              (["--split-file", bad], "not a readable JSON split"),

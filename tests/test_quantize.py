@@ -103,7 +103,7 @@ def test_bad_calibration_inputs(export_copy, tmp_path):
     res = CliRunner().invoke(main, ["quantize", str(export_copy), "--calib-images", str(bad)])
     assert res.exit_code == 2 and "Bengal_133.jpg" in res.output and "image unusable" in res.output
     m = Manifest.load(export_copy)  # mismatched channels: metadata says 1, the model takes 3
-    m.channels = 1
+    m.channels, m.mean, m.std = 1, [0.5], [0.25]
     m.save(export_copy)
     res = CliRunner().invoke(main, ["quantize", str(export_copy), "--calib-images", str(PETS / "images")])
     assert res.exit_code == 2 and "3 input channels" in res.output

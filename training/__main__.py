@@ -50,7 +50,8 @@ def at_most(maximum: int):
 
 def number(low: float, high: float = float("inf"), low_open: bool = False, high_open: bool = False):
     """An argparse type: a finite number in [low, high] (open ends where asked)."""
-    span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    span = (f"{'>' if low_open else '>='} {low:g}" if high == float("inf") else
+            f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
 
     def check(text: str) -> float:
         try:
@@ -59,7 +60,7 @@ def number(low: float, high: float = float("inf"), low_open: bool = False, high_
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
         if not (math.isfinite(value) and inside):
-            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text}")
         return value
     return check
 
