@@ -40,13 +40,13 @@ def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | N
     return None
 
 
-def candidates(manifest: Manifest, precision: str | None = None,
-               folder: Path | None = None) -> tuple[list[Artifact], list[str]]:
+def candidates(manifest: Manifest, precision: str | None = None, folder: Path | None = None,
+               kinds: tuple[str, ...] = SERVING_KINDS) -> tuple[list[Artifact], list[str]]:
     """-> (gated CPU variants that can run here, 'name (why not)' for the others). With ``folder``,
     a variant whose files are not there (e.g. the packaged default model ships a subset) is skipped."""
     ok, skipped = [], []
     for art in manifest.artifacts:
-        if art.kind not in SERVING_KINDS or (precision and art.precision != precision):
+        if art.kind not in kinds or (precision and art.precision != precision):
             continue
         reason = _unusable(art, manifest, folder)
         if reason:
@@ -62,10 +62,10 @@ def default_rank(art: Artifact) -> tuple[int, int]:
     return order.get(art.precision, 4), 0 if art.kind == "openvino" else 1
 
 
-def choose_cpu_variant(manifest: Manifest, precision: str | None = None,
-                       folder: Path | None = None) -> tuple[Artifact, str]:
+def choose_cpu_variant(manifest: Manifest, precision: str | None = None, folder: Path | None = None,
+                       kinds: tuple[str, ...] = SERVING_KINDS, label: str = "auto") -> tuple[Artifact, str]:
     """-> (the artifact, one line saying what was picked and why)."""
-    ok, skipped = candidates(manifest, precision, folder)
+    ok, skipped = candidates(manifest, precision, folder, kinds)
     if not ok:
         raise SegrtError(f"export {manifest.name!r} has no gated {precision + ' ' if precision else ''}variant that "
                          f"can run on this CPU: {'; '.join(skipped) or 'none listed'}")
@@ -82,6 +82,6 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None,
         where = f"measured on {describe_cpu(speed['cpu'])}" if speed.get("cpu") else "none recorded"
         why = f"no speeds measured on this CPU ({where}): default order int8 > fp32, OpenVINO first"
     best, gate = ranked[0], gate_of(manifest, ranked[0])
-    note = (f"provider auto -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate['mask_iou']:.4f} >= "
+    note = (f"provider {label} -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate['mask_iou']:.4f} >= "
             f"{gate['mask_iou_min']}): {why}")
     return best, note + (f"; not considered: {', '.join(skipped)}" if skipped else "")

@@ -110,7 +110,9 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), help="export folder (default exported/<checkpoint name>)")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="export folder (default: export/ beside the checkpoint, e.g. runs/NAME/export; export-2/ ... "
+                   "when that exists)")
 @click.option("--opset", type=int, default=20, show_default=True)
 @click.option("--formats", default="onnx,torchscript,pt2", show_default=True,
               help="comma separated: onnx, openvino (IR, needs onnx), torchscript, pt2")

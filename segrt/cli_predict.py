@@ -10,6 +10,8 @@ import click
 
 from segrt.cli import CORES, COUNT, IO_THREADS, NONNEG, THREADS, echo_out, gpu_options, main, user_errors
 from segrt.errors import SegrtError
+from segrt.manifest import Manifest
+from segrt.processing import DEFAULT_MAX_PIXELS
 from segrt.options import FloatList, IntList
 
 
@@ -38,7 +40,8 @@ def provider_option(fn):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
-@click.option("--out", type=click.Path(file_okay=False), default="predictions", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="output folder (default: a new predictions/, predictions-2/, ... so runs never mix)")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @provider_option
 @gpu_options
@@ -66,8 +69,9 @@ def provider_option(fn):
 @click.option("--workers", type=IO_THREADS, default=0, help="decode threads (0: half the cores, at least 1)")
 @click.option("--writers", type=IO_THREADS, default=0,
               help="output threads: mask resize, PNG encoding, files (0: a quarter of the cores, at least 1)")
-@click.option("--max-pixels", type=NONNEG, default=64_000_000, show_default=True,
-              help="refuse larger images (decompression-bomb guard); 0 disables")
+@click.option("--max-pixels", type=NONNEG,
+              help="refuse larger images (decompression-bomb guard; default 64000000, 0 disables); with --tile "
+                   "there is none by default: the memory check decides from the image's header")
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
 @click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
 @click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
@@ -87,7 +91,16 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
 
     from segrt.predict import PredictOptions, format_summary, run_predict
 
-    model = model or default_model()
+    if not model:
+        model = default_model()
+        click.echo(f"no --model: the bundled pets demo model ({', '.join(Manifest.load(model).classes)}); "
+                   "pass --model EXPORT for your own", err=True)
+    if max_pixels is None:
+        max_pixels = 0 if tile else DEFAULT_MAX_PIXELS
+    if not out:
+        from segrt.fsutil import next_free
+
+        out = str(next_free(Path("predictions")))
     if engine == "ray":
         from segrt.ray import predict_from_cli
 

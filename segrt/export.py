@@ -35,7 +35,7 @@ TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model
 
 
 INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runtime's CUDA provider does not "
-             "accelerate QDQ convolutions (use model.fp16.onnx on cuda)")
+             "accelerate QDQ convolutions (on cuda use fp16: --quantize fp16 adds model.fp16.onnx)")
 
 
 class ExportGraph(nn.Module):
@@ -199,7 +199,8 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     if tta is not None and tta not in TTA_MODES:
         raise SegrtError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
     quant_jobs = quantize_jobs(quantize, formats)
-    out = Path(out) if out else Path("exported") / checkpoint.stem
+    check_usage(formats, quant_jobs, quantize_options)
+    out = Path(out) if out else default_out(checkpoint, force, progress)
     opts = quantize_options or QuantizeOptions()
     check_apart(out, {"checkpoint": checkpoint, "calibration images": opts.calib_images,
                       "gate images": opts.val_images, "gate masks": opts.val_masks})
@@ -219,7 +220,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         with atomic_dir(out, force=force) as tmp:
             write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
             report = gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
-            add_variants(tmp, quant_jobs, opts, progress)
+            add_variants(tmp, quant_jobs, opts, progress, final=out)
             notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
                       if a.kind == "onnx" and a.opset not in (None, opset)]
@@ -227,6 +228,36 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     return ExportResult(out, manifest, report, notes)
+
+
+def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> None:
+    """Combinations that cannot succeed, refused before anything is exported (one line)."""
+    from segrt.backends import module_available
+    from segrt.processing import list_images
+
+    if "openvino" in formats and not module_available("openvino"):
+        raise SegrtError("--formats openvino needs OpenVINO: pip install 'segrt[openvino]'")
+    folders = [("--calib-images", opts and opts.calib_images), ("--val-images", opts and opts.val_images),
+               ("--val-masks", opts and opts.val_masks)]
+    if any(p == "int8" for _, p in jobs) and not folders[0][1]:
+        raise SegrtError("--quantize int8 needs calibration images: pass --calib-images DIR (photos like the ones "
+                         "you will predict; training images are fine)")
+    for option, folder in folders:
+        if folder and (not Path(folder).is_dir() or (option != "--val-masks" and not list_images(folder))):
+            raise SegrtError(f"{option} {folder}: " + ("no such folder" if not Path(folder).is_dir() else
+                                                       "no images found"))
+
+
+def default_out(checkpoint: Path, force: bool, progress) -> Path:
+    """No --out: an ``export`` folder beside the checkpoint (RUN/export for RUN/best.pt); when that
+    exists, export-2, export-3, ... (said in one line), or with --force that one replaced."""
+    from segrt.fsutil import next_free
+
+    first = checkpoint.parent / "export"
+    out = first if force else next_free(first)
+    if out != first:
+        progress(f"{first} exists: writing {out} (pass --out to choose, --force to replace {first.name})")
+    return out
 
 
 def working_size(size: list[int], multiple: int) -> list[int]:
@@ -286,7 +317,7 @@ def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: fl
     return report
 
 
-def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress) -> None:
+def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, final: Path | None = None) -> None:
     """--quantize: each gated variant, the CPU speeds of all, and parity.html for the gates."""
     from segrt.bench import record_speeds
     from segrt.gate import write_gate_report
@@ -296,7 +327,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress) -> N
         run_quantize(folder, precision, opts, progress, backend)
     record_speeds(folder, progress)
     if jobs:
-        write_gate_report(folder, opts, progress)
+        write_gate_report(folder, opts, progress, final)
 
 
 def describe_export(result: ExportResult) -> str:

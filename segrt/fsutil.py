@@ -199,3 +199,11 @@ def check_writable(folder: str | os.PathLike, why: str) -> None:
     if not writable(folder):
         raise SegrtError(f"{folder}: not writable, and {why}; copy it somewhere writable first")
 
+
+
+def next_free(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free PATH-2, PATH-3, ..."""
+    n, candidate = 2, Path(path)
+    while os.path.lexists(candidate):
+        candidate, n = Path(path).with_name(f"{Path(path).name}-{n}"), n + 1
+    return candidate

@@ -110,10 +110,12 @@ def split_paths(opts: QuantizeOptions) -> tuple[list[Path], list[Path]]:
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
-def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Path:
+def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=print,
+                      final: str | os.PathLike | None = None) -> Path:
     """parity.html beside the manifest, which names it: every artifact against the reference on the
     held-out images the gates used (the INT8 split's, else --val-images, else random inputs), with
-    the worst images of each reduced-precision variant: the evidence a shipped export carries."""
+    the worst images of each reduced-precision variant: the evidence a shipped export carries.
+    ``final``: where ``folder`` will be (an export written in a temp folder): the path it prints."""
     from segrt.fsutil import write_bytes_atomic
     from segrt.parity import run_parity_on
     from segrt.report import render
@@ -129,7 +131,7 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     write_bytes_atomic(path, render(report, manifest, "cpu").encode())
     manifest.report = path.name
     manifest.save(folder)
-    log(f"gate report: {path} ({'all gates passed' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])})")
+    log(f"gate report: {Path(final or folder) / path.name} ({'all gates passed' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])})")
     return path
 
 

@@ -72,6 +72,7 @@ class Predictor:
         self.session, self.opts = session, opts
         self.manifest = session.manifest
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.said: set[str] = set()  # kinds of note already logged
         self.skip_class = 0 if self.manifest.classes and self.manifest.classes[0].lower() in ("background", "bg") else None
         # at native size on a GPU, the argmax runs there and only uint8 masks come back; resized
         # masks need the logits (they are resized on the host, in the writer threads)
@@ -195,9 +196,12 @@ class Predictor:
         finally:
             self.stats.wait_decode_s += time.perf_counter() - t0
         self.stats.decode_s += job.decode_s
-        for note in job.notes:
+        for note in job.notes:  # each kind said once (summary.json keeps every one)
             self.stats.notes.append(note)
-            self.log(f"note: {note}")
+            if note.split(": ", 1)[-1] not in self.said:
+                self.said.add(note.split(": ", 1)[-1])
+                self.log(f"note: {note}" + (" (said once; summary.json lists every file)" if
+                                            "converted" in note else ""))
         return True
 
     def _submit(self) -> None:

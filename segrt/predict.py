@@ -178,6 +178,6 @@ def format_summary(s: dict) -> str:
         line += f"; {s['failed']} FAILED" + ("" if s.get("summary_error") else f" (see {s['out']}/{name})")
     if s["interrupted"]:
         by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
-        line = f"INTERRUPTED{by}: " + line + "; rerun with --skip-existing to finish"
+        line = f"INTERRUPTED{by}: " + line + f"; rerun with --out {s['out']} --skip-existing to finish"
     where = s["summary_error"] if s.get("summary_error") else f"in {s['out']}/{name}"
     return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary {where}"

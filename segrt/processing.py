@@ -24,6 +24,7 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; raise with --max-pixels
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+GRAY_MODES = ("1", "L", "LA", "F", *SIXTEEN_BIT_MODES)
 
 
 def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -69,6 +70,9 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         if at_least is not None and img.format == "JPEG":
             th, tw = at_least
             img.draft(None, (th, tw) if swapped else (tw, th))
+        if notes is not None and (channels == 3) == (img.mode in GRAY_MODES):
+            have = "grayscale" if channels == 3 else f"colour ({img.mode})"
+            notes.append(f"{path}: a {have} image into a {channels}-channel model: converted")
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
         return _to_array(img, channels, path), original

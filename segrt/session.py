@@ -45,6 +45,10 @@ class Session:
             self.artifact = self.manifest.artifacts[0]
         elif provider == "auto" and kind is None:
             self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder)
+        elif provider == "openvino" and kind is None and precision is None and _gated_ir(self.manifest, self.folder):
+            from segrt.choose import choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
+
+            self.artifact, note = choose_cpu_variant(self.manifest, None, self.folder, ("openvino",), "openvino")
         else:
             self.artifact = self.manifest.artifact(kind or _default_kind(self.manifest, provider, precision),
                                                    precision or "fp32")
@@ -95,6 +99,12 @@ class Session:
 
     def describe(self) -> str:
         return f"{self.artifact.name} ({self.kind} {self.artifact.precision}) on {self._backend.describe()}"
+
+
+def _gated_ir(manifest: Manifest, folder: Path) -> bool:
+    from segrt.choose import candidates
+
+    return bool(candidates(manifest, folder=folder, kinds=("openvino",))[0])
 
 
 def _default_kind(manifest: Manifest, provider: str, precision: str | None) -> str:

@@ -61,3 +61,16 @@ def exported(tiny_ckpt, tmp_path_factory) -> Path:
     assert res.exit_code == 0, res.output
     assert "all gates passed" in res.output and "segrt predict" in res.output
     return out
+
+
+def one_line_error(res, *fragments, code=2):
+    """A CliRunner result or a CompletedProcess: exit ``code``, one 'error:' line holding the
+    fragments, no traceback. Returns the line."""
+    err = res.stderr if getattr(res, "stderr", None) is not None and hasattr(res, "returncode") else res.output
+    got = res.returncode if hasattr(res, "returncode") else res.exit_code
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert got == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from conftest import PETS, ROOT, train_args
+from conftest import PETS, ROOT, one_line_error, train_args
 from segrt.cli import main
 from segrt.errors import CheckpointError, SegrtError
 from segrt.session import Session
@@ -28,16 +28,6 @@ def run(*args, timeout=180):
     """`segrt ARGS` in a fresh process (a hang is a failure, not a stuck suite)."""
     return subprocess.run([sys.executable, "-m", "segrt.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout)
-
-
-def one_line_error(res, *fragments, code=2):
-    err = res.stderr if hasattr(res, "stderr") and res.stderr is not None else res.output
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert res.returncode == code if hasattr(res, "returncode") else res.exit_code == code, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def temp_files(folder):

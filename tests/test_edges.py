@@ -20,22 +20,12 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import PETS, ROOT
+from conftest import one_line_error as one_line
 from segrt.cli import main
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 
 PHOTO = PETS / "images" / "Abyssinian_11.jpg"
-
-
-def one_line(res, *fragments, code=2):
-    """A CliRunner result or a CompletedProcess: exit ``code``, one 'error:' line with the fragments."""
-    out = res.output if hasattr(res, "output") else res.stderr
-    got = res.exit_code if hasattr(res, "exit_code") else res.returncode
-    lines = [ln for ln in out.splitlines() if ln.startswith("error:")]
-    assert got == code and len(lines) == 1 and "Traceback" not in out, out
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def cli(*args):
@@ -183,7 +173,7 @@ def test_corrupt_or_odd_checkpoints_are_refused(tmp_path):
     for i in range(64):
         data[start + 100 + i] ^= 0xFF
     (tmp_path / "flipped.pt").write_bytes(bytes(data))
-    one_line(cli("export", tmp_path / "flipped.pt", "--out", tmp_path / "e"), "fails its CRC check")
+    one_line(cli("export", tmp_path / "flipped.pt", "--out", tmp_path / "e"), "fails the CRC check")
     assert not (tmp_path / "e").exists()
     cases = {"classes": (["a", "b"], "classes must be one name per model output"),
              "input_size": ("256", "input_size must be null or [height, width]"),
@@ -345,8 +335,7 @@ def test_multi_page_inputs_say_which_page_and_one_class_models_threshold(tmp_pat
     pages[0].save(src / "stack.tif", save_all=True, append_images=pages[1:])
     res = cli("predict", src, "--model", exp, "--out", tmp_path / "o", "--provider", "cpu")
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert res.exit_code == 0 and summary["notes"] == [f"{src / 'stack.tif'}: 3 pages (or frames); only the first "
-                                                       "was read"]
+    assert res.exit_code == 0 and f"{src / 'stack.tif'}: 3 pages (or frames); only the first was read" in summary["notes"]
     binary = conv_onnx(tmp_path / "sigmoid.onnx", classes=1)
     res = cli("predict", src / "a.jpg", "--model", binary, "--out", tmp_path / "b", "--provider", "cpu")
     assert res.exit_code == 0 and "read as a sigmoid" in res.output

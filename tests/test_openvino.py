@@ -69,7 +69,9 @@ def test_tampered_bin_is_refused(ov_copy):
 def test_openvino_matches_eager_and_onnx_runtime(ov_export):
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
     ort_out = Session(ov_export, provider="cpu", kind="onnx").run(x)
-    s = Session(ov_export, provider="openvino")
+    fastest = Session(ov_export, provider="openvino")  # the fastest gated OpenVINO variant, said
+    assert fastest.artifact.name == "model.int8.xml" and fastest.auto_note.startswith("provider openvino -> model.int8")
+    s = Session(ov_export, provider="openvino", precision="fp32")  # --precision pins one
     assert s.artifact.name == "model.xml" and s.provider == "openvino" and "precision f32" in s.describe()
     np.testing.assert_allclose(s.run(x), ort_out, atol=1e-4)
     futures = [s.submit(x[i:i + 1]) for i in range(2)]  # the async path gives the same logits

@@ -99,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--masks", help="mask folder for --layout folders (pairs matched by file stem)")
     g.add_argument("--classes", help="class names, comma separated (--layout folders)")
     g.add_argument("--mask-map", help="raw mask value -> class id, e.g. '0:0,255:1,128:ignore'")
-    g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="input channels (--layout folders)")
+    g.add_argument("--channels", type=int, choices=[1, 3],
+                   help="input channels (--layout folders; default: 1 when every image is grayscale, else 3)")
     g.add_argument("--mean", help="normalization mean, comma separated (default ImageNet / 0.5 for gray)")
     g.add_argument("--std", help="normalization std, comma separated")
     g.add_argument("--val-fraction", type=number(0, 1, True, True), default=0.2)

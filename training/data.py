@@ -40,6 +40,7 @@ class Layout:
     channels: int = 3
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    note: str | None = None  # what was chosen from the data (e.g. 1 channel for grayscale folders)
 
 
 def pets_layout(root: str | Path) -> Layout:
@@ -61,12 +62,38 @@ def isbi_layout(root: str | Path) -> Layout:
 
 
 def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
-                   mask_map: dict[int, int] | None = None, channels: int = 3) -> Layout:
-    """Generic folders; the default mask map is identity (value i -> class i)."""
+                   mask_map: dict[int, int] | None = None, channels: int | None = None) -> Layout:
+    """Generic folders; the default mask map is identity (value i -> class i). ``channels`` None:
+    1 when every image is grayscale, else 3 (``Layout.note`` says which and why)."""
     mask_map = mask_map or {i: i for i in range(len(classes))}
+    note = None
+    if channels is None:
+        channels, note = detect_channels(Path(images))
     gray = channels == 1
     return Layout(Path(images), Path(masks), classes, mask_map, channels,
-                  list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD))
+                  list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD), note)
+
+
+def detect_channels(folder: Path) -> tuple[int, str | None]:
+    """-> (1 if every image in the folder is grayscale else 3, the line that says so). Reads headers only."""
+    from PIL import Image
+
+    from segrt.processing import GRAY_MODES
+
+    paths, gray = list_images(folder) if folder.is_dir() else [], 0
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                gray += img.mode in GRAY_MODES
+        except (OSError, ValueError):
+            pass  # decoding says what is wrong with it, later
+    if paths and gray == len(paths):
+        return 1, (f"all {gray} images are grayscale: a 1-channel model, normalization mean {GRAY_MEAN[0]}, std "
+                   f"{GRAY_STD[0]} (--channels 3 for RGB); for microscopy or tiles predicted at full size, "
+                   "consider --native")
+    if gray:
+        return 3, f"{gray} of {len(paths)} images are grayscale: all are read as RGB (3 channels; --channels 1 for gray)"
+    return 3, None
 
 
 def parse_mask_map(text: str, num_classes: int | None = None) -> dict[int, int]:

@@ -110,6 +110,8 @@ def setup(args, d: Dist) -> Run:
     if args.threads:
         torch.set_num_threads(args.threads)
     layout = build_layout(args)
+    if d.main and layout.note:
+        print(layout.note)
     check_before_data(args, layout)
     model = build_model(args, layout, d)
     if args.init:
