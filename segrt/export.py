@@ -23,6 +23,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.fsutil import atomic_dir, check_apart, check_replaceable, remove_stale_temps
 from segrt.manifest import Artifact, Manifest
 from segrt.model import TTA_MODES, UNet, with_tta
+from segrt.splits import SPLIT_FILE, split_beside
 
 FORMATS = ("onnx", "openvino", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
@@ -215,6 +216,10 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     manifest.tta = tta
     if size:
         manifest.input_size = working_size(size, manifest.size_multiple)
+    manifest.split, source = split_beside(checkpoint)
+    progress(f"training split: {source} ({len(manifest.split['train'])} train, {len(manifest.split['val'])} val "
+             "images): no gate uses a training image" if source else
+             f"no {SPLIT_FILE} beside {checkpoint}: which images trained it is unknown, so gates cannot exclude them")
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:

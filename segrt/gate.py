@@ -76,7 +76,7 @@ def image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> lis
 
 def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
     """-> (calibration inputs, held-out validation batches); validation never overlaps calibration."""
-    calib_paths, val_paths = split_paths(opts)
+    calib_paths, val_paths = split_paths(opts, manifest.split.get("train"))
     folder = opts.calib_images
     if opts.calib_count:
         calib_paths = calib_paths[: opts.calib_count]
@@ -89,9 +89,11 @@ def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[n
     return calib, validation_batches(opts, manifest, val_paths)
 
 
-def split_paths(opts: QuantizeOptions) -> tuple[list[Path], list[Path]]:
-    """-> (calibration paths, held-out paths): --val-images, else a seeded share of --calib-images."""
-    folder = opts.calib_images
+def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[list[Path], list[Path]]:
+    """-> (calibration paths, held-out paths): --val-images, else a seeded share of --calib-images.
+    ``train``: the model's training images (stems, from its split): calibration may use them, the
+    held-out gate images never do."""
+    folder, train = opts.calib_images, set(train or ())
     if folder is None:
         raise SegrtError("INT8 needs calibration images: pass --calib-images DIR")
     if not Path(folder).is_dir():
@@ -101,7 +103,17 @@ def split_paths(opts: QuantizeOptions) -> tuple[list[Path], list[Path]]:
         raise SegrtError(f"{folder}: no images found for calibration")
     if opts.val_images:
         val_paths = list_images(opts.val_images)
+        seen = [v.name for v in val_paths if v.stem in train]
+        if seen:
+            raise SegrtError(f"--val-images {opts.val_images}: {len(seen)} of them trained this model (its split), "
+                             f"e.g. {', '.join(seen[:3])}; the gate needs held-out images")
         return [p for p in paths if p.stem not in {v.stem for v in val_paths}], val_paths
+    held = [p for p in paths if p.stem not in train]
+    if not held:
+        raise SegrtError(f"{folder}: all {len(paths)} calibration images trained this model (its split); pass "
+                         "--val-images with held-out images for the gate")
+    if len(held) < len(paths):  # training images calibrate, the others are the gate's
+        return [p for p in paths if p.stem in train], held
     if len(paths) < 2:
         raise SegrtError(f"{folder}: need at least 2 images (calibration + held-out), or pass --val-images")
     shuffled = sorted(paths)
@@ -122,11 +134,16 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    batches = (validation_batches(opts, manifest, split_paths(opts)[1]) if opts.calib_images
+    batches = (validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
+               if opts.calib_images
                else gate_batches(opts, manifest))
     reference, ref_name = reference_logits(folder, manifest, batches)
     report = run_parity_on(folder, manifest, None, batches, eager=reference, visuals=8)
     report["reference"] = ref_name
+    if opts.calib_images or opts.val_images:
+        from segrt.splits import describe
+
+        report["images_are"] = describe([n for b in batches for n in b.names], manifest.split)[0]
     path = folder / "parity.html"
     write_bytes_atomic(path, render(report, manifest, "cpu").encode())
     manifest.report = path.name
@@ -151,9 +168,10 @@ def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:
         from segrt.parity import random_inputs
 
         return random_inputs(manifest)
-    paths = list_images(folder)
+    train = set(manifest.split.get("train", []))
+    paths = [p for p in list_images(folder) if p.stem not in train]  # held out only
     if not paths:
-        raise SegrtError(f"{folder}: no images found")
+        raise SegrtError(f"{folder}: no images found" + (" that did not train the model (its split)" if train else ""))
     return validation_batches(opts, manifest, paths)
 
 

@@ -64,6 +64,7 @@ class Manifest:
     report: str | None = None  # the gate evidence beside the manifest (parity.html)
     tta: str | None = None  # test-time augmentation folded into every artifact ('hflip'), None: plain
     quality: dict = field(default_factory=dict)  # segrt parity --record NAME: mIoU vs ground truth per image set
+    split: dict = field(default_factory=dict)  # the training run's split.json: {"train": [stems], "val": [stems]}
     format: str = FORMAT
 
     @property
@@ -90,6 +91,7 @@ class Manifest:
             "parity": self.parity,
             "speed": self.speed,
             "quality": self.quality,
+            "split": self.split,
             "report": self.report,
             "versions": self.versions,
         }
@@ -111,7 +113,7 @@ class Manifest:
                 speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
-                quality=d.get("quality", {}),
+                quality=d.get("quality", {}), split=d.get("split", {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

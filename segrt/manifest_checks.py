@@ -12,7 +12,7 @@ from segrt.errors import SegrtError
 
 KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DICT_FIELDS = ("parity", "speed", "quality", "versions", "model_config", "mask_values")
+DICT_FIELDS = ("parity", "speed", "quality", "versions", "model_config", "mask_values", "split")
 
 
 def check_member(file, folder: str | os.PathLike | None = None, where: str = "manifest") -> None:
@@ -70,6 +70,9 @@ def check_manifest(m, raw: dict, where: str) -> None:
     for field in DICT_FIELDS:
         if not isinstance(getattr(m, field), dict):
             raise bad(field, "an object", getattr(m, field))
+    for key in ("train", "val"):
+        if key in m.split and not (isinstance(m.split[key], list) and all(isinstance(n, str) for n in m.split[key])):
+            raise bad(f"split.{key}", "a list of image names", m.split[key])
     if m.tta not in (None, "hflip"):
         raise bad("output.tta", "null or 'hflip'", m.tta)
     for a in m.artifacts:

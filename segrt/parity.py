@@ -228,6 +228,11 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
                            visuals=worst if report_path else 0)
     report["export"], report["checkpoint"] = str(folder), str(checkpoint)
+    if images:
+        from segrt.splits import describe
+
+        report["images_are"], report["training_images"] = describe(
+            [n for b in batches for n in b.names], manifest.split)
     from segrt.fsutil import write_bytes_atomic
 
     if report_path:
@@ -297,5 +302,7 @@ def format_report(report: dict) -> str:
         lines.append(f"worst for {name}: {worst}")
     lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
     lines += [f"FAIL {f}" for f in report["failures"]]
+    if "images_are" in report:
+        lines.append(f"images scored: {report['images_are']}")
     lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
     return "\n".join(lines)

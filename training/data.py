@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from segrt.errors import ImageError, SegrtError, first_line
+from segrt.errors import ImageError, SegrtError
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 from segrt.processing import list_images, load_image, load_mask, prepare, resize_mask
 
@@ -248,21 +248,12 @@ def split_pairs(pairs, val_fraction: float, seed: int):
 
 
 def read_split(split_file: Path) -> dict:
-    """A stored split {"train": [stems], "val": [stems], ...}, checked: JSON, both lists of names,
-    no image in both."""
+    from segrt.splits import read_split as checked
+
     try:
-        split = json.loads(Path(split_file).read_text())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise DataError(f"--split-file {split_file}: not a readable JSON split ({first_line(exc)})") from None
-    for key in ("train", "val"):
-        if not isinstance(split, dict) or not isinstance(split.get(key), list) \
-                or not all(isinstance(s, str) for s in split[key]):
-            raise DataError(f"--split-file {split_file}: needs \"train\" and \"val\" lists of image names")
-    both = sorted(set(split["train"]) & set(split["val"]))
-    if both:
-        raise DataError(f"--split-file {split_file}: {len(both)} image(s) are in both train and val, e.g. {both[:3]}; "
-                        "validation must be held out")
-    return split
+        return checked(split_file)
+    except SegrtError as exc:
+        raise DataError(str(exc)) from None
 
 
 def split_from_file(pairs, split_file: Path):
@@ -275,11 +266,17 @@ def split_from_file(pairs, split_file: Path):
     return [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
 
 
+def split_record(train, val, seed: int, val_fraction: float | None) -> dict:
+    """What split.json holds: image names (stems) of each side, and how they were drawn."""
+    return {"seed": seed, "val_fraction": val_fraction, "train": sorted(p[0].stem for p in train),
+            "val": sorted(p[0].stem for p in val)}
+
+
 def write_split(train, val, path: Path, seed: int, val_fraction: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seed": seed, "val_fraction": val_fraction,
-                                "train": sorted(p[0].stem for p in train),
-                                "val": sorted(p[0].stem for p in val)}, indent=1) + "\n")
+    from segrt.fsutil import write_bytes_atomic
+
+    record = split_record(train, val, seed, val_fraction)
+    write_bytes_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
 
 
 def label_counts(samples, num_classes: int) -> np.ndarray:

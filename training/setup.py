@@ -77,7 +77,8 @@ def build_data(args, layout: data.Layout, show: bool):
             data.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
     train_samples, bad = data.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
     val_samples, bad2 = data.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
-    return train_samples, val_samples, problems + bad + bad2
+    split = data.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
+    return train_samples, val_samples, problems + bad + bad2, split
 
 
 def make_loader(dataset, batch_size, shuffle, workers, d, seed, drop_last):

@@ -5,6 +5,7 @@ and DDP through torchrun."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from tqdm import tqdm
 
 from segrt.checkpoint import load_checkpoint, save_checkpoint
 from segrt.errors import first_line
+from segrt.fsutil import write_bytes_atomic
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNetConfig
+from segrt.splits import SPLIT_FILE
 
 from . import data
 from .log import append_csv, plain_args, plot_curves
@@ -116,7 +119,7 @@ def setup(args, d: Dist) -> Run:
     model = build_model(args, layout, d)
     if args.init:
         init_weights(model, args.init, d, args.seed)
-    train_samples, val_samples, problems = build_data(args, layout, show=d.main and not args.quiet)
+    train_samples, val_samples, problems, split = build_data(args, layout, show=d.main and not args.quiet)
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
@@ -136,6 +139,7 @@ def setup(args, d: Dist) -> Run:
                           mask_values=layout.mask_map, train_args=plain_args(args)))
     if d.main:
         run.out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(run.out / SPLIT_FILE, (json.dumps(split, indent=1) + "\n").encode())  # what validated
         print(f"{len(loaders[0].dataset)} train / {len(val_samples)} val images, {len(layout.classes)} classes "
               f"{layout.classes}, {d.world} process(es) on {d.device}, AMP "
               f"{'fp16' if use_amp else 'bf16' if args.bf16 and not d.cuda else 'off'}")

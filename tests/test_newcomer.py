@@ -1,0 +1,152 @@
+"""A newcomer's own data (issue 26): defaults that follow the data, not the bundled pets. Tiny
+synthetic gray folders, a tiny real training run, the synthetic export of test_edges."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import PETS, ROOT, one_line_error
+from segrt.cli import main
+from segrt.errors import SegrtError
+from test_edges import photos, tiny_export
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def gray_folders(root, n=8, size=32, rgb=0):
+    """n grayscale images (bright disc on dark) with 0/255 masks; the first ``rgb`` saved as RGB."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        disc = (yy - size / 2 - i % 3) ** 2 + (xx - size / 2) ** 2 < (size / 4 + i % 4) ** 2
+        img = Image.fromarray(np.where(disc, 200, 40).astype(np.uint8) + np.uint8(i))
+        (img.convert("RGB") if i < rgb else img).save(root / "images" / f"s{i:02d}.png")
+        Image.fromarray(np.where(disc, 255, 0).astype(np.uint8)).save(root / "masks" / f"s{i:02d}.png")
+    return root
+
+
+def train_gray(root, out, *extra):
+    return subprocess.run([sys.executable, "-m", "segrt.training", "--images", root / "images", "--masks",
+                           root / "masks", "--classes", "membrane,interior", "--mask-map", "0:0,255:1", "--out", out,
+                           "--size", "32", "--base-channels", "4", "--depth", "2", "--epochs", "1", "--batch-size", "2",
+                           "--quiet", *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def gray_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gray")
+    res = train_gray(gray_folders(root / "data"), root / "run")
+    assert res.returncode == 0, res.stderr
+    return root / "run", res.stdout
+
+
+def test_gray_folders_train_a_one_channel_model_and_save_the_split(gray_run):
+    import torch
+
+    run, stdout = gray_run
+    assert "all 8 images are grayscale: a 1-channel model" in stdout and "--native" in stdout
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["model_config"]["in_channels"] == 1 and ckpt["normalization"] == {"mean": [0.5], "std": [0.25]}
+    split = json.loads((run / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == [f"s{i:02d}" for i in range(8)] and len(split["val"]) == 2
+    assert not set(split["train"]) & set(split["val"])
+
+
+def test_mixed_folders_say_they_are_read_as_rgb(tmp_path):
+    res = train_gray(gray_folders(tmp_path / "data", rgb=3), tmp_path / "run")
+    assert res.returncode == 0 and "5 of 8 images are grayscale: all are read as RGB" in res.stdout, res.stderr
+
+
+def test_export_beside_the_run_carries_the_split_and_gates_on_held_out_images(gray_run, tmp_path):
+    run, _ = gray_run
+    data = gray_folders(tmp_path / "data")
+    res = cli("export", run / "best.pt", "--formats", "onnx", "--quantize", "fp16", "--val-images", data / "images")
+    assert res.exit_code == 0, res.output
+    from segrt.manifest import Manifest
+
+    manifest = Manifest.load(run / "export")
+    split = json.loads((run / "split.json").read_text())
+    assert manifest.split["train"] == split["train"] and "no gate uses a training image" in res.output
+    report = next(ln for ln in res.output.splitlines() if ln.startswith("gate report: "))
+    assert os.path.isfile(report.split()[2]) and str(run / "export") in report  # the final path, not the temp one
+    res = cli("export", run / "best.pt", "--formats", "onnx")
+    assert res.exit_code == 0 and f"{run / 'export'} exists: writing {run / 'export-2'}" in res.output
+    res = cli("parity", run / "export", "--images", data / "images")
+    assert "images scored: INCLUDES 6 training image(s) of 8" in res.output, res.output
+    val = tmp_path / "val"
+    val.mkdir()
+    for stem in split["val"]:
+        (val / f"{stem}.png").write_bytes((data / "images" / f"{stem}.png").read_bytes())
+    res = cli("parity", run / "export", "--images", val)
+    assert "images scored: the model's validation split" in res.output, res.output
+
+
+def test_int8_without_calibration_is_refused_before_any_work(gray_run, tmp_path):
+    run, _ = gray_run
+    t0 = time.perf_counter()
+    res = cli("export", run / "best.pt", "--out", tmp_path / "e", "--quantize", "int8")
+    one_line_error(res, "--quantize int8 needs calibration images")
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "e").exists()
+    one_line_error(cli("export", run / "best.pt", "--out", tmp_path / "e", "--quantize", "int8", "--calib-images",
+                       tmp_path / "nowhere"), "--calib-images", "no such folder")
+
+
+def test_gates_never_use_training_images(tmp_path):
+    from segrt.gate import QuantizeOptions, split_paths
+
+    folder = photos(tmp_path / "calib", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+    calib, held = split_paths(QuantizeOptions(calib_images=folder), train=["a", "b"])
+    assert [p.name for p in calib] == ["a.jpg", "b.jpg"] and [p.name for p in held] == ["c.jpg", "d.jpg"]
+    with pytest.raises(SegrtError, match="all 4 calibration images trained this model"):
+        split_paths(QuantizeOptions(calib_images=folder), train=["a", "b", "c", "d"])
+    with pytest.raises(SegrtError, match="1 of them trained this model"):
+        split_paths(QuantizeOptions(calib_images=folder, val_images=photos(tmp_path / "v", "a.jpg", "x.jpg")),
+                    train=["a"])
+    calib, held = split_paths(QuantizeOptions(calib_images=folder))  # no split known: a seeded share
+    assert len(held) == 1 and len(calib) == 3
+
+
+def test_the_bundled_model_is_named_and_runs_never_mix(tmp_path):
+    src = photos(tmp_path / "in", "a.jpg")
+    first = subprocess.run([sys.executable, "-m", "segrt.cli", "predict", str(src), "--provider", "cpu"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines()[0].startswith("no --model: the bundled pets demo model (background, pet, border)")
+    second = subprocess.run([sys.executable, "-m", "segrt.cli", "predict", str(src), "--provider", "cpu"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0 and "outputs in predictions-2/" in second.stdout, second.stdout
+    assert (tmp_path / "predictions" / "a.png").is_file() and (tmp_path / "predictions-2" / "a.png").is_file()
+
+
+def test_gray_photos_into_an_rgb_model_are_said_once(tmp_path):
+    exp = tiny_export(tmp_path / "exp")
+    src = photos(tmp_path / "in", "a.jpg", "b.jpg")
+    for name in ("g1.png", "g2.png"):
+        Image.open(src / "a.jpg").convert("L").save(src / name)
+    res = cli("predict", src, "--model", exp, "--out", tmp_path / "o", "--provider", "cpu")
+    said = [ln for ln in res.output.splitlines() if "a grayscale image into a 3-channel model" in ln]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert res.exit_code == 0 and len(said) == 1 and "said once" in said[0]
+    assert sum("converted" in n for n in summary["notes"]) == 2
+
+
+def test_tiles_are_not_held_to_the_pixel_limit(tmp_path):
+    exp = tiny_export(tmp_path / "exp")
+    (tmp_path / "in").mkdir()
+    Image.new("L", (8200, 8000), 90).save(tmp_path / "in" / "mosaic.png")  # 65.6 MP, above the 64 MP default
+    res = cli("predict", tmp_path / "in", "--model", exp, "--out", tmp_path / "o", "--provider", "cpu")
+    assert res.exit_code == 1 and "above the limit of 64,000,000" in res.output
+    res = cli("predict", tmp_path / "in", "--model", exp, "--out", tmp_path / "t", "--provider", "cpu",
+              "--tile", "2048")
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "t" / "mosaic.png").size == (8200, 8000)
