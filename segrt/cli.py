@@ -227,18 +227,6 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
                f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args):
-    """Train a U-Net (segrt.training; needs segrt[torch]). `segrt train --help` lists the options."""
-    try:
-        from segrt.training.__main__ import main as train_main
-    except ImportError:
-        raise SegrtError("training needs torch and torchvision: pip install 'segrt[torch]'") from None
-    sys.exit(train_main(list(args)))
-
-
 @main.command("triton-repo")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "repo", type=click.Path(file_okay=False), required=True, help="the model repository folder")
@@ -258,6 +246,9 @@ def triton_repo(export_dir, repo, name, max_batch_size, instances, device, tenso
 
 
 from segrt import cli_predict  # noqa: E402,F401 - registers predict and bench on main
+from segrt.training.cli import train_command  # noqa: E402 - its options; torch is imported only when it runs
+
+main.add_command(train_command)
 
 if __name__ == "__main__":  # python -m segrt.cli: run the group the commands were registered on
     from segrt.cli import main as registered

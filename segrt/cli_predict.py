@@ -59,6 +59,8 @@ def provider_option(fn):
 @click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
+@click.option("--per-page", is_flag=True, help="multi-page TIFF stacks: besides NAME.tif (one label page per page), "
+                                               "each page's colour mask NAME.pNNNN.color.png (and overlay)")
 @click.option("--skip-existing", is_flag=True, help="skip images whose outputs exist (resume a run)")
 @click.option("--shard", help="I/N: only shard I (0-based) of N, split by a stable hash of each input's path "
                               "(one job of a job array; writes summary.shard-I-of-N.json)")
@@ -84,7 +86,7 @@ def provider_option(fn):
 @click.option("--num-workers", type=COUNT, default=1, show_default=True, help="with --engine ray: actors")
 @user_errors
 def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
-            overlay, no_color, save_probs, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
+            overlay, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
             no_arena, workers, writers, max_pixels, classes, mean, std, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
@@ -114,7 +116,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
     from segrt.inputs import parse_shard
 
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
-                          overlay=overlay, save_probs=save_probs, skip_existing=skip_existing, workers=workers,
+                          overlay=overlay, save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
                           writers=writers,
                           max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)

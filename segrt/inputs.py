@@ -72,8 +72,14 @@ def read_list(path: Path) -> list[Path]:
             for p in (Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))]
 
 
-def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
+def output_paths(out: Path, rel: Path, opts: PredictOptions, pages: int = 1) -> dict[str, Path]:
+    """The files one input writes: NAME.png (class ids), NAME.color.png, ...; a stack of ``pages``
+    pages writes NAME.tif (segrt.stacks)."""
     base = out / rel
+    if pages > 1:
+        from segrt.stacks import stack_paths
+
+        return stack_paths(base, pages, opts)
     paths = {"mask": base.with_name(base.name + ".png")}
     if opts.color:
         paths["color"] = base.with_name(base.name + ".color.png")
@@ -84,7 +90,7 @@ def output_paths(out: Path, rel: Path, opts: PredictOptions) -> dict[str, Path]:
     return paths
 
 
-def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
+def check_no_overwrite(pairs, out: Path, opts: PredictOptions, stacks: dict[Path, int] | None = None) -> None:
     """Refuse, before any work, outputs that would land on an input file, two inputs that would
     write the same output file (by final name: a.jpg's a.color.png and a.color.jpg's mask), and
     existing files in an --out that segrt did not write (no summary of a segrt run in it)."""
@@ -92,7 +98,7 @@ def check_no_overwrite(pairs, out: Path, opts: PredictOptions) -> None:
     writer: dict[Path, Path] = {}
     ours = any(out.glob("summary*.json")) or opts.skip_existing
     for p, rel in pairs:
-        for target in output_paths(out, rel, opts).values():
+        for target in output_paths(out, rel, opts, (stacks or {}).get(p, 1)).values():
             if real(target) in inputs:
                 raise SegrtError(f"output {target} would overwrite the input {target}; choose an --out "
                                  "folder outside the input folders")

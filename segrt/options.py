@@ -71,12 +71,37 @@ class IntList(click.ParamType):
             self.fail(str(exc).split(": ", 1)[1], param, ctx)
 
 
+class Number(click.ParamType):
+    """A finite float in a range (click's FloatRange lets nan through): Number(0, 1, high_open=True)."""
+
+    name = "NUMBER"
+
+    def __init__(self, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+        self.span = (f"{'>' if low_open else '>='} {low:g}" if high == math.inf else
+                     f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a number, got {value!r}", param, ctx)
+        inside = (v > self.low if self.low_open else v >= self.low) and \
+            (v < self.high if self.high_open else v <= self.high)
+        if not (math.isfinite(v) and inside):
+            self.fail(f"must be a finite number {self.span}, got {value}", param, ctx)
+        return v
+
+    def get_metavar(self, param, ctx=None):
+        return "NUMBER"
+
+
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
-class OneLineErrors(click.Group):
-    """A click group whose usage errors are one line (``error: ...``, exit 2) instead of the usage
-    block, and where Ctrl-C outside a command's own handling exits 130."""
+class OneLine:
+    """For a click group or command: usage errors are one line (``error: ...``, exit 2) instead of
+    the usage block, and Ctrl-C outside a command's own handling exits 130."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -95,3 +120,11 @@ class OneLineErrors(click.Group):
             click.echo(f"error: {exc.format_message()}", err=True)
             raise SystemExit(exc.exit_code) from None
         raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+class OneLineErrors(OneLine, click.Group):
+    """The segrt group (see OneLine)."""
+
+
+class OneLineCommand(OneLine, click.Command):
+    """A command run on its own, e.g. `python -m segrt.training` under torchrun (see OneLine)."""

@@ -22,6 +22,7 @@ from segrt import masks, processing
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.inputs import output_paths
+from segrt.stacks import StackWriter, page_paths
 from segrt.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
 from segrt.session import Session, usable_cores
@@ -40,6 +41,8 @@ class Job:
     decode_s: float = 0.0
     tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
     notes: list[str] = field(default_factory=list)  # what decoding had to say (e.g. the page it read)
+    page: int | None = None  # a page of a stack (segrt.stacks)
+    stack: StackWriter | None = None  # the stack's label TIFF, shared by its pages
 
 
 @dataclass
@@ -68,8 +71,8 @@ class Stats:
 class Predictor:
     """Holds an open Session; ``run(inputs)`` streams images through it."""
 
-    def __init__(self, session: Session, opts: PredictOptions, log=None):
-        self.session, self.opts = session, opts
+    def __init__(self, session: Session, opts: PredictOptions, log=None, stacks: dict[Path, int] | None = None):
+        self.session, self.opts, self.stacks = session, opts, stacks or {}
         self.manifest = session.manifest
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.said: set[str] = set()  # kinds of note already logged
@@ -86,12 +89,12 @@ class Predictor:
         if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
             fits = lambda h, w: check_tiled_memory(self.manifest, job.path, h, w, self.opts.tile.tile)  # noqa: E731
             image = processing.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits,
-                                            notes=job.notes)[0]
+                                            notes=job.notes, page=job.page)[0]
             job.tiler = TiledImage(image, self.opts.tile, self.manifest.mean, self.manifest.std, self.manifest.size_multiple,
                                    self.manifest.num_classes)
         else:
             job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native,
-                                                              self.opts.max_pixels, job.notes)
+                                                              self.opts.max_pixels, job.notes, job.page)
         job.decode_s = time.perf_counter() - t0
         return job
 
@@ -99,16 +102,23 @@ class Predictor:
         return self.write_mask(job, masks.to_mask(logits, job.geometry), logits)
 
     def write_mask(self, job: Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
-        """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits)."""
+        """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits); a
+        page of a stack goes into its label TIFF (and, with --per-page, its own colour/overlay)."""
         t0 = time.perf_counter()
         paths = output_paths(self.opts.out, job.rel, self.opts)
-        paths["mask"].parent.mkdir(parents=True, exist_ok=True)
+        if job.stack is not None:
+            job.stack.add(job.page, mask)
+            paths = page_paths(self.opts.out / job.rel, job.page, self.opts) if self.opts.per_page else {}
+        if not paths:
+            return time.perf_counter() - t0
+        paths[next(iter(paths))].parent.mkdir(parents=True, exist_ok=True)
         grey_png, color_png = masks.encode_mask_pngs(mask)
-        write_bytes_atomic(paths["mask"], grey_png)
+        if "mask" in paths:
+            write_bytes_atomic(paths["mask"], grey_png)
         if "color" in paths:
             write_bytes_atomic(paths["color"], color_png)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
-            image = processing.load_image(job.path, 3, self.opts.max_pixels)
+            image = processing.load_image(job.path, 3, self.opts.max_pixels, job.page)
             with atomic_path(paths["overlay"]) as tmp:
                 Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
@@ -121,12 +131,7 @@ class Predictor:
         """Decode (thread pool, bounded window) -> batch -> Session.submit (up to its in_flight
         batches at once) -> write (one thread), in input order. Counts go into ``stats``."""
         self.stats, opts = stats or Stats(), self.opts
-        jobs = collections.deque()
-        for path, rel in pairs:
-            if opts.skip_existing and all(p.exists() for p in output_paths(opts.out, rel, opts).values()):
-                self.stats.skipped += 1
-                continue
-            jobs.append(Job(path, rel))
+        jobs = self._jobs(pairs)
         # tiled: the bar counts tiles (known once each image is decoded), and at most two images are
         # decoded at a time (one being tiled, the next): a decoded image can be gigabytes
         self.bar = progress(total=0 if opts.tile else len(jobs), desc="predict", unit="tile" if opts.tile else "img",
@@ -165,9 +170,35 @@ class Predictor:
             decoders.shutdown()
             self.writers.shutdown()
             self.bar.close()
+            for stack in self.open_stacks:  # interrupted: no half-written label TIFF stays
+                if stack.next < stack.pages:
+                    stack.abort()
         return self.stats
 
+    def _jobs(self, pairs: list[tuple[Path, Path]]) -> collections.deque[Job]:
+        """One job per image, one per page of a stack (its pages share one StackWriter)."""
+        jobs, self.open_stacks = collections.deque(), []
+        for path, rel in pairs:
+            pages = self.stacks.get(path, 1)
+            if self.opts.skip_existing and all(p.exists() for p in output_paths(self.opts.out, rel, self.opts,
+                                                                                pages).values()):
+                self.stats.skipped += 1
+            elif pages == 1:
+                jobs.append(Job(path, rel))
+            else:
+                stack = StackWriter(output_paths(self.opts.out, rel, self.opts, pages)["mask"], pages)
+                self.open_stacks.append(stack)
+                jobs.extend(Job(path, rel, page=i, stack=stack) for i in range(pages))
+        return jobs
+
+    def _done(self, job: Job) -> bool:
+        """Did this write finish a file? An image, or the last page of a stack that did not fail."""
+        return job.stack is None or (job.page == job.stack.pages - 1 and not job.stack.failed)
+
     def _fail(self, job: Job, reason: str) -> None:
+        if job.stack is not None:  # a page failed: the stack's label TIFF is dropped
+            reason = f"page {job.page} of {job.stack.pages}: {reason}"
+            job.stack.abort()
         self.stats.failures.append({"file": str(job.path), "reason": reason})
         self.log(f"error: {reason}")
         if not self.opts.tile:
@@ -260,7 +291,7 @@ class Predictor:
                 continue
             try:
                 self.stats.write_s += fut.result()
-                self.stats.ok += 1
+                self.stats.ok += self._done(job)
             except OSError as exc:
                 self._fail(job, f"{job.path}: cannot write outputs ({exc.strerror or exc})")
                 continue

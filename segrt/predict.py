@@ -41,6 +41,7 @@ class PredictOptions:
     shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
     writers: int = 0  # output threads (mask resize, PNG, files); 0: a quarter of the cores, at least 1
     device_masks: bool | None = None  # native size: argmax where the model runs (None: on cuda/tensorrt)
+    per_page: bool = False  # stacks: also each page's colour mask (and overlay), beside the label TIFF
 
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
@@ -64,7 +65,8 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     check_options(opts, session, model, tile, overlap, blend, log)
     unread: list[tuple[Path, str]] = []
     pairs = gather_inputs(inputs, opts.out, unread)
-    check_no_overwrite(pairs, opts.out, opts)
+    stacks = find_stacks(pairs, opts)
+    check_no_overwrite(pairs, opts.out, opts, stacks)
     check_out_folder(opts.out, summary_name(opts.shard))
     for stale in remove_stale_temps_under(opts.out):
         log(f"removed {stale}, left by an earlier run that was killed")
@@ -79,15 +81,29 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     for _, why in unread:
         log(f"error: {why}")
     with threadpool_limits(1, "blas"), terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's
-        Predictor(session, opts, log).run(pairs, stats)
+        Predictor(session, opts, log, stacks).run(pairs, stats)
     stats.stopped_by = stopped.get("signal") or ("SIGINT" if stats.interrupted else None)
     summary = make_summary(model, session, opts, len(pairs), stats, time.perf_counter() - t0)
+    if stacks:
+        summary["stacks"] = {"files": len(stacks), "pages": sum(stacks.values())}
     try:
         write_bytes_atomic(opts.out / summary_name(opts.shard), (json.dumps(summary, indent=2) + "\n").encode())
     except OSError as exc:
         summary["summary_error"] = f"{opts.out / summary_name(opts.shard)}: not written ({exc.strerror or exc})"
         log(f"error: {summary['summary_error']}")
     return summary
+
+
+def find_stacks(pairs, opts: PredictOptions) -> dict[Path, int]:
+    """Multi-page TIFF inputs -> their page counts (headers only); they are predicted page by page."""
+    stacks = {p: n for p, _ in pairs if (n := processing.page_count(p)) > 1}
+    if stacks:
+        from segrt.stacks import require_tifffile
+
+        require_tifffile()
+        if opts.save_probs:
+            raise SegrtError(f"--save-probs cannot be used with multi-page TIFF inputs ({next(iter(stacks))})")
+    return stacks
 
 
 @contextlib.contextmanager
@@ -180,4 +196,5 @@ def format_summary(s: dict) -> str:
         by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
         line = f"INTERRUPTED{by}: " + line + f"; rerun with --out {s['out']} --skip-existing to finish"
     where = s["summary_error"] if s.get("summary_error") else f"in {s['out']}/{name}"
-    return line + f"\noutputs in {s['out']}/ (NAME.png = class ids), summary {where}"
+    names = "NAME.png = class ids" + ("; a stack's NAME.tif: a page of class ids per page" if s.get("stacks") else "")
+    return line + f"\noutputs in {s['out']}/ ({names}), summary {where}"

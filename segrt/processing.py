@@ -27,26 +27,28 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 GRAY_MODES = ("1", "L", "LA", "F", *SIXTEEN_BIT_MODES)
 
 
-def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               page: int | None = None) -> np.ndarray:
     """Decode any common image file to HWC uint8 with ``channels`` (1 or 3) channels.
 
     EXIF orientation is applied. Palette, RGBA, CMYK, grayscale and RGB are converted;
     16-bit images are scaled to 8 bits (value / 257). Raises ImageError naming the file.
     """
-    return decode_image(path, channels, max_pixels)[0]
+    return decode_image(path, channels, max_pixels, page=page)[0]
 
 
 def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 at_least: tuple[int, int] | None = None, check=None,
-                 notes: list[str] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                 at_least: tuple[int, int] | None = None, check=None, notes: list[str] | None = None,
+                 page: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """load_image, plus the original (h, w) after EXIF rotation.
 
     With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
     covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
     ``check(h, w)`` runs on the header's size before the pixels are decoded (it may raise ImageError).
     The file is read as it is decoded and the pixels are copied out once, so a 16000 x 16000
-    grayscale image peaks at twice its size (Pillow's and ours), not five times. A multi-page or
-    animated file gives its first page, and says so in ``notes`` (else as a warning).
+    grayscale image peaks at twice its size (Pillow's and ours), not five times. ``page``: that page
+    of a multi-page file (a TIFF stack), read alone; without it a multi-page or animated file gives
+    its first page, and says so in ``notes`` (else as a warning).
     """
     path = Path(path)
     check_regular_file(path)
@@ -55,9 +57,11 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with decoding(path, "image data"), f, Image.open(f) as img:
+        if page:
+            seek_page(img, page, path)
         w, h = img.size
         pages = getattr(img, "n_frames", 1)
-        if pages > 1:
+        if pages > 1 and page is None:
             say(notes, f"{path}: {pages} pages (or frames); only the first was read")
         if max_pixels and w * h > max_pixels:
             raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
@@ -76,6 +80,26 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
         return _to_array(img, channels, path), original
+
+
+def seek_page(img: Image.Image, page: int, path: Path) -> None:
+    try:
+        img.seek(page)
+    except EOFError:
+        raise ImageError(f"{path}: has no page {page} (it has {getattr(img, 'n_frames', 1)})") from None
+
+
+def page_count(path: str | os.PathLike) -> int:
+    """Pages of a TIFF stack (multi-page or OME-TIFF); 1 for any other file, or one that cannot be read
+    (decoding then says why)."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    try:
+        check_regular_file(Path(path))
+        with Image.open(path) as img:
+            return int(getattr(img, "n_frames", 1))
+    except (ImageError, OSError, ValueError, SyntaxError):
+        return 1
 
 
 def say(notes: list[str] | None, text: str) -> None:
@@ -123,14 +147,14 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                     notes: list[str] | None = None) -> tuple[np.ndarray, Geometry]:
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS, notes: list[str] | None = None,
+                     page: int | None = None) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
     Resizes to the manifest's working size unless ``native`` (or the model has none): then pads.
     """
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
-    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size, notes=notes)
+    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size, notes=notes, page=page)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original)
 
 
@@ -168,11 +192,14 @@ def _pixels(img: Image.Image) -> np.ndarray:
     return out
 
 
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Decode a label image to HW uint8 raw values (no EXIF rotation: masks carry none)."""
+def load_mask(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
+    """Decode a label image (or one ``page`` of a label stack) to HW uint8 raw values (no EXIF
+    rotation: masks carry none)."""
     path = Path(path)
     check_regular_file(path)
     with decoding(path, "mask"), Image.open(path) as img:
+        if page:
+            seek_page(img, page, path)
         if img.mode not in ("L", "P", "1", "I", "I;16"):
             img = img.convert("L")
         arr = np.asarray(img)

@@ -116,6 +116,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     from types import SimpleNamespace
 
     from segrt.inputs import check_no_overwrite, gather_inputs
+    from segrt.processing import page_count
     from segrt.predict import SUMMARY_FORMAT
     from segrt.session import Session, usable_cores
 
@@ -124,6 +125,9 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     probe = Session(model, provider=provider, precision=precision)  # errors before Ray starts
     local = "://" not in str(out)
     pairs = gather_inputs(inputs, Path(out) if local else None)
+    stack = next((p for p, _ in pairs if page_count(p) > 1), None)
+    if stack:
+        raise SegrtError(f"{stack}: multi-page TIFF stacks are predicted by the local engine (drop --engine ray)")
     if local:
         check_no_overwrite(pairs, Path(out), SimpleNamespace(color=color, overlay=False, save_probs=False,
                                                            skip_existing=skip_existing))
@@ -161,7 +165,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     return summary
 
 
-RAY_UNSUPPORTED = {"tile": "--tile", "overlay": "--overlay", "save_probs": "--save-probs", "shard": "--shard",
+RAY_UNSUPPORTED = {"tile": "--tile", "per_page": "--per-page", "overlay": "--overlay", "save_probs": "--save-probs", "shard": "--shard",
                    "kind": "--kind", "classes": "--classes", "mean": "--mean", "std": "--std"}
 
 

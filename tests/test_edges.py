@@ -328,14 +328,15 @@ def test_folders_that_cannot_be_read_are_named(tmp_path):
     assert "File name too long" in res.output and deep.is_dir()
 
 
-def test_multi_page_inputs_say_which_page_and_one_class_models_threshold(tmp_path):
+def test_animated_inputs_say_which_frame_and_one_class_models_threshold(tmp_path):
     exp = tiny_export(tmp_path / "exp")
     src = photos(tmp_path / "in", "a.jpg")
-    pages = [Image.open(PHOTO).resize((48, 40)).convert("L") for _ in range(3)]
-    pages[0].save(src / "stack.tif", save_all=True, append_images=pages[1:])
+    pages = [Image.open(PHOTO).resize((48, 40)).convert("L").point(lambda v, i=i: (v + 60 * i) % 256)
+             for i in range(3)]  # distinct frames (a GIF merges equal ones)
+    pages[0].save(src / "anim.gif", save_all=True, append_images=pages[1:])  # TIFF stacks: test_newcomer
     res = cli("predict", src, "--model", exp, "--out", tmp_path / "o", "--provider", "cpu")
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert res.exit_code == 0 and f"{src / 'stack.tif'}: 3 pages (or frames); only the first was read" in summary["notes"]
+    assert res.exit_code == 0 and f"{src / 'anim.gif'}: 3 pages (or frames); only the first was read" in summary["notes"]
     binary = conv_onnx(tmp_path / "sigmoid.onnx", classes=1)
     res = cli("predict", src / "a.jpg", "--model", binary, "--out", tmp_path / "b", "--provider", "cpu")
     assert res.exit_code == 0 and "read as a sigmoid" in res.output
@@ -374,12 +375,12 @@ def test_training_options_are_checked_before_any_work(tmp_path):
     both = tmp_path / "both.json"
     both.write_text(json.dumps({"train": ["Abyssinian_11", "b"], "val": ["Abyssinian_11"]}))
     weights_only = tiny_checkpoint(tmp_path / "best.pt")
-    cases = [(["--val-fraction", "1.5"], "--val-fraction: must be a finite number in (0, 1)"),
-             (["--crop-scale", "nan"], "--crop-scale: must be a finite number in (0, 1]"),
-             (["--dice-weight", "-1"], "--dice-weight: must be a finite number >= 0"),
-             (["--weight-decay", "nan"], "--weight-decay: must be a finite number"),
-             (["--grad-clip", "nan"], "--grad-clip: must be a finite number > 0"),
-             (["--threads", "100000"], "--threads: must be <= "),
+    cases = [(["--val-fraction", "1.5"], "'--val-fraction': must be a finite number in (0, 1)"),
+             (["--crop-scale", "nan"], "'--crop-scale': must be a finite number in (0, 1]"),
+             (["--dice-weight", "-1"], "'--dice-weight': must be a finite number >= 0"),
+             (["--weight-decay", "nan"], "'--weight-decay': must be a finite number"),
+             (["--grad-clip", "nan"], "'--grad-clip': must be a finite number > 0"),
+             (["--threads", "100000"], "'--threads': 100000 is not in the range 0<=x<="),
              (["--class-weights", "1,2"], "--class-weights: expected 3 values (one per class)"),
              (["--split-file", bad], "not a readable JSON split"),
              (["--split-file", lacks], 'needs "train" and "val" lists'),

@@ -22,7 +22,7 @@ def test_without_cuda_one_line_and_exit_0(tmp_path):
 
 def test_every_planned_command_parses(tmp_path):
     from segrt.cli import main
-    from segrt.training.__main__ import parser
+    from segrt.training.cli import parse
 
     (tmp_path / "pets").mkdir()  # bench wants its model folder to exist
     steps = gpu_check.install_steps() + gpu_check.plan(tmp_path, ROOT / "examples" / "images", tmp_path / "many")
@@ -35,7 +35,7 @@ def test_every_planned_command_parses(tmp_path):
             ctx = main.make_context("segrt", cmd[3:4])
             main.get_command(ctx, cmd[3]).make_context(cmd[3], cmd[4:], parent=ctx)  # raises on a bad option
         elif "segrt.training" in cmd:
-            parser().parse_args(cmd[cmd.index("segrt.training") + 1:])
+            parse(cmd[cmd.index("segrt.training") + 1:])
         elif cmd[1].endswith("predict_throughput.py"):
             assert "--provider" in cmd and cmd[cmd.index("--provider") + 1] == "cuda"
 

@@ -150,3 +150,55 @@ def test_tiles_are_not_held_to_the_pixel_limit(tmp_path):
               "--tile", "2048")
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "t" / "mosaic.png").size == (8200, 8000)
+
+
+def stack(path, pages, dtype=np.uint16, size=(40, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    high = 65535 if dtype == np.uint16 else 255
+    frames = [Image.fromarray(rng.integers(0, high, size).astype(dtype)) for _ in range(pages)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return [np.asarray(f) for f in frames]
+
+
+def test_tiff_stacks_are_predicted_page_by_page(tmp_path):
+    exp = tiny_export(tmp_path / "exp")
+    (tmp_path / "in").mkdir()
+    frames = stack(tmp_path / "in" / "em.tif", 3)
+    res = cli("predict", tmp_path / "in", "--model", exp, "--out", tmp_path / "o", "--provider", "cpu")
+    assert res.exit_code == 0, res.output
+    out = Image.open(tmp_path / "o" / "em.tif")
+    assert out.n_frames == 3 and not list((tmp_path / "o").glob("*.color.png"))
+    single = tmp_path / "pages"  # each page alone, as 8 bits the way training reads 16-bit pages
+    single.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(np.clip(np.rint(f / 257.0), 0, 255).astype(np.uint8)).save(single / f"p{i}.png")
+    assert cli("predict", single, "--model", exp, "--out", tmp_path / "s", "--provider", "cpu").exit_code == 0
+    for i in range(3):
+        out.seek(i)
+        assert (np.asarray(out) == np.asarray(Image.open(tmp_path / "s" / f"p{i}.png"))).all()
+    res = cli("predict", tmp_path / "in", "--model", exp, "--out", tmp_path / "pp", "--provider", "cpu", "--per-page")
+    assert res.exit_code == 0 and sorted(p.name for p in (tmp_path / "pp").glob("em.p*.color.png")) == [
+        "em.p0000.color.png", "em.p0001.color.png", "em.p0002.color.png"]
+    summary = json.loads((tmp_path / "pp" / "summary.json").read_text())
+    assert summary["written"] == 1 and summary["stacks"] == {"files": 1, "pages": 3}
+    assert not any("only the first was read" in n for n in summary["notes"])
+
+
+def test_training_reads_stacks_page_by_page(tmp_path):
+    import torch
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    for name in ("a", "b"):
+        stack(tmp_path / "data" / "images" / f"{name}.tif", 4, np.uint8, (32, 32))
+        masks = [Image.fromarray(np.where(np.arange(32 * 32).reshape(32, 32) % (i + 2) == 0, 255, 0).astype(np.uint8))
+                 for i in range(4)]
+        masks[0].save(tmp_path / "data" / "masks" / f"{name}.tif", save_all=True, append_images=masks[1:])
+    res = train_gray(tmp_path / "data", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"]) == [f"{n}[{i}]" for n in "ab" for i in range(4)]
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model_config"]["in_channels"] == 1
+    (tmp_path / "data" / "masks" / "b.tif").unlink()
+    Image.new("L", (32, 32)).save(tmp_path / "data" / "masks" / "b.tif")
+    one_line_error(train_gray(tmp_path / "data", tmp_path / "run2"), "b.tif: 4 page(s) but its mask b.tif has 1")

@@ -180,7 +180,7 @@ def test_isbi_layout_grayscale(tmp_path):
 
     layout = data.isbi_layout(ROOT / "tests" / "data" / "isbi")
     pairs, _ = data.find_pairs(layout)
-    image, mask = data.load_pair(*pairs[0], layout)
+    image, mask = data.load_pair(pairs[0].image, pairs[0].mask, layout)
     assert image.shape == (512, 512, 1) and set(np.unique(mask).tolist()) == {0, 1}
     raw = np.array(Image.open(pairs[0][1]))
     assert ((raw == 0) == (mask == 0)).all()  # membrane (0) is class 0
@@ -201,12 +201,12 @@ def test_channels_last_is_the_default_and_steps_like_nchw():
 
     from segrt.checkpoint import cpu_state
     from segrt.model import UNet, UNetConfig
-    from segrt.training.__main__ import parser
+    from segrt.training.cli import parse
     from segrt.training.losses import SegmentationLoss
     from segrt.training.train import train_step
 
-    assert parser().parse_args(["--out", "r"]).channels_last
-    assert not parser().parse_args(["--out", "r", "--no-channels-last"]).channels_last
+    assert parse(["--out", "r"]).channels_last
+    assert not parse(["--out", "r", "--no-channels-last"]).channels_last
     torch.manual_seed(0)
     nchw = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=8, depth=3)).train()
     nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from segrt.errors import ImageError, SegrtError
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
-from segrt.processing import list_images, load_image, load_mask, prepare, resize_mask
+from segrt.processing import list_images, load_image, load_mask, page_count, prepare, resize_mask
 
 IGNORE_INDEX = 255
 GRAY_MEAN, GRAY_STD = [0.5], [0.25]
@@ -118,18 +119,36 @@ def parse_mask_map(text: str, num_classes: int | None = None) -> dict[int, int]:
     return out
 
 
-def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Match images to masks by file stem. Returns (pairs, problems skipped)."""
+class Pair(NamedTuple):
+    """An image and its mask, or one page of an image stack and the same page of its mask stack."""
+
+    image: Path
+    mask: Path
+    page: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Its name in split.json: the file stem, 'stem[page]' for a page of a stack."""
+        return self.image.stem if self.page is None else f"{self.image.stem}[{self.page}]"
+
+
+def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[Pair], list[str]]:
+    """Match images to masks by file stem; a multi-page TIFF pairs page by page with its mask stack.
+    Returns (pairs, problems skipped)."""
     for folder in (layout.images, layout.masks):
         if not folder.is_dir():
             raise DataError(f"{folder}: no such folder")
     masks = {p.stem: p for p in list_images(layout.masks)}
     pairs, problems = [], []
     for img in list_images(layout.images):
-        if img.stem in masks:
-            pairs.append((img, masks[img.stem]))
-            continue
         problem = f"{img}: no mask named {img.stem}.* in {layout.masks}"
+        if img.stem in masks:
+            pages, mask_pages = page_count(img), page_count(masks[img.stem])
+            if pages == mask_pages:
+                pairs += [Pair(img, masks[img.stem])] if pages == 1 else \
+                    [Pair(img, masks[img.stem], i) for i in range(pages)]
+                continue
+            problem = f"{img}: {pages} page(s) but its mask {masks[img.stem].name} has {mask_pages}"
         if not skip_bad:
             raise DataError(problem + " (use --skip-bad to skip such images)")
         problems.append(problem)
@@ -138,15 +157,18 @@ def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[tuple[Path,
     return pairs, problems
 
 
-def load_pair(image_path: Path, mask_path: Path, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """-> (HWC uint8 image, HW uint8 class ids); DataError naming the file on any problem."""
+def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """-> (HWC uint8 image, HW uint8 class ids) of a file (or of one page of a stack); DataError
+    naming the file on any problem."""
     try:
-        image = load_image(image_path, layout.channels)
-        raw = load_mask(mask_path)
+        image = load_image(image_path, layout.channels, page=page)
+        raw = load_mask(mask_path, page)
     except ImageError as exc:
         raise DataError(str(exc)) from None
+    where = "" if page is None else f" page {page}"
     if image.shape[:2] != raw.shape:
-        raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
+        raise DataError(f"{image_path}{where}: image is {image.shape[1]}x{image.shape[0]} but its mask "
                         f"{mask_path.name} is {raw.shape[1]}x{raw.shape[0]}")
     lut = np.full(256, -1, np.int32)
     for value, cls in layout.mask_map.items():
@@ -154,7 +176,7 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout) -> tuple[np.nda
     mask = lut[raw]
     if (mask < 0).any():
         bad = sorted(set(np.unique(raw[mask < 0]).tolist()))
-        raise DataError(f"{mask_path}: mask values {bad[:8]} are not in the class mapping "
+        raise DataError(f"{mask_path}{where}: mask values {bad[:8]} are not in the class mapping "
                         f"{layout.mask_map} (set it with --mask-map)")
     return image, mask.astype(np.uint8)
 
@@ -162,9 +184,9 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout) -> tuple[np.nda
 def load_all(pairs, layout: Layout, skip_bad: bool, desc: str, show: bool = True):
     """Decode and check every pair once. Returns (list of (image, mask), problems skipped)."""
     loaded, problems = [], []
-    for image_path, mask_path in tqdm(pairs, desc=desc, unit="img", disable=not show, leave=False):
+    for pair in tqdm(pairs, desc=desc, unit="img", disable=not show, leave=False):
         try:
-            loaded.append(load_pair(image_path, mask_path, layout))
+            loaded.append(load_pair(pair.image, pair.mask, layout, pair.page))
         except DataError as exc:
             if not skip_bad:
                 raise DataError(f"{exc} (use --skip-bad to skip such files)") from None
@@ -241,7 +263,7 @@ class EvalDataset(torch.utils.data.Dataset):
 
 def split_pairs(pairs, val_fraction: float, seed: int):
     """Seeded split by stem; returns (train, val)."""
-    order = sorted(pairs, key=lambda p: p[0].stem)
+    order = sorted(pairs, key=lambda p: p.name)
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
     return order[n_val:], order[:n_val]
@@ -259,7 +281,7 @@ def read_split(split_file: Path) -> dict:
 def split_from_file(pairs, split_file: Path):
     """Use a stored split {"train": [stems], "val": [stems]}; every stem must exist."""
     split = read_split(split_file)
-    by_stem = {p[0].stem: p for p in pairs}
+    by_stem = {p.name: p for p in pairs}
     missing = [s for s in split["train"] + split["val"] if s not in by_stem]
     if missing:
         raise DataError(f"{split_file}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
@@ -268,8 +290,8 @@ def split_from_file(pairs, split_file: Path):
 
 def split_record(train, val, seed: int, val_fraction: float | None) -> dict:
     """What split.json holds: image names (stems) of each side, and how they were drawn."""
-    return {"seed": seed, "val_fraction": val_fraction, "train": sorted(p[0].stem for p in train),
-            "val": sorted(p[0].stem for p in val)}
+    return {"seed": seed, "val_fraction": val_fraction, "train": sorted(p.name for p in train),
+            "val": sorted(p.name for p in val)}
 
 
 def write_split(train, val, path: Path, seed: int, val_fraction: float) -> None:

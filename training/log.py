@@ -28,6 +28,7 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from segrt.fsutil import atomic_path
 
@@ -43,8 +44,15 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     for key in rows[0]:
         if key.startswith("iou_"):
             b.plot(ep, [float(r[key]) if r[key] else np.nan for r in rows], label=key[4:], alpha=0.7)
+    miou = [float(r["val_miou"]) for r in rows]
+    best = int(np.argmax(miou))
+    b.axvline(ep[best], color="k", ls=":", lw=1)
+    b.annotate(f"best: epoch {ep[best]}, mIoU {miou[best]:.3f}", (ep[best], miou[best]), textcoords="offset points",
+               xytext=(4, -12), fontsize=7)
     b.set(xlabel="epoch", ylabel="IoU", title="validation IoU")
     b.legend(fontsize=7)
+    for axis in (a, b):  # whole epochs only
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,11 @@ def _train(args, d: Dist) -> dict:
     return row
 
 
+def show_progress(args, d: Dist) -> bool:
+    """Progress bars on a terminal only (a piped log gets the per-epoch lines, not bar redraws)."""
+    return d.main and not args.quiet and sys.stderr.isatty()
+
+
 def setup(args, d: Dist) -> Run:
     torch.manual_seed(args.seed + d.rank)
     np.random.seed(args.seed + d.rank)
@@ -119,7 +125,7 @@ def setup(args, d: Dist) -> Run:
     model = build_model(args, layout, d)
     if args.init:
         init_weights(model, args.init, d, args.seed)
-    train_samples, val_samples, problems, split = build_data(args, layout, show=d.main and not args.quiet)
+    train_samples, val_samples, problems, split = build_data(args, layout, show=show_progress(args, d))
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
@@ -205,7 +211,8 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float, float, float]:
         loader.sampler.set_epoch(epoch)
     run.model.train()
     t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", disable=not d.main or args.quiet, leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", disable=not show_progress(args, d),
+               leave=False)
     for x, y in bar:
         x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
         if args.channels_last:

@@ -1,0 +1,142 @@
+"""`segrt train` (also `python -m segrt.training`, e.g. under torchrun): the options, checked up
+front by click like every segrt command (defaults shown in --help, did-you-mean, no abbreviations,
+one-line errors), then one call to training.train.train. Imports no torch until it runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+import click
+
+from segrt.backends import usable_cores
+from segrt.errors import SegrtError
+from segrt.options import Number, OneLineCommand
+
+CORES = usable_cores()
+POSITIVE = Number(0, low_open=True)
+
+
+def options(specs):
+    def apply(fn):
+        for spec in reversed(specs):
+            fn = spec(fn)
+        return fn
+    return apply
+
+
+DATA = [
+    click.option("--layout", type=click.Choice(["pets", "isbi", "folders"]), default="folders"),
+    click.option("--data", type=click.Path(file_okay=False), help="dataset root for --layout pets/isbi"),
+    click.option("--images", type=click.Path(file_okay=False), help="image folder for --layout folders"),
+    click.option("--masks", type=click.Path(file_okay=False),
+                 help="mask folder for --layout folders (pairs matched by file stem)"),
+    click.option("--classes", help="class names, comma separated (--layout folders)"),
+    click.option("--mask-map", help="raw mask value -> class id, e.g. '0:0,255:1,128:ignore'"),
+    click.option("--channels", type=click.Choice(["1", "3"]), callback=lambda c, p, v: int(v) if v else None,
+                 help="input channels (--layout folders; default: 1 when every image is grayscale, else 3)"),
+    click.option("--mean", help="normalization mean, comma separated (default ImageNet, or 0.5 for gray)"),
+    click.option("--std", help="normalization std, comma separated (default ImageNet, or 0.25 for gray)"),
+    click.option("--val-fraction", type=Number(0, 1, True, True), default=0.2,
+                 help="share of the images held out for validation (recorded in RUN/split.json)"),
+    click.option("--split-file", type=click.Path(dir_okay=False),
+                 help="JSON train/val split: used if it exists, written otherwise"),
+    click.option("--val-images", type=click.Path(file_okay=False), help="separate validation image folder"),
+    click.option("--val-masks", type=click.Path(file_okay=False), help="separate validation mask folder"),
+    click.option("--skip-bad", is_flag=True, help="skip and count unusable files instead of stopping"),
+    click.option("--size", type=click.IntRange(min=8), default=128, help="training crop size (square)"),
+    click.option("--crop-scale", type=Number(0, 1, low_open=True), default=0.25,
+                 help="smallest random crop, as a fraction of the image area"),
+    click.option("--native", is_flag=True, help="train on random --size crops at native scale and validate whole "
+                 "images at native resolution: for models run full size or tiled (cells, EM, aerial)"),
+    click.option("--workers", type=click.IntRange(0, CORES), default=max(0, min(4, CORES - 2)),
+                 help="DataLoader worker processes (cores - 2, at most 4; 0 on 2 cores, where in-process "
+                      "augmentation is faster)"),
+]
+MODEL = [
+    click.option("--base-channels", type=click.IntRange(min=1), default=16),
+    click.option("--depth", type=click.IntRange(min=1), default=4),
+    click.option("--upsampling", type=click.Choice(["transpose", "bilinear"]), default="transpose"),
+]
+OPTIMISATION = [
+    click.option("--epochs", type=click.IntRange(min=1), default=20),
+    click.option("--batch-size", type=click.IntRange(min=1), default=8),
+    click.option("--lr", type=POSITIVE, default=3e-3),
+    click.option("--weight-decay", type=Number(0), default=1e-4),
+    click.option("--loss", type=click.Choice(["ce", "dice", "ce+dice"]), default="ce+dice"),
+    click.option("--dice-weight", type=Number(0), default=1.0, help="weight of Dice in ce+dice"),
+    click.option("--class-weights", help="'auto' (median frequency) or comma-separated weights, one per class"),
+    click.option("--grad-clip", type=POSITIVE, default=1.0, help="max gradient norm"),
+    click.option("--no-amp", is_flag=True, help="disable mixed precision on CUDA"),
+    click.option("--bf16", is_flag=True, help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)"),
+    click.option("--channels-last/--no-channels-last", default=True,
+                 help="NHWC memory layout (1.47x faster training steps on a 2-core Xeon, see "
+                      "benchmarks/train_throughput.py --layouts)"),
+    click.option("--ema", type=Number(0, 1, True, True), metavar="DECAY",
+                 help="validate and save an exponential moving average of the weights (e.g. 0.998); "
+                      "metrics.csv also gets the raw weights' val_miou_raw"),
+    click.option("--init", type=click.Path(dir_okay=False), help="start from this checkpoint's weights with a fresh "
+                 "optimizer and schedule (fine-tune, e.g. at a larger --size); same shape, or a larger "
+                 "--base-channels: the weights are widened to compute the same function"),
+]
+RUN = [
+    click.option("--out", type=click.Path(file_okay=False), required=True,
+                 help="run folder: best.pt, last.pt, metrics.csv, curves.png, split.json"),
+    click.option("--resume", type=click.Path(dir_okay=False), help="checkpoint to resume from (RUN/last.pt)"),
+    click.option("--seed", type=click.IntRange(min=0), default=0),
+    click.option("--threads", type=click.IntRange(0, CORES), default=0,
+                 help=f"torch CPU threads, at most the {CORES} cores (0: torch's default)"),
+    click.option("--quiet", is_flag=True, help="no progress bars and no per-epoch lines"),
+]
+
+
+@click.command("train", cls=OneLineCommand, context_settings={"show_default": True,
+                                                              "help_option_names": ["-h", "--help"]})
+@options(DATA + MODEL + OPTIMISATION + RUN)
+def train_command(**kwargs):
+    """Train a U-Net on image/mask folders (or the pets / ISBI layouts); also: python -m segrt.training
+    (torchrun --nproc_per_node=N -m segrt.training ... for DDP)."""
+    args = SimpleNamespace(**kwargs)
+    if args.layout in ("pets", "isbi") and not args.data:
+        raise click.UsageError(f"--layout {args.layout} needs --data")
+    if args.init and args.resume:
+        raise click.UsageError("--init starts a new run and --resume continues one: give one of them")
+    from segrt.backends import module_available
+
+    if not (module_available("torch") and module_available("torchvision")):
+        click.echo("error: training needs torch and torchvision: pip install 'segrt[torch]'", err=True)
+        return 2
+    from .train import train
+
+    try:
+        train(args)
+    except SegrtError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except OSError as exc:  # the run folder: read-only, a file in the way, a full disk
+        click.echo(f"error: {exc.filename or args.out}: {exc.strerror or exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; resume with --resume {os.path.join(args.out, 'last.pt')}", err=True)
+        return 130
+    return 0
+
+
+def parse(argv: list[str]) -> SimpleNamespace:
+    """The options ``argv`` gives, as train() reads them (raises click's UsageError on a bad one)."""
+    with train_command.make_context("segrt train", list(argv)) as ctx:
+        return SimpleNamespace(**ctx.params)
+
+
+def main(argv=None) -> int:
+    """Run `segrt train` with ``argv``; returns the exit code (tests call this in process)."""
+    try:
+        train_command.main(argv, prog_name="segrt train")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
