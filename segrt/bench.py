@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from segrt.backends import module_available
 from segrt.cpuinfo import cpu_info
@@ -108,18 +109,23 @@ def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs
 
 
 def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int = 0, trt_fp16: bool = False,
-              batch_sizes=(1, 8), sizes=(256,),
+              batch_sizes=(1, 8), sizes=None,
               warmup: int = 3, runs: int = 20, threads: int = 0, artifacts: list[str] | None = None,
               log=None) -> dict:
     """Benchmark every runnable artifact variant of an export (or a single .onnx)."""
-    if runs < 1 or warmup < 0 or min(batch_sizes, default=0) < 1 or min(sizes, default=0) < 1:
+    if runs < 1 or warmup < 0 or min(batch_sizes, default=0) < 1 or (sizes is not None and min(sizes, default=0) < 1):
         raise SegrtError("--runs, --batch-sizes and --sizes must be >= 1 and --warmup >= 0")
     log = log or (lambda m: None)
     options = SessionOptions(threads=threads, device=device, trt_fp16=trt_fp16)
     probe = Session(model, provider=provider, options=options)
-    if probe.auto_note:
-        log(probe.auto_note)
     manifest, m = probe.manifest, probe.manifest.size_multiple
+    if not sizes:
+        (h, w), basis = speed_size(manifest)
+        sizes = [max(h, w)]
+        log(f"bench at {sizes[0]}x{sizes[0]} ({basis}; --sizes to choose)")
+    pick = probe.artifact.name if probe.auto_note and probe.folder else None
+    if pick:
+        log(f"{probe.auto_note}; bench times every runnable artifact, * marks that one")
     check_bench_memory(manifest, max(batch_sizes), [round_up(int(size), m) for size in sizes])
     variants = runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
     if artifacts:
@@ -144,7 +150,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
                 bar.update(1)
     bar.close()
     return {"schema": SCHEMA, "model": str(model), "machine": machine_info(threads), "warmup": warmup,
-            "runs": runs, "rows": rows}
+            "runs": runs, "rows": rows, "auto_pick": pick, "auto_note": probe.auto_note if pick else None}
 
 
 def machine_info(threads: int = 0) -> dict:
@@ -161,28 +167,54 @@ def machine_info(threads: int = 0) -> dict:
 
 
 def format_table(result: dict, markdown: bool = False) -> str:
-    head = ["artifact", "precision", "provider", "batch", "size", "open ms", "first ms", "p50 ms", "p90 ms",
-            "p99 ms", "img/s", "peak RSS MB"]
-    body = [[r["artifact"], r["precision"], r["provider"], str(r["batch_size"]), f"{r['height']}x{r['width']}",
-             f"{r['open_ms']:.0f}", f"{r['first_run_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
+    """The rows, per batch and per image labelled; ``*`` marks what --provider auto would run."""
+    head = ["artifact", "precision", "provider", "batch", "size", "open ms", "first ms", "p50 ms/batch",
+            "p90 ms/batch", "p99 ms/batch", "ms/img (p50)", "img/s", "peak RSS MB"]
+    pick = result.get("auto_pick")
+    body = [[r["artifact"] + (" *" if r["artifact"] == pick else ""), r["precision"], r["provider"],
+             str(r["batch_size"]), f"{r['height']}x{r['width']}", f"{r['open_ms']:.0f}", f"{r['first_run_ms']:.1f}",
+             f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['p50_ms'] / r['batch_size']:.2f}",
              f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
+    note = [f"* = what --provider auto runs here ({result['auto_note']})"] if pick else []
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body] + ([""] + note if note else []))
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *body])
+    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head, *body]] + note)
 
 
-def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3) -> dict:
-    """Time every gated CPU variant of an export together (batch 1 at its working size, all usable
-    cores, rounds alternating between variants) and store it as ``manifest.speed``."""
+def speed_size(manifest, images=None) -> tuple[tuple[int, int], str]:
+    """The size predict will run a model at, and why: its working size; for a native-size model the
+    median size of ``images`` (a folder like the ones it will see), else its training crop."""
+    m = manifest.size_multiple
+    if manifest.input_size:
+        return tuple(round_up(s, m) for s in manifest.input_size), "the working size predict resizes to"
+    from segrt.processing import list_images
+
+    sizes = []
+    for p in (list_images(images)[:50] if images and Path(images).is_dir() else []):
+        try:
+            with Image.open(p) as img:
+                sizes.append(img.size[::-1])
+        except OSError:
+            continue
+    if sizes:
+        h, w = (int(np.median([s[i] for s in sizes])) for i in (0, 1))
+        return (round_up(h, m), round_up(w, m)), f"native size: the median of {len(sizes)} images in {images}"
+    crop = manifest.crop_size or (256, 256)
+    return tuple(round_up(s, m) for s in crop), "native size unknown (no images given): the training crop"
+
+
+def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3, images=None) -> dict:
+    """Time every gated CPU variant of an export together (batch 1 at the size predict will run,
+    see speed_size; all usable cores, rounds alternating between variants) and store it as
+    ``manifest.speed``."""
     from segrt.choose import candidates
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     ok, _ = candidates(manifest, folder=folder)
-    m = manifest.size_multiple
-    h, w = (round_up(s, m) for s in (manifest.input_size or manifest.crop_size or (256, 256)))
+    (h, w), basis = speed_size(manifest, images)
     x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
     sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
                 for a in ok}
@@ -191,8 +223,9 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3)
         for name, s in sessions.items():
             times[name] += timed(s.run, x, runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
-    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "ms_per_image": ms,
-                      "date": dt.date.today().isoformat()}
+    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "size_from": basis,
+                      "ms_per_image": ms, "date": dt.date.today().isoformat()}
     manifest.save(folder)
-    log("speed on this CPU (batch 1, ms/image): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))
+    log(f"speed on this CPU (batch 1 at {h}x{w}, {basis}; ms/image): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))
     return manifest.speed

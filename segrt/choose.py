@@ -73,7 +73,8 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None, folder:
     ms = speed.get("ms_per_image", {})
     if same_cpu(speed.get("cpu")) and all(a.name in ms for a in ok):
         ranked = sorted(ok, key=lambda a: ms[a.name])
-        shape = "x".join(map(str, speed.get("input", [])))
+        shape = "x".join(map(str, speed.get("input", [])[2:])) + (f" ({speed['size_from']})" if "size_from" in speed
+                                                                 else "")
         others = ", ".join(f"{a.name} {ms[a.name]:.1f}" for a in ranked[1:])
         why = (f"the fastest gated variant measured on this CPU, {ms[ranked[0].name]:.1f} ms/image at {shape}"
                + (f" (others: {others})" if others else ""))

@@ -218,7 +218,7 @@ def quantize(export_dir, backend, precision, calib_images, calib_count, calib_me
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
     art = run_quantize(export_dir, precision, opts, log, backend)
-    record_speeds(export_dir, log)
+    record_speeds(export_dir, log, images=val_images or calib_images)
     from segrt.gate import write_gate_report
 
     write_gate_report(export_dir, opts, log)

@@ -146,8 +146,9 @@ def exit_code(summary: dict) -> int:
 @provider_option
 @gpu_options
 @click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
-@click.option("--sizes", type=IntList(), default="256", show_default=True,
-              help="square input sizes, rounded up to the size multiple")
+@click.option("--sizes", type=IntList(),
+              help="square input sizes, rounded up to the size multiple (default: the size predict runs the model "
+                   "at: its working size, else its training crop)")
 @click.option("--warmup", type=NONNEG, default=3, show_default=True)
 @click.option("--runs", type=COUNT, default=20, show_default=True)
 @click.option("--threads", type=THREADS, default=0, help=f"inference threads, at most the {CORES} cores (0: all)")

@@ -330,7 +330,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
 
     for backend, precision in jobs:
         run_quantize(folder, precision, opts, progress, backend)
-    record_speeds(folder, progress)
+    record_speeds(folder, progress, images=opts.val_images or opts.calib_images)
     if jobs:
         write_gate_report(folder, opts, progress, final)
 

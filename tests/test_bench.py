@@ -30,7 +30,14 @@ def test_bench_all_fields_and_stable_schema(exported, tmp_path):
 def test_bench_markdown_and_unavailable_provider(exported):
     res = CliRunner().invoke(main, ["bench", str(exported), "--runs", "1", "--sizes", "64", "--batch-sizes", "1",
                                     "--artifact", "model.onnx", "--markdown"])
-    assert res.exit_code == 0 and res.output.count("| model.onnx |") == 1
+    assert res.exit_code == 0 and res.output.count("| model.onnx * |") == 1  # what auto runs, marked
+    assert "* = what --provider auto runs here (provider auto -> model.onnx" in res.output
+    assert "| p50 ms/batch |" in res.output and "| ms/img (p50) |" in res.output
+    res = CliRunner().invoke(main, ["bench", str(exported), "--runs", "1", "--batch-sizes", "2", "--provider", "cpu",
+                                    "--artifact", "model.onnx", "--markdown"])
+    row = next(ln for ln in res.output.splitlines() if ln.startswith("| model.onnx |")).split(" | ")
+    assert "bench at 64x64 (the working size predict resizes to" in res.output and row[4] == "64x64"
+    assert float(row[10]) == pytest.approx(float(row[7]) / 2, abs=0.01)  # per image = per batch / batch size
     res = CliRunner().invoke(main, ["bench", str(exported), "--provider", "cuda"])
     assert res.exit_code == 2 and "provider 'cuda'" in res.output and "available: cpu" in res.output
 

@@ -202,3 +202,29 @@ def test_training_reads_stacks_page_by_page(tmp_path):
     (tmp_path / "data" / "masks" / "b.tif").unlink()
     Image.new("L", (32, 32)).save(tmp_path / "data" / "masks" / "b.tif")
     one_line_error(train_gray(tmp_path / "data", tmp_path / "run2"), "b.tif: 4 page(s) but its mask b.tif has 1")
+
+
+def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
+    from segrt.bench import speed_size
+    from segrt.choose import choose_cpu_variant
+    from segrt.cpuinfo import cpu_info
+    from segrt.manifest import Artifact, Manifest
+
+    native = Manifest(name="em", classes=["a", "b"], mean=[0.5], std=[0.25], channels=1, size_multiple=16,
+                      input_size=None, crop_size=[128, 128])
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i, (w, h) in enumerate([(500, 500), (512, 520), (600, 480)]):
+        Image.new("L", (w, h)).save(folder / f"{i}.png")
+    assert speed_size(native, folder) == ((512, 512), f"native size: the median of 3 images in {folder}")
+    assert speed_size(native) == ((128, 128), "native size unknown (no images given): the training crop")
+    resized = Manifest(name="p", classes=["a", "b"], mean=[0.5] * 3, std=[0.2] * 3, channels=3, size_multiple=32,
+                       input_size=[288, 288])
+    assert speed_size(resized, folder) == ((288, 288), "the working size predict resizes to")
+    native.artifacts = [Artifact(file="m.onnx", kind="onnx"), Artifact(file="m.int8.onnx", kind="onnx",
+                                                                       precision="int8")]
+    native.parity = {a.name: {"passed": True, "mask_iou": 1.0, "mask_iou_min": 0.98} for a in native.artifacts}
+    native.speed = {"cpu": cpu_info(), "input": [1, 1, 512, 512], "size_from": "native size: the median of 3 images",
+                    "ms_per_image": {"m.onnx": 9.0, "m.int8.onnx": 4.0}}
+    art, note = choose_cpu_variant(native)
+    assert art.name == "m.int8.onnx" and "4.0 ms/image at 512x512 (native size: the median of 3 images)" in note
