@@ -119,8 +119,10 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
     options = SessionOptions(threads=threads, device=device, trt_fp16=trt_fp16)
     probe = Session(model, provider=provider, options=options)
     manifest, m = probe.manifest, probe.manifest.size_multiple
-    if not sizes:
-        (h, w), basis = speed_size(manifest)
+    if not sizes:  # the size the export's speeds were recorded at (what auto compares), else speed_size's
+        speed = manifest.speed or {}
+        (h, w), basis = (tuple(speed["input"][2:]), speed.get("size_from", "the size the export's speeds were "
+                                                               "timed at")) if speed.get("input") else speed_size(manifest)
         sizes = [max(h, w)]
         log(f"bench at {sizes[0]}x{sizes[0]} ({basis}; --sizes to choose)")
     pick = probe.artifact.name if probe.auto_note and probe.folder else None

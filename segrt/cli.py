@@ -79,9 +79,10 @@ def gate_options(fn):
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 
 
-def gpu_options(fn):
+def gpu_options(fn, sharded: bool = False):
+    more = " (one process per GPU: --device N with --shard N/GPUS)" if sharded else ""
     fn = click.option("--device", type=NONNEG, default=0, show_default=True,
-                      help="the GPU for cuda/tensorrt (one process per GPU: --device N with --shard N/GPUS)")(fn)
+                      help=f"the GPU for cuda/tensorrt{more}")(fn)
     return click.option("--trt-fp16", is_flag=True, help="tensorrt: build the engine in fp16")(fn)
 
 
@@ -91,7 +92,8 @@ def quantize_options(fn):
         click.option("--calib-count", type=COUNT, help="use at most N calibration images"),
         click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
                      show_default=True),
-        click.option("--val-images", type=click.Path(), help="held-out gate images (default: 20%% of calibration)"),
+        click.option("--val-images", type=click.Path(), help="held-out gate images (default: the calibration images that did not train the model, "
+                                                          "or 20% of them when its split is unknown)"),
         click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),
         click.option("--quant-gate", type=FRACTION,
                      help="min mask IoU agreement (default int8 0.98, fp16 and bf16 0.995)"),

@@ -3,6 +3,7 @@ its options and calls one library function."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def provider_option(fn):
               help="output folder (default: a new predictions/, predictions-2/, ... so runs never mix)")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @provider_option
-@gpu_options
+@functools.partial(gpu_options, sharded=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="artifact precision (default: fp32; with --provider auto, the fastest gated one)")
 @click.option("--kind", type=click.Choice(["onnx", "openvino", "torchscript", "pt2"]),

@@ -247,6 +247,8 @@ def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> 
     if any(p == "int8" for _, p in jobs) and not folders[0][1]:
         raise SegrtError("--quantize int8 needs calibration images: pass --calib-images DIR (photos like the ones "
                          "you will predict; training images are fine)")
+    if any(p == "bf16" for _, p in jobs) and not (folders[0][1] or folders[1][1]):
+        raise SegrtError("--quantize bf16 is gated on real photos: pass --val-images DIR (or --calib-images DIR)")
     for option, folder in folders:
         if folder and (not Path(folder).is_dir() or (option != "--val-masks" and not list_images(folder))):
             raise SegrtError(f"{option} {folder}: " + ("no such folder" if not Path(folder).is_dir() else

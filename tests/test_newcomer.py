@@ -54,7 +54,7 @@ def test_gray_folders_train_a_one_channel_model_and_save_the_split(gray_run):
     import torch
 
     run, stdout = gray_run
-    assert "all 8 images are grayscale: a 1-channel model" in stdout and "--native" in stdout
+    assert "all 8 image files are grayscale: a 1-channel model" in stdout and "--native" in stdout
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["model_config"]["in_channels"] == 1 and ckpt["normalization"] == {"mean": [0.5], "std": [0.25]}
     split = json.loads((run / "split.json").read_text())
@@ -64,7 +64,7 @@ def test_gray_folders_train_a_one_channel_model_and_save_the_split(gray_run):
 
 def test_mixed_folders_say_they_are_read_as_rgb(tmp_path):
     res = train_gray(gray_folders(tmp_path / "data", rgb=3), tmp_path / "run")
-    assert res.returncode == 0 and "5 of 8 images are grayscale: all are read as RGB" in res.stdout, res.stderr
+    assert res.returncode == 0 and "5 of 8 image files are grayscale: all are read as RGB" in res.stdout, res.stderr
 
 
 def test_export_beside_the_run_carries_the_split_and_gates_on_held_out_images(gray_run, tmp_path):
@@ -228,3 +228,19 @@ def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
                     "ms_per_image": {"m.onnx": 9.0, "m.int8.onnx": 4.0}}
     art, note = choose_cpu_variant(native)
     assert art.name == "m.int8.onnx" and "4.0 ms/image at 512x512 (native size: the median of 3 images)" in note
+
+
+def test_help_texts_say_what_they_mean():
+    for command, missing in (("quantize", "%%"), ("parity", "--shard"), ("export", "%%")):
+        res = cli(command, "--help")
+        assert res.exit_code == 0 and missing not in res.output, (command, missing)
+    res = cli("train", "--help")
+    assert "[default: 20; x>=1]" in res.output and "[default: 0.2]" in res.output
+    one_line_error(cli("train", "--out", "r", "--epoch", "3"), "No such option '--epoch'", "Did you mean")
+
+
+def test_bf16_without_photos_is_refused_up_front(gray_run, tmp_path):
+    run, _ = gray_run
+    one_line_error(cli("export", run / "best.pt", "--out", tmp_path / "e", "--formats", "onnx,openvino",
+                       "--quantize", "bf16"), "--quantize bf16 is gated on real photos")
+    assert not (tmp_path / "e").exists()

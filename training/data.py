@@ -89,11 +89,11 @@ def detect_channels(folder: Path) -> tuple[int, str | None]:
         except (OSError, ValueError):
             pass  # decoding says what is wrong with it, later
     if paths and gray == len(paths):
-        return 1, (f"all {gray} images are grayscale: a 1-channel model, normalization mean {GRAY_MEAN[0]}, std "
+        return 1, (f"all {gray} image files are grayscale: a 1-channel model, normalization mean {GRAY_MEAN[0]}, std "
                    f"{GRAY_STD[0]} (--channels 3 for RGB); for microscopy or tiles predicted at full size, "
                    "consider --native")
     if gray:
-        return 3, f"{gray} of {len(paths)} images are grayscale: all are read as RGB (3 channels; --channels 1 for gray)"
+        return 3, f"{gray} of {len(paths)} image files are grayscale: all are read as RGB (3 channels; --channels 1 for gray)"
     return 3, None
 
 
