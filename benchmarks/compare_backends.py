@@ -39,7 +39,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.metrics import ConfusionMatrix
 from segrt.model import UNet, UNetConfig
-from segrt.parity import eager_model
+from segrt.parity import eager_model, export_checkpoint
 from segrt.processing import list_images, read_model_input
 from segrt.session import Session, SessionOptions
 
@@ -176,7 +176,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         return model, tmp / "export", manifest, inputs, name
     export_dir = Path(args.export)
     manifest = Manifest.load(export_dir)
-    model = eager_model(export_dir / "checkpoint.pt", manifest)
+    model = eager_model(export_checkpoint(export_dir, manifest, log)[0], manifest)
     if args.size_override:
         manifest.input_size = [args.size_override, args.size_override]
     inputs = [read_model_input(p, manifest)[0] for p in list_images(args.images)[: args.count]]

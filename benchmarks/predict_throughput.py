@@ -42,9 +42,9 @@ def bare_throughput(session: Session, tensors: list[np.ndarray], batch_size: int
 
 
 def predict_throughput(images: Path, model: Path, batch_size: int, threads: int, workers: int, spin: bool,
-                       out_root: Path, provider: str = "cpu") -> float:
+                       out_root: Path, provider: str = "cpu", kind: str | None = None) -> float:
     with tempfile.TemporaryDirectory(dir=out_root, prefix=".predict-bench-") as out:
-        s = run_predict([str(images)], model, provider=provider, log=lambda m: None,
+        s = run_predict([str(images)], model, provider=provider, kind=kind, log=lambda m: None,
                         session_options=SessionOptions(threads=threads, spin=spin, throughput=True),
                         opts=PredictOptions(out=Path(out), batch_size=batch_size, workers=workers, progress=False))
     return s["images_per_s"]
@@ -76,6 +76,7 @@ def main():
                    help="ORT thread spinning in predict's session (the bare session always spins)")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, openvino (the same for both sides)")
+    p.add_argument("--kind", help="artifact kind (onnx, openvino, torchscript, pt2; default: the provider's)")
     p.add_argument("--out-root", type=Path, default=Path("."),
                    help="where predict writes its outputs (a temp folder inside); file creation speed differs "
                         "between file systems (here: 0.76 ms per new file under /tmp, 0.02 ms under /work)")
@@ -88,7 +89,7 @@ def main():
         subset.mkdir()
         for img in all_images[: args.count]:
             os.symlink(img.resolve(), subset / img.name)
-        session = Session(args.model, provider=args.provider, options=SessionOptions(threads=args.threads))
+        session = Session(args.model, provider=args.provider, kind=args.kind, options=SessionOptions(threads=args.threads))
         m = session.manifest
         tensors = [processing.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
         bare_throughput(session, tensors[:8], args.batch_size)  # warm-up
@@ -96,7 +97,7 @@ def main():
         for _ in range(args.rounds):
             bare.append(bare_throughput(session, tensors, args.batch_size))
             e2e.append(predict_throughput(subset, args.model, args.batch_size, args.threads, args.workers, args.spin,
-                                          args.out_root, args.provider))
+                                          args.out_root, args.provider, args.kind))
     res = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": str(args.model),
            "provider": session.provider,
            "input_size": m.input_size, "images": len(tensors), "batch_size": args.batch_size,

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from segrt.manifest import Manifest
-from segrt.parity import eager_model, image_inputs, run_parity_on
+from segrt.parity import eager_model, export_checkpoint, image_inputs, run_parity_on
 from segrt.report import render
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
@@ -48,7 +48,7 @@ def main():
     p.add_argument("--height", type=int, default=1900)
     args = p.parse_args()
     manifest = Manifest.load(args.export)
-    model = eager_model(args.export / "checkpoint.pt", manifest)
+    model = eager_model(export_checkpoint(args.export, manifest, print)[0], manifest)
     t0 = time.perf_counter()
     batches = image_inputs(manifest, args.images, args.masks)
     report = run_parity_on(args.export, manifest, model, batches, visuals=8)

@@ -26,8 +26,9 @@ def gate_of(manifest: Manifest, art: Artifact) -> dict:
 
 
 def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
-    missing = [f for f in (art.file, *art.companions) if not (folder / f).is_file()] if folder else []
-    if missing:
+    if folder and not manifest.in_copy(folder, art):
+        run = manifest.runs_from(folder, art)[0]
+        missing = [f for f in (run.file, *run.companions) if not (folder / f).is_file()]
         return f"not in this copy: {', '.join(missing)} missing"
     if not gate_of(manifest, art).get("passed"):
         return "no passed gate recorded"

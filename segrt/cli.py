@@ -111,7 +111,7 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 
 
 @main.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False),
               help="export folder (default: export/ beside the checkpoint, e.g. runs/NAME/export; export-2/ ... "
                    "when that exists)")
@@ -134,7 +134,8 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
 @user_errors
 def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, calib_images, calib_count, calib_method,
            val_images, val_masks, quant_gate, gate_iou, gate_logit):
-    """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds."""
+    """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
+    manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
     from segrt.parity import ParityFailed, format_report
 

@@ -171,6 +171,20 @@ def versions() -> dict:
     return found
 
 
+def read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
+    """-> (checkpoint dict, the training split, where the split came from). ``checkpoint``: a .pt
+    file, or an export folder to export again (its checkpoint.pt, or where that is not in the copy,
+    the U-Net rebuilt from its fp32 ONNX; its manifest's split)."""
+    if not checkpoint.is_dir():
+        return (load_checkpoint(checkpoint), *split_beside(checkpoint))
+    from segrt.parity import export_checkpoint
+
+    manifest = Manifest.load(checkpoint)
+    ckpt, what = export_checkpoint(checkpoint, manifest, progress)
+    ckpt = load_checkpoint(ckpt) if isinstance(ckpt, Path) else ckpt
+    return ckpt, manifest.split, (str(checkpoint / "manifest.json") if manifest.split else None)
+
+
 def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
     cfg = ckpt["model_config"]
     return Manifest(name=name, classes=list(ckpt["classes"]), mean=list(ckpt["normalization"]["mean"]),
@@ -194,7 +208,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     from segrt.gate import QuantizeOptions
 
     checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt, split, source = read_source(checkpoint, progress)
     formats = check_formats(formats)
     check_opset(opset)
     if tta is not None and tta not in TTA_MODES:
@@ -216,7 +230,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     manifest.tta = tta
     if size:
         manifest.input_size = working_size(size, manifest.size_multiple)
-    manifest.split, source = split_beside(checkpoint)
+    manifest.split = split
     progress(f"training split: {source} ({len(manifest.split['train'])} train, {len(manifest.split['val'])} val "
              "images): no gate uses a training image" if source else
              f"no {SPLIT_FILE} beside {checkpoint}: which images trained it is unknown, so gates cannot exclude them")
@@ -256,11 +270,12 @@ def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> 
 
 
 def default_out(checkpoint: Path, force: bool, progress) -> Path:
-    """No --out: an ``export`` folder beside the checkpoint (RUN/export for RUN/best.pt); when that
+    """No --out: an ``export`` folder beside the checkpoint (RUN/export for RUN/best.pt; NAME-export for
+    an export folder NAME); when that
     exists, export-2, export-3, ... (said in one line), or with --force that one replaced."""
     from segrt.fsutil import next_free
 
-    first = checkpoint.parent / "export"
+    first = checkpoint.with_name(checkpoint.name + "-export") if checkpoint.is_dir() else checkpoint.parent / "export"
     out = first if force else next_free(first)
     if out != first:
         progress(f"{first} exists: writing {out} (pass --out to choose, --force to replace {first.name})")

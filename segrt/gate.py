@@ -196,9 +196,11 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ckpt is not None and torch_available():
-        from segrt.parity import eager_logits, eager_model
+        from segrt.parity import eager_logits, eager_model, export_checkpoint
 
-        return eager_logits(eager_model(folder / ckpt.file, manifest), batches), "eager"
+        checkpoint, what = export_checkpoint(folder, manifest)
+        return eager_logits(eager_model(checkpoint, manifest), batches), \
+            "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"
     session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
     return [session.run(b.x) for b in batches], "onnx fp32"
 

@@ -164,11 +164,31 @@ class Manifest:
         self.artifacts = [a for a in self.artifacts if a.name != artifact.name] + [artifact]
         return artifact
 
+    def runs_from(self, folder: Path, art: Artifact) -> tuple[Artifact, str | None]:
+        """The artifact whose file runs ``art``: itself; or, for an OpenVINO fp32/bf16 IR that is
+        not in this copy, the ONNX it was converted from (OpenVINO reads ONNX: the same graph; its
+        compiled form is cached). -> (that artifact, the note saying so, or None)."""
+        named = next((a.extra["source"] for a in self.artifacts if a.file == art.file and a.extra.get("source")), "")
+        source = self.find(named) if art.kind == "openvino" and art.precision != "int8" else None
+        if source is None or (Path(folder) / art.file).is_file() or not (Path(folder) / source.file).is_file():
+            return art, None
+        return source, f"{art.file} is not in this copy: OpenVINO runs {source.file}, which it was converted from"
+
+    def in_copy(self, folder: Path, art: Artifact) -> bool:
+        """Are the files that run ``art`` in this folder (a copy may ship a subset)?"""
+        run = self.runs_from(folder, art)[0]
+        return all((Path(folder) / f).is_file() for f in (run.file, *run.companions))
+
     def verify(self, folder: Path, names: list[str] | None = None) -> None:
-        """Refuse an export whose files do not match the recorded hashes (names the file)."""
+        """Refuse an export whose files do not match the recorded hashes (names the file). With
+        ``names``, those artifacts must be here; without, every artifact that is (a copy may ship a
+        subset: see in_copy)."""
         checked = set()
         for a in self.artifacts:
             if names is not None and a.name not in names:
+                continue
+            a = self.runs_from(folder, a)[0]
+            if names is None and not (Path(folder) / a.file).exists():
                 continue
             for file, sha in [(a.file, a.sha256), *((f, c["sha256"]) for f, c in a.companions.items())]:
                 if file in checked:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +98,33 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
             "max_abs_logit_diff": float(np.abs(together - alone).max())}
 
 
-def eager_model(checkpoint: str | os.PathLike, manifest: Manifest):
-    """The eager PyTorch reference of an export: the checkpoint's U-Net, with the export's TTA."""
+def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
+    """The eager PyTorch reference of an export: the checkpoint's U-Net (a file, or a checkpoint
+    dict), with the export's TTA."""
     from segrt.checkpoint import load_checkpoint, model_from_checkpoint
     from segrt.model import with_tta
 
-    return with_tta(model_from_checkpoint(load_checkpoint(checkpoint)), manifest.tta)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    return with_tta(model_from_checkpoint(ckpt), manifest.tta)
+
+
+def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str | Path | dict, str]:
+    """-> (the export's checkpoint: its file, or, where checkpoint.pt is not in this copy, a U-Net
+    rebuilt from the fp32 ONNX's weights; what it is). The bundled models ship that way: one fp32
+    copy of the weights (segrt.checkpoint.rebuild_from_onnx)."""
+    ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
+    if ref is not None and (folder / ref.file).is_file():
+        return folder / ref.file, f"eager PyTorch ({ref.file})"
+    onnx = manifest.artifact("onnx", "fp32")
+    if ref is None and not (folder / onnx.file).is_file():
+        raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
+    from segrt.checkpoint import rebuild_from_onnx
+
+    manifest.verify(folder, [onnx.name])
+    what = f"eager PyTorch rebuilt from {onnx.file}'s weights ({ref.file if ref else 'checkpoint.pt'} is not in this copy)"
+    if log:
+        log(f"reference: {what}")
+    return rebuild_from_onnx(folder / onnx.file, manifest), what
 
 
 def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
@@ -128,7 +150,8 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     for art in manifest.artifacts:
         if art.kind == "checkpoint" or (names and art.name not in names):
             continue
-        why_not = skip_reason(art, provider, real, module_available("openvino"))
+        why_not = skip_reason(art, provider, real, module_available("openvino")) or \
+            (None if manifest.in_copy(folder, art) else "not in this copy")
         if why_not:
             report["skipped"][art.name] = why_not
             continue
@@ -214,10 +237,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     manifest.verify(folder)
     check_outputs(folder, manifest, images, masks, json_path, report_path, record)
     if checkpoint is None:
-        ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
-        if ref is None:
-            raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
-        checkpoint = folder / ref.file
+        checkpoint, _ = export_checkpoint(folder, manifest, lambda m: print(m, file=sys.stderr))
     model = eager_model(checkpoint, manifest)
     if masks and not images:
         raise SegrtError("--masks needs --images")
@@ -227,7 +247,8 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     bench = load_bench(bench_path) if bench_path else None
     report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
                            visuals=worst if report_path else 0)
-    report["export"], report["checkpoint"] = str(folder), str(checkpoint)
+    report["export"] = str(folder)
+    report["checkpoint"] = checkpoint["path"] if isinstance(checkpoint, dict) else str(checkpoint)
     if images:
         from segrt.splits import describe
 

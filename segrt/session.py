@@ -54,7 +54,10 @@ class Session:
                                                    precision or "fp32")
         self.path = (self.folder / self.artifact.file) if self.folder else path
         if self.folder:  # the file it runs must be the one the export verified (sha256, once per open)
-            self.manifest.verify(self.folder, [self.artifact.name])
+            runs, moved = self.manifest.runs_from(self.folder, self.artifact)
+            self.manifest.verify(self.folder, [runs.name])
+            self.path = self.folder / runs.file
+            note = "; ".join(filter(None, [note, moved]))
         self.kind = self.artifact.kind
         self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider
