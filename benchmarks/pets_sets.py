@@ -1,4 +1,4 @@
-"""Symlinked image sets from training/splits/pets.json, for calibration and evaluation:
+"""Symlinked image sets from segrt/training/splits/pets.json, for calibration and evaluation:
 
     calib/        the first N train-split images (INT8 calibration)
     eval/         100 images never used for calibration: the 90 val-split images + train-split ones after calib
@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-SPLIT = Path(__file__).resolve().parents[1] / "training" / "splits" / "pets.json"
+SPLIT = Path(__file__).resolve().parents[1] / "segrt" / "training" / "splits" / "pets.json"
 
 
 def link(src: Path, dst_dir: Path) -> None:

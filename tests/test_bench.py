@@ -37,7 +37,7 @@ def test_bench_markdown_and_unavailable_provider(exported):
                                     "--artifact", "model.onnx", "--markdown"])
     row = next(ln for ln in res.output.splitlines() if ln.startswith("| model.onnx |")).split(" | ")
     assert "bench at 64x64 (the working size predict resizes to" in res.output and row[4] == "64x64"
-    assert float(row[10]) == pytest.approx(float(row[7]) / 2, abs=0.01)  # per image = per batch / batch size
+    assert float(row[10]) == pytest.approx(float(row[7]) / 2, abs=0.03)  # per image = per batch / batch size (rounded)
     res = CliRunner().invoke(main, ["bench", str(exported), "--provider", "cuda"])
     assert res.exit_code == 2 and "provider 'cuda'" in res.output and "available: cpu" in res.output
 

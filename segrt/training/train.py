@@ -154,7 +154,7 @@ def setup(args, d: Dist) -> Run:
 
 def init_weights(model, path: str, d: Dist, seed: int) -> None:
     """--init: the weights of a checkpoint (the average, if it was trained with --ema), widened
-    (training/widen.py) where this model has more base channels."""
+    (segrt/training/widen.py) where this model has more base channels."""
     ckpt = load_checkpoint(path, map_location="cpu")
     state, old = ckpt["state_dict"], stored_config(ckpt)
     wider = old is not None and can_widen(old, model.config)

@@ -1,7 +1,7 @@
 """segrt train --layout pets --data DIR --out runs/NAME [options]   (or: python -m segrt.training ...)
 
 Multi-GPU / multi-node: torchrun --nproc_per_node=N -m segrt.training ... (CPU: gloo backend).
-The options are in training/cli.py.
+The options are in segrt/training/cli.py.
 """
 
 import sys
