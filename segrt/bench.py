@@ -74,7 +74,8 @@ def runnable_artifacts(manifest, provider: str) -> list:
 
 def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((batch, session.manifest.channels, h, w)).astype(np.float32) for _ in range(buffers)]
+    inputs = [session.feed(rng.standard_normal((batch, session.manifest.channels, h, w)).astype(np.float32))
+              for _ in range(buffers)]  # what the artifact takes: a uint8-input variant's pixels are not converted here
     gpu = session.kind != "onnx" and session.provider == "cuda"
     if gpu:
         import torch
@@ -223,7 +224,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
         for name, s in sessions.items():
-            times[name] += timed(s.run, x, runs, warmup=1)  # warm-up after the other variants ran
+            times[name] += timed(s.run, s.feed(x), runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
     manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "size_from": basis,
                       "ms_per_image": ms, "date": dt.date.today().isoformat()}

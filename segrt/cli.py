@@ -129,11 +129,13 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
                    "of its mirror (twice the compute; gated against eager PyTorch doing the same)")
 @click.option("--size", type=IntList(), help="working size N or H,W that predict resizes images to (default: the "
                                             "training size); the gates and the quantizers run at it")
+@click.option("--uint8-input", is_flag=True, help="also a uint8-input copy of every gated ONNX/OpenVINO variant "
+                                                  "(normalization in the graph; gated like its base)")
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, calib_images, calib_count, calib_method,
-           val_images, val_masks, quant_gate, gate_iou, gate_logit):
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, calib_images, calib_count,
+           calib_method, val_images, val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
     manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
@@ -143,6 +145,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
                             progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
+                            uint8_input=uint8_input,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate))
     except ParityFailed as exc:
@@ -210,24 +213,25 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True)
 @click.option("--precision", type=click.Choice(["int8", "fp16", "bf16"]), default="int8", show_default=True,
               help="onnxruntime: int8, fp16; openvino: int8 (NNCF), bf16")
+@click.option("--uint8-input", "uint8_of", multiple=True, metavar="ARTIFACT",
+              help="instead: a uint8-input copy of this gated variant (repeatable; 'all' for every one): it takes "
+                   "the decoder's pixels and normalizes in its graph, gated like its base")
 @quantize_options
 @user_errors
-def quantize(export_dir, backend, precision, calib_images, calib_count, calib_method, val_images, val_masks,
+def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count, calib_method, val_images, val_masks,
              quant_gate):
-    """Add a gated variant to an existing export: INT8 (ONNX Runtime QDQ or OpenVINO NNCF), FP16, bf16."""
-    from segrt.bench import record_speeds
-    from segrt.quantize import run_quantize
+    """Add a gated variant to an existing export: INT8 (ONNX Runtime QDQ or OpenVINO NNCF), FP16, bf16,
+    or uint8-input copies of the gated ones."""
+    from segrt.export import add_variants
 
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
-    art = run_quantize(export_dir, precision, opts, log, backend)
-    record_speeds(export_dir, log, images=val_images or calib_images)
-    from segrt.gate import write_gate_report
-
-    write_gate_report(export_dir, opts, log)
-    provider = " --provider openvino" if art.kind == "openvino" else ""
-    echo_out(f"added {art.name} to {export_dir}; run it with "
-               f"segrt predict IMAGES --model {export_dir}{provider} --precision {precision}")
+    uint8 = (True if "all" in uint8_of else list(uint8_of)) if uint8_of else False
+    made = add_variants(Path(export_dir), [] if uint8 else [(backend, precision)], opts,
+                        lambda m: click.echo(m, err=True), uint8=uint8)
+    for art in made:
+        provider = " --provider openvino" if art.kind == "openvino" else ""
+        echo_out(f"added {art.name} to {export_dir}; --provider auto picks it where it is fastest, or run it with "
+                 f"segrt predict IMAGES --model {Path(export_dir) / art.file}{provider}")
 
 
 @main.command("triton-repo")

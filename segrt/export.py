@@ -200,7 +200,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
                gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
-               size: list[int] | None = None) -> ExportResult:
+               size: list[int] | None = None, uint8_input: bool = False) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
@@ -239,7 +239,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         with atomic_dir(out, force=force) as tmp:
             write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
             report = gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
-            add_variants(tmp, quant_jobs, opts, progress, final=out)
+            add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)
             notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
                       if a.kind == "onnx" and a.opset not in (None, opset)]
@@ -339,17 +339,22 @@ def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: fl
     return report
 
 
-def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, final: Path | None = None) -> None:
-    """--quantize: each gated variant, the CPU speeds of all, and parity.html for the gates."""
+def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, final: Path | None = None,
+                 uint8: bool | list[str] = False) -> list[Artifact]:
+    """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
+    the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
     from segrt.bench import record_speeds
     from segrt.gate import write_gate_report
     from segrt.quantize import run_quantize
+    from segrt.uint8_in import add_uint8_variants
 
-    for backend, precision in jobs:
-        run_quantize(folder, precision, opts, progress, backend)
+    made = [run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs]
+    if uint8:
+        made += add_uint8_variants(folder, opts, progress, uint8 if isinstance(uint8, list) else None)
     record_speeds(folder, progress, images=opts.val_images or opts.calib_images)
-    if jobs:
+    if made:
         write_gate_report(folder, opts, progress, final)
+    return made
 
 
 def describe_export(result: ExportResult) -> str:

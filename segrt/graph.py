@@ -192,3 +192,40 @@ def append_argmax(model, logits: str, name: str = "mask"):
         helper.make_node("Cast", [f"{name}_int64"], [name], to=TensorProto.UINT8)])
     out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["batch", "height", "width"]))
     return out
+
+
+def uint8_input(model, mean: list[float], std: list[float]):
+    """A copy of ``model`` that takes the decoder's pixels: uint8 NCHW in [0, 255]. In the graph:
+    Cast, Sub 255*mean per channel (before any padding, so the zero padding is still the mean
+    colour, exactly), then the division by 255*std folded into the first convolution's weights
+    where the input feeds a single Conv with constant weights, else an explicit Mul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g, name = out.graph, out.graph.input[0].name
+    inits = {t.name: t for t in g.initializer}
+    consumers = [n for n in g.node if name in n.input]
+    c = len(mean)
+    shift = numpy_helper.from_array((255.0 * np.asarray(mean, np.float32)).reshape(1, c, 1, 1), f"{name}_u8_shift")
+    scale = (1.0 / (255.0 * np.asarray(std, np.float32))).astype(np.float32)
+    nodes = [helper.make_node("Cast", [name], [f"{name}_f32"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", [f"{name}_f32", shift.name], [f"{name}_centred"])]
+    g.initializer.append(shift)
+    conv = consumers[0] if len(consumers) == 1 and consumers[0].op_type == "Conv" else None
+    if conv is not None and conv.input[1] in inits and conv.input[0] == name:
+        w = numpy_helper.to_array(inits[conv.input[1]]) * scale.reshape(1, c, 1, 1)
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w.astype(np.float32), conv.input[1]))
+        feed = f"{name}_centred"
+    else:
+        g.initializer.append(numpy_helper.from_array(scale.reshape(1, c, 1, 1), f"{name}_u8_scale"))
+        nodes.append(helper.make_node("Mul", [f"{name}_centred", f"{name}_u8_scale"], [f"{name}_normalized"]))
+        feed = f"{name}_normalized"
+    for n in consumers:
+        n.input[:] = [feed if i == name else i for i in n.input]
+    rest = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + rest)  # stays topologically sorted: the new nodes read only the graph input
+    g.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    return out

@@ -23,7 +23,8 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
     path = Path(path)
     overrides = {"classes": classes, "mean": mean, "std": std, "size_multiple": size_multiple}
     given = [k for k, v in overrides.items() if v is not None]
-    folder = path if path.is_dir() else path.parent if path.is_file() and path.suffix != ".onnx" else None
+    folder = path if path.is_dir() else path.parent if path.is_file() and (path.suffix != ".onnx" or
+                                                                          _listed(path)) else None
     if folder is not None:
         if given:
             raise SegrtError(f"{path}: --{given[0].replace('_', '-')} is for a bare .onnx file; an export's "
@@ -44,6 +45,17 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
     _apply_overrides(manifest, path, **overrides)
     manifest.artifacts = [Artifact(file=path.name, kind="onnx")]
     return manifest, None
+
+
+def _listed(path: Path) -> bool:
+    """Is this .onnx file an artifact of the export folder it sits in (its manifest names it)?"""
+    import json
+
+    try:
+        listed = json.loads((path.parent / "manifest.json").read_text()).get("artifacts", [])
+        return any(isinstance(a, dict) and a.get("file") == path.name for a in listed)
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def _apply_overrides(manifest: Manifest, path: Path, **overrides) -> None:

@@ -94,7 +94,8 @@ class Predictor:
                                    self.manifest.num_classes)
         else:
             job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native,
-                                                              self.opts.max_pixels, job.notes, job.page)
+                                                              self.opts.max_pixels, job.notes, job.page,
+                                                              pixels=self.session.takes_uint8)
         job.decode_s = time.perf_counter() - t0
         return job
 

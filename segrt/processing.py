@@ -148,14 +148,14 @@ def check_regular_file(path: Path) -> None:
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
                      max_pixels: int | None = DEFAULT_MAX_PIXELS, notes: list[str] | None = None,
-                     page: int | None = None) -> tuple[np.ndarray, Geometry]:
+                     page: int | None = None, pixels: bool = False) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
     Resizes to the manifest's working size unless ``native`` (or the model has none): then pads.
     """
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
     image, original = decode_image(path, manifest.channels, max_pixels, at_least=size, notes=notes, page=page)
-    return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original)
+    return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels)
 
 
 def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
@@ -229,8 +229,10 @@ def prepare(
     size: tuple[int, int] | None,
     multiple: int,
     original_hw: tuple[int, int] | None = None,
+    pixels: bool = False,
 ) -> tuple[np.ndarray, Geometry]:
-    """HWC uint8 -> (CHW float32 normalized, Geometry).
+    """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
+    that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
 
     ``size`` (h, w): resize to the model's working size (bilinear, antialiased).
     ``size`` None: keep native resolution and pad bottom/right to a multiple of ``multiple``
@@ -245,9 +247,11 @@ def prepare(
         in_hw, padded = tuple(size), False
     else:
         in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
-    x = normalize(image, mean, std)
+    x = np.ascontiguousarray(image.transpose(2, 0, 1)) if pixels else normalize(image, mean, std)
     if padded and in_hw != (h, w):
-        x = np.pad(x, ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w)))
+        pad = ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w))
+        x = np.stack([np.pad(c, pad[1:], constant_values=round(255 * m)) for c, m in zip(x, mean)]) if pixels \
+            else np.pad(x, pad)
     return x, Geometry(original_hw, in_hw, padded)
 
 

@@ -19,7 +19,8 @@ from segrt.manifest import Artifact, Manifest
 from segrt.model_info import load_model_info
 
 class Session:
-    """Runs one artifact. ``run(x)``: NCHW float32 normalized -> NCHW float32 logits.
+    """Runs one artifact. ``run(x)``: NCHW float32 normalized (or, for a uint8-input variant, uint8
+    pixels) -> NCHW float32 logits.
 
     Which artifact: ``artifact`` (a manifest name or file); else the one of ``kind`` and ``precision``
     (default fp32; kind openvino for provider openvino when the export has it, else onnx); with
@@ -61,6 +62,8 @@ class Session:
         self.kind = self.artifact.kind
         self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider
+        # NCHW pixels, normalized in the graph (segrt.uint8_in): as the manifest says, or as a bare file's input is
+        self.takes_uint8 = self.artifact.extra.get("input_dtype") == "uint8" or self._backend.input_dtype == "uint8"
         self.binary = self.manifest.num_classes == 1  # one sigmoid logit: class 1 where it is > 0
         if self.binary:
             name = self.manifest.classes[0]
@@ -71,8 +74,19 @@ class Session:
         self.in_flight = self._backend.in_flight
         self.open_s = self._backend.open_s
 
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """What the artifact takes: float32 normalized, or for a uint8-input variant (segrt.uint8_in)
+        the pixels (a float input is turned back into them)."""
+        if not self.takes_uint8:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype != np.uint8:
+            from segrt.uint8_in import to_uint8
+
+            x = to_uint8(x, self.manifest.mean, self.manifest.std)
+        return np.ascontiguousarray(x)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = self.feed(x)
         n = self._backend.fixed_batch
         if n is None or len(x) == n:
             out = self._backend.run(x)
@@ -85,7 +99,7 @@ class Session:
 
     def run_masks(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 -> NHW uint8 classes; on a GPU the argmax runs there and only masks return."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = self.feed(x)
         if self.binary or (self._backend.fixed_batch is not None and len(x) != self._backend.fixed_batch):
             return Backend.run_masks(self, x)  # through run()'s chunking (Backend's host argmax of self.run)
         return self._backend.run_masks(x)
@@ -94,7 +108,7 @@ class Session:
         """Start ``run(x)``; returns a Future of the logits. Up to ``in_flight`` may be outstanding."""
         if self._backend.fixed_batch is not None or self.binary:
             return finished(self.run, x)  # runs at once, through run()'s chunking (and the sigmoid's two logits)
-        return self._backend.submit(np.ascontiguousarray(x, dtype=np.float32))
+        return self._backend.submit(self.feed(x))
 
     def submit_masks(self, x: np.ndarray):
         """run_masks(x) as a Future (at once)."""

@@ -137,6 +137,7 @@ class OrtBackend(Backend):
         if classes is not None and isinstance(out.shape[1], int) and out.shape[1] != classes:
             raise SegrtError(f"{self.path}: model outputs {out.shape[1]} class channels but its metadata lists "
                              f"{classes} classes")
+        self.input_dtype = "uint8" if inp.type == "tensor(uint8)" else "float32"
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
