@@ -19,7 +19,7 @@ from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
 from segrt.memory import check_bench_memory
-from segrt.processing import round_up
+from segrt.processing import prepare, round_up
 from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
@@ -210,7 +210,8 @@ def speed_size(manifest, images=None) -> tuple[tuple[int, int], str]:
 
 def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3, images=None) -> dict:
     """Time every gated CPU variant of an export together (batch 1 at the size predict will run,
-    see speed_size; all usable cores, rounds alternating between variants) and store it as
+    see speed_size, from decoded pixels so that the host's normalization counts for the float
+    variants; all usable cores, rounds alternating between variants) and store it as
     ``manifest.speed``."""
     from segrt.choose import candidates
 
@@ -218,13 +219,15 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
     manifest = Manifest.load(folder)
     ok, _ = candidates(manifest, folder=folder)
     (h, w), basis = speed_size(manifest, images)
-    x = np.random.default_rng(0).standard_normal((1, manifest.channels, h, w)).astype(np.float32)
+    pixels = np.random.default_rng(0).integers(0, 256, (h, w, manifest.channels), dtype=np.uint8)
+    x = np.zeros((1, manifest.channels, h, w), np.float32)  # its shape, for the record
     sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
                 for a in ok}
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
-        for name, s in sessions.items():
-            times[name] += timed(s.run, s.feed(x), runs, warmup=1)  # warm-up after the other variants ran
+        for name, s in sessions.items():  # from decoded pixels: a float variant's normalization counts, as in predict
+            run = lambda px, s=s: s.run(prepare(px, manifest.mean, manifest.std, None, 1, pixels=s.takes_uint8)[0][None])
+            times[name] += timed(run, pixels, runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
     manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "size_from": basis,
                       "ms_per_image": ms, "date": dt.date.today().isoformat()}
