@@ -116,7 +116,6 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     from types import SimpleNamespace
 
     from segrt.inputs import check_no_overwrite, gather_inputs
-    from segrt.processing import page_count
     from segrt.predict import SUMMARY_FORMAT
     from segrt.session import Session, usable_cores
 
@@ -124,10 +123,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     model = str(Path(model).resolve())
     probe = Session(model, provider=provider, precision=precision)  # errors before Ray starts
     local = "://" not in str(out)
-    pairs = gather_inputs(inputs, Path(out) if local else None)
-    stack = next((p for p, _ in pairs if page_count(p) > 1), None)
-    if stack:
-        raise SegrtError(f"{stack}: multi-page TIFF stacks are predicted by the local engine (drop --engine ray)")
+    pairs = refuse_stacks(gather_inputs(inputs, Path(out) if local else None))
     if local:
         check_no_overwrite(pairs, Path(out), SimpleNamespace(color=color, overlay=False, save_probs=False,
                                                            skip_existing=skip_existing))
@@ -163,6 +159,16 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
                "images_per_s": len(results) / wall if wall > 0 and results else 0.0, "out": str(out)}
     Output(str(out)).write("summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def refuse_stacks(pairs):
+    """Multi-page TIFF stacks are the local engine's (page by page into one label TIFF)."""
+    from segrt.processing import page_count
+
+    stack = next((p for p, _ in pairs if page_count(p) > 1), None)
+    if stack:
+        raise SegrtError(f"{stack}: multi-page TIFF stacks are predicted by the local engine (drop --engine ray)")
+    return pairs
 
 
 RAY_UNSUPPORTED = {"tile": "--tile", "per_page": "--per-page", "overlay": "--overlay", "save_probs": "--save-probs", "shard": "--shard",

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PETS, ROOT, one_line_error
+from conftest import ROOT, one_line_error
 from segrt.cli import main
 from segrt.errors import SegrtError
 from test_edges import photos, tiny_export
