@@ -73,7 +73,8 @@ def aoti_check(export: Path, images: Path, out: Path, batches=(1, 32), sizes=(25
 
     from segrt.compare import compare
     from segrt.export import ExportGraph, dynamic_shapes, example_input, size_oblivious
-    from segrt.parity import DEFAULT_IOU_GATES, eager_logits, image_inputs
+    from segrt.parity import eager_logits, image_inputs
+    from segrt.thresholds import DEFAULT_IOU_GATES
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, manifest = reference(export)

@@ -12,6 +12,7 @@ from segrt import __version__
 from segrt.backends import usable_cores
 from segrt.errors import SegrtError, first_line
 from segrt.options import IntList, OneLineErrors
+from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 COUNT = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
@@ -73,9 +74,9 @@ def main():
 
 
 def gate_options(fn):
-    fn = click.option("--gate-iou", type=FRACTION, default=0.999, show_default=True,
+    fn = click.option("--gate-iou", type=FRACTION, default=FP32_MASK_IOU, show_default=True,
                       help="minimum mask IoU agreement for fp32 artifacts")(fn)
-    return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=1e-3, show_default=True,
+    return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=FP32_MAX_LOGIT_DIFF, show_default=True,
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 
 
@@ -96,7 +97,8 @@ def quantize_options(fn):
                                                           "or 20% of them when its split is unknown)"),
         click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),
         click.option("--quant-gate", type=FRACTION,
-                     help="min mask IoU agreement (default int8 0.98, fp16 and bf16 0.995)"),
+                     help=f"min mask IoU agreement (default int8 {DEFAULT_IOU_GATES['int8']}, fp16 and bf16 "
+                          f"{DEFAULT_IOU_GATES['fp16']})"),
     ]):
         fn = opt(fn)
     return fn

@@ -23,6 +23,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.export_checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
                                  quantize_jobs, working_size)
 from segrt.fsutil import atomic_dir
+from segrt.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
 from segrt.model import TTA_MODES, UNet, with_tta
 from segrt.splits import SPLIT_FILE, split_beside
@@ -182,7 +183,7 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
-               gate_iou: float = 0.999, gate_logit: float = 1e-3, progress=print,
+               gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
                size: list[int] | None = None, uint8_input: bool = False) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.

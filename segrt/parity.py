@@ -18,10 +18,10 @@ from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.processing import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
+from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
-DEFAULT_IOU_GATES = {"fp32": 0.999, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}
 NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
 
 
@@ -134,8 +134,8 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
         return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
 
 
-def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = 0.999,
-                  gate_logit: float = 1e-3, provider: str = "cpu", names: list[str] | None = None,
+def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = FP32_MASK_IOU,
+                  gate_logit: float = FP32_MAX_LOGIT_DIFF, provider: str = "cpu", names: list[str] | None = None,
                   options=None, eager: list[np.ndarray] | None = None, visuals: int = 0) -> dict:
     """Compare every runnable artifact in ``folder`` with the eager ``model`` (or with the reference
     logits ``eager``); returns the report. ``visuals`` > 0: for that many worst images of each
@@ -227,7 +227,7 @@ def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | No
 
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
-               gate_iou: float = 0.999, gate_logit: float = 1e-3, batch_size: int = 4, limit: int | None = None,
+               gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, batch_size: int = 4, limit: int | None = None,
                provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8,
                record: str | None = None) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with

@@ -22,7 +22,7 @@ from segrt.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, 
                         reference_logits, require, run_batches, save_variant, split_images)
 from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
-from segrt.parity import DEFAULT_IOU_GATES
+from segrt.thresholds import DEFAULT_IOU_GATES
 from segrt.progress import progress
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -158,7 +158,7 @@ class Candidates:
 
 
 def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
-    """Add model.fp16.onnx (fp16 weights/activations, fp32 I/O), gated at mask IoU >= 0.995."""
+    """Add model.fp16.onnx (fp16 weights/activations, fp32 I/O), gated at DEFAULT_IOU_GATES["fp16"]."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -37,11 +37,10 @@ from segrt.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, ref
                         split_images)
 from segrt.manifest import Artifact, Manifest
 from segrt.compare import Batch, compare
-from segrt.parity import DEFAULT_IOU_GATES
+from segrt.thresholds import DEFAULT_IOU_GATES, FP32_GATE
 
 IR_FILE = "model.xml"
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
-FP32_GATE = {"mask_iou_min": 0.999, "max_abs_logit_diff_max": 1e-3}  # as export's parity gate
 
 
 def save_ir(model, folder: Path, xml_name: str) -> None:

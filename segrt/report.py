@@ -17,6 +17,7 @@ from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.masks import overlay, voc_palette
+from segrt.thresholds import FP32_MASK_IOU
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
@@ -50,7 +51,7 @@ def histogram_svg(values: list[float], bins: int = 20, width: int = 360, height:
     """Per-image agreement (mask IoU) as an inline SVG bar chart from the lowest value to 1."""
     if not values:
         return ""
-    low = min(min(values), 0.999)
+    low = min(min(values), FP32_MASK_IOU)  # the axis always shows the fp32 gate
     counts, edges = np.histogram(values, bins=bins, range=(low, 1.0))
     bar, top = width / bins, max(counts.max(), 1)
     bars = "".join(f'<rect x="{i * bar:.1f}" y="{height - 14 - c / top * (height - 24):.1f}" width="{bar - 1:.1f}" '

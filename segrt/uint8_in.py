@@ -67,7 +67,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     """A uint8-input copy of each gated ONNX / OpenVINO variant (or of ``bases``), gated at its
     base's gate on held-out images against the export's reference."""
     from segrt.gate import evaluate, gate_batches, reference_logits, require, save_variant
-    from segrt.parity import DEFAULT_IOU_GATES
+    from segrt.thresholds import DEFAULT_IOU_GATES
     from segrt.session import Session
 
     folder = Path(folder)

@@ -1,0 +1,11 @@
+"""Every default gate, in one place: what an artifact must agree with its reference to be listed.
+
+fp32 artifacts: mask IoU agreement >= FP32_MASK_IOU and max |logit difference| <= FP32_MAX_LOGIT_DIFF
+(export's parity gate, `--gate-iou` / `--gate-logit`). Reduced precisions: mask IoU agreement on
+held-out photos >= DEFAULT_IOU_GATES[precision] (`--quant-gate`).
+"""
+
+FP32_MASK_IOU = 0.999
+FP32_MAX_LOGIT_DIFF = 1e-3
+DEFAULT_IOU_GATES = {"fp32": FP32_MASK_IOU, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}
+FP32_GATE = {"mask_iou_min": FP32_MASK_IOU, "max_abs_logit_diff_max": FP32_MAX_LOGIT_DIFF}
