@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import zipfile
@@ -12,6 +11,7 @@ import torch
 
 from segrt.errors import CheckpointError, first_line
 from segrt.fsutil import atomic_path
+from segrt.manifest_checks import finite_numbers, hw_size
 from segrt.model import UNet, UNetConfig
 
 FORMAT = "segrt-checkpoint/1"
@@ -126,12 +126,12 @@ def check_fields(ckpt: dict, path: Path) -> None:
          "a non-empty list of class names")
     need(cfg.get("num_classes") == len(classes), "classes", f"one name per model output ({cfg.get('num_classes')})")
     channels = cfg.get("in_channels")
-    need(isinstance(norm, dict) and all(_numbers(norm.get(k), channels) for k in ("mean", "std"))
+    need(isinstance(norm, dict) and all(finite_numbers(norm.get(k)) and len(norm[k]) == channels
+                                        for k in ("mean", "std"))
          and min(norm["std"]) > 0, "normalization", f"{{mean, std}} with {channels} finite value(s) each, std > 0")
     for field in ("input_size", "crop_size"):
         size = ckpt.get(field)
-        need(size is None or (isinstance(size, (list, tuple)) and len(size) == 2
-                              and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)),
+        need(hw_size(list(size) if isinstance(size, tuple) else size),
              field, "null or [height, width] in positive integers")
     state = ckpt["state_dict"]
     need(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()), "state_dict",
@@ -140,11 +140,6 @@ def check_fields(ckpt: dict, path: Path) -> None:
     if broken:
         raise CheckpointError(f"{path}: weight {broken} holds NaN or infinite values (a diverged run?); "
                               "use an earlier checkpoint")
-
-
-def _numbers(values, count) -> bool:
-    return (isinstance(values, list) and len(values) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
 
 
 def _blocked_global(exc: Exception) -> str | None:

@@ -26,9 +26,8 @@ def gate_of(manifest: Manifest, art: Artifact) -> dict:
 
 
 def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
-    if folder and not manifest.in_copy(folder, art):
-        run = manifest.runs_from(folder, art)[0]
-        missing = [f for f in (run.file, *run.companions) if not (folder / f).is_file()]
+    missing = manifest.missing(folder, art) if folder else []
+    if missing:
         return f"not in this copy: {', '.join(missing)} missing"
     if not gate_of(manifest, art).get("passed"):
         return "no passed gate recorded"

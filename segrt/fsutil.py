@@ -160,9 +160,9 @@ def check_apart(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | No
     for what, path in inputs.items():
         if path is None:
             continue
-        if inside(out, path) or inside(path, out):
-            relation = ("is" if inside(out, path) and inside(path, out) else "lies inside"
-                        if inside(out, path) else "contains")
+        below, above = inside(out, path), inside(path, out)
+        if below or above:
+            relation = "is" if below and above else "lies inside" if below else "contains"
             raise SegrtError(f"{option} {out} {relation} the {what} {path}: writing there could destroy it; "
                              "keep the two apart")
 
@@ -204,7 +204,6 @@ def check_writable(folder: str | os.PathLike, why: str) -> None:
     """A folder segrt must write into (e.g. an export it adds to): one line when it cannot."""
     if not writable(folder):
         raise SegrtError(f"{folder}: not writable, and {why}; copy it somewhere writable first")
-
 
 
 def next_free(path: Path) -> Path:

@@ -174,10 +174,13 @@ class Manifest:
             return art, None
         return source, f"{art.file} is not in this copy: OpenVINO runs {source.file}, which it was converted from"
 
-    def in_copy(self, folder: Path, art: Artifact) -> bool:
-        """Are the files that run ``art`` in this folder (a copy may ship a subset)?"""
+    def missing(self, folder: Path, art: Artifact) -> list[str]:
+        """The files that run ``art`` and are not in this folder (a copy may ship a subset)."""
         run = self.runs_from(folder, art)[0]
-        return all((Path(folder) / f).is_file() for f in (run.file, *run.companions))
+        return [f for f in (run.file, *run.companions) if not (Path(folder) / f).is_file()]
+
+    def in_copy(self, folder: Path, art: Artifact) -> bool:
+        return not self.missing(folder, art)
 
     def verify(self, folder: Path, names: list[str] | None = None) -> None:
         """Refuse an export whose files do not match the recorded hashes (names the file). With

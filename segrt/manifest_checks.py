@@ -30,11 +30,12 @@ def check_member(file, folder: str | os.PathLike | None = None, where: str = "ma
                              f"(to {path}); refused")
 
 
-def _finite(values) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+def finite_numbers(values) -> bool:
+    """A list of finite ints/floats (no bools)."""
+    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
-def _size(value) -> bool:
+def hw_size(value) -> bool:
     """None, or [h, w] of positive integers."""
     return value is None or (isinstance(value, list) and len(value) == 2
                              and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
@@ -57,7 +58,7 @@ def check_manifest(m, raw: dict, where: str) -> None:
     if m.channels not in (1, 3) or not isinstance(raw["input"]["channels"], int):
         raise bad("input.channels", "1 or 3", raw["input"]["channels"])
     for field, values in (("normalization.mean", m.mean), ("normalization.std", m.std)):
-        if len(values) != m.channels or not _finite(values):
+        if len(values) != m.channels or not finite_numbers(values):
             raise bad(field, f"{m.channels} finite number(s), one per input channel", values)
     if min(m.std) <= 0:
         raise bad("normalization.std", "> 0", m.std)
@@ -65,7 +66,7 @@ def check_manifest(m, raw: dict, where: str) -> None:
         raise bad("input.size_multiple", "an integer >= 1", raw["input"]["size_multiple"])
     for field, value in (("input.size", m.input_size), ("input.fixed_size", m.fixed_size),
                          ("input.crop_size", m.crop_size)):
-        if not _size(value):
+        if not hw_size(value):
             raise bad(field, "null or [height, width] in positive integers", value)
     for field in DICT_FIELDS:
         if not isinstance(getattr(m, field), dict):

@@ -230,8 +230,9 @@ class Predictor:
         self.stats.decode_s += job.decode_s
         for note in job.notes:  # each kind said once (summary.json keeps every one)
             self.stats.notes.append(note)
-            if note.split(": ", 1)[-1] not in self.said:
-                self.said.add(note.split(": ", 1)[-1])
+            kind = note.split(": ", 1)[-1]
+            if kind not in self.said:
+                self.said.add(kind)
                 self.log(f"note: {note}" + (" (said once; summary.json lists every file)" if
                                             "converted" in note else ""))
         return True

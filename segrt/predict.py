@@ -15,8 +15,7 @@ from pathlib import Path
 
 from segrt import processing
 from segrt.errors import SegrtError
-from segrt.fsutil import write_bytes_atomic
-from segrt.fsutil import remove_stale_temps_under
+from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.memory import check_batch_memory
 from segrt.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
