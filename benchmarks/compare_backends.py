@@ -37,10 +37,10 @@ from segrt.checkpoint import save_checkpoint
 from segrt.choose import gate_of
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
-from segrt.metrics import ConfusionMatrix
+from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model import UNet, UNetConfig
 from segrt.parity import eager_model, export_checkpoint
-from segrt.processing import list_images, read_model_input
+from segrt.imaging.decode import list_images, read_model_input
 from segrt.session import Session, SessionOptions
 
 from common import save

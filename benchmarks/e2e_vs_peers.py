@@ -83,7 +83,7 @@ def torch_bf16(export: Path, photos: list[Path], out: Path, size, mean, std) -> 
 
 # -- the harness -------------------------------------------------------------------------------------
 def links(src: Path, dst: Path, count: int) -> Path:
-    from segrt.processing import list_images
+    from segrt.imaging.decode import list_images
 
     photos = list_images(src)
     dst.mkdir(parents=True)
@@ -98,7 +98,7 @@ def nncf_defaults(export: Path, calib: Path, count: int, out: Path) -> Path:
     import openvino as ov
 
     from segrt.manifest import Manifest
-    from segrt.processing import list_images, read_model_input
+    from segrt.imaging.decode import list_images, read_model_input
 
     manifest = Manifest.load(export)
     data = [read_model_input(p, manifest)[0][None] for p in list_images(calib)[:count]]
@@ -108,13 +108,13 @@ def nncf_defaults(export: Path, calib: Path, count: int, out: Path) -> Path:
 
 
 def reference_masks(export: Path, photos: list[Path]) -> dict[str, np.ndarray]:
-    """Eager fp32 masks at each photo's size (segrt.masks.to_mask: resize the logits, then argmax)."""
+    """Eager fp32 masks at each photo's size (segrt.imaging.masks.to_mask: resize the logits, then argmax)."""
     import torch
 
     from segrt.manifest import Manifest
-    from segrt.masks import to_mask
+    from segrt.imaging.masks import to_mask
     from segrt.parity import eager_model, export_checkpoint
-    from segrt.processing import read_model_input
+    from segrt.imaging.decode import read_model_input
 
     manifest = Manifest.load(export)
     model = eager_model(export_checkpoint(export, manifest)[0], manifest).eval()
@@ -127,7 +127,7 @@ def reference_masks(export: Path, photos: list[Path]) -> dict[str, np.ndarray]:
 
 
 def agreement(out: Path, reference: dict[str, np.ndarray], num_classes: int) -> float:
-    from segrt.metrics import ConfusionMatrix
+    from segrt.imaging.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(num_classes)
     for stem, ref in reference.items():
@@ -148,7 +148,7 @@ def child_command(name: str, args, work: Path, photos: Path, out: Path) -> list[
 def measure(args, work: Path) -> dict:
     from segrt.cpuinfo import cpu_info
     from segrt.manifest import Manifest
-    from segrt.processing import list_images
+    from segrt.imaging.decode import list_images
 
     manifest = Manifest.load(args.export)
     photos = links(args.images, work / "photos", args.count)

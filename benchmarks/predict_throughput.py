@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt import processing
+from segrt.imaging import decode
 from segrt.predict import PredictOptions, run_predict
 from segrt.session import Session, SessionOptions
 
@@ -83,7 +83,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    all_images = [x for x in processing.list_images(args.images)]
+    all_images = [x for x in decode.list_images(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "imgs"
         subset.mkdir()
@@ -91,7 +91,7 @@ def main():
             os.symlink(img.resolve(), subset / img.name)
         session = Session(args.model, provider=args.provider, kind=args.kind, options=SessionOptions(threads=args.threads))
         m = session.manifest
-        tensors = [processing.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
+        tensors = [decode.read_model_input(x, m)[0] for x in sorted(subset.iterdir())]  # as predict decodes
         bare_throughput(session, tensors[:8], args.batch_size)  # warm-up
         bare, e2e = [], []
         for _ in range(args.rounds):

@@ -32,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.masks import to_mask
+from segrt.imaging.masks import to_mask
 from segrt.parity_tiles import run_tile_parity
-from segrt.processing import list_images, prepare
+from segrt.imaging.decode import list_images, prepare
 from segrt.session import Session, SessionOptions
 from segrt.tiling import segment, tile_spec
 

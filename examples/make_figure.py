@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from segrt import masks
-from segrt import processing
+from segrt.imaging import masks
+from segrt.imaging import decode
 from segrt.parity import truth_lut
 from segrt.session import Session
 
@@ -34,13 +34,13 @@ def main():
     session = Session(args.model, provider="cpu")
     m = session.manifest
     lut = truth_lut(m)
-    paths = processing.list_images(args.images)[: args.count]
+    paths = decode.list_images(args.images)[: args.count]
     fig, axes = plt.subplots(len(paths), 3, figsize=(9, 2.6 * len(paths)))
     for row, path in zip(np.atleast_2d(axes), paths):
-        image = processing.load_image(path)
-        x, geo = processing.read_model_input(path, m)
+        image = decode.load_image(path)
+        x, geo = decode.read_model_input(path, m)
         pred = masks.to_mask(session.run(x[None])[0], geo)
-        truth = lut[processing.load_mask(args.masks / f"{path.stem}.png")]
+        truth = lut[decode.load_mask(args.masks / f"{path.stem}.png")]
         truth = np.where(truth == 255, 0, truth).astype(np.uint8)
         for ax, img, title in zip(row, (image, masks.overlay(image, pred), masks.overlay(image, truth)),
                                   (path.name, "predicted (segrt predict)", "ground truth (trimap)")):

@@ -17,11 +17,11 @@ import numpy as np
 
 
 def segment(client, model: str, manifest, path: Path) -> np.ndarray:
-    """preprocess (segrt.processing) -> infer on Triton -> HW uint8 mask (segrt.masks)."""
+    """preprocess (segrt.imaging.decode) -> infer on Triton -> HW uint8 mask (segrt.imaging.masks)."""
     import tritonclient.grpc as grpcclient
 
-    from segrt.masks import to_mask
-    from segrt.processing import read_model_input
+    from segrt.imaging.masks import to_mask
+    from segrt.imaging.decode import read_model_input
 
     x, geometry = read_model_input(path, manifest)
     request = grpcclient.InferInput(manifest.input_name, [1, *x.shape], "FP32")
@@ -34,7 +34,7 @@ def main():
     import tritonclient.grpc as grpcclient
 
     from segrt.manifest import Manifest
-    from segrt.masks import encode_mask_pngs
+    from segrt.imaging.masks import encode_mask_pngs
 
     p = argparse.ArgumentParser()
     p.add_argument("images", nargs="+", type=Path)

@@ -19,7 +19,7 @@ from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
 from segrt.memory import check_bench_memory
-from segrt.processing import prepare, round_up
+from segrt.imaging.decode import prepare, round_up
 from segrt.progress import progress
 from segrt.session import Session, SessionOptions, torch_available, usable_cores
 
@@ -192,7 +192,7 @@ def speed_size(manifest, images=None) -> tuple[tuple[int, int], str]:
     m = manifest.size_multiple
     if manifest.input_size:
         return tuple(round_up(s, m) for s in manifest.input_size), "the working size predict resizes to"
-    from segrt.processing import list_images
+    from segrt.imaging.decode import list_images
 
     sizes = []
     for p in (list_images(images)[:50] if images and Path(images).is_dir() else []):

@@ -12,7 +12,7 @@ import click
 from segrt.cli import CORES, COUNT, IO_THREADS, NONNEG, THREADS, echo_out, gpu_options, main, user_errors
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
-from segrt.processing import DEFAULT_MAX_PIXELS
+from segrt.imaging.decode import DEFAULT_MAX_PIXELS
 from segrt.options import FloatList, IntList
 
 

@@ -26,7 +26,7 @@ from segrt.fsutil import atomic_dir
 from segrt.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
 from segrt.model import TTA_MODES, UNet, with_tta
-from segrt.splits import SPLIT_FILE, split_beside
+from segrt.imaging.splits import SPLIT_FILE, split_beside
 
 FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
 DEFAULT_OPSET = 20

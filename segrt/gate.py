@@ -22,7 +22,7 @@ import numpy as np
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.compare import Batch, compare
-from segrt.processing import list_images, read_model_input
+from segrt.imaging.decode import list_images, read_model_input
 from segrt.progress import progress
 
 MIN_CALIB_WARN = 100
@@ -141,7 +141,7 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     report = run_parity_on(folder, manifest, None, batches, eager=reference, visuals=8)
     report["reference"] = ref_name
     if opts.calib_images or opts.val_images:
-        from segrt.splits import describe
+        from segrt.imaging.splits import describe
 
         report["images_are"] = describe([n for b in batches for n in b.names], manifest.split)[0]
     path = folder / "parity.html"

@@ -181,7 +181,7 @@ def _replace_nodes(model, nodes) -> None:
 
 def append_argmax(model, logits: str, name: str = "mask"):
     """A copy of ``model`` with one more output: the per-pixel class (ArgMax over the channel axis,
-    first index on ties, as segrt.masks) as uint8 NHW, so a GPU hands back masks, not logits."""
+    first index on ties, as segrt.imaging.masks) as uint8 NHW, so a GPU hands back masks, not logits."""
     import onnx
     from onnx import TensorProto, helper
 

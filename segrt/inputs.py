@@ -9,7 +9,9 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from segrt import fsutil, processing
+from segrt import fsutil
+
+from segrt.imaging import decode
 from segrt.errors import SegrtError
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
     Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
     loop) is kept as an input: decoding then fails for it alone, with the reason. ``out`` None: the
     outputs are not on this file system (a URI), so they cannot collide with inputs. Folders that
-    cannot be read go into ``problems`` as (path, reason) (see processing.list_images).
+    cannot be read go into ``problems`` as (path, reason) (see decode.list_images).
     """
     out = real(out) if out is not None else None
     pairs = []
@@ -38,12 +40,12 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
             inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
-            files = [p for p in processing.list_images(src, problems) if not p.name.lower().endswith(OWN_OUTPUTS)
+            files = [p for p in decode.list_images(src, problems) if not p.name.lower().endswith(OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
         elif not os.path.lexists(src):
             raise SegrtError(f"{src}: no such file or folder")
-        elif src.suffix.lower() in processing.IMAGE_EXTENSIONS or not src.is_file():
+        elif src.suffix.lower() in decode.IMAGE_EXTENSIONS or not src.is_file():
             pairs.append((src, Path(src.stem)))
         else:
             pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]
@@ -74,10 +76,10 @@ def read_list(path: Path) -> list[Path]:
 
 def output_paths(out: Path, rel: Path, opts: PredictOptions, pages: int = 1) -> dict[str, Path]:
     """The files one input writes: NAME.png (class ids), NAME.color.png, ...; a stack of ``pages``
-    pages writes NAME.tif (segrt.stacks)."""
+    pages writes NAME.tif (segrt.imaging.stacks)."""
     base = out / rel
     if pages > 1:
-        from segrt.stacks import stack_paths
+        from segrt.imaging.stacks import stack_paths
 
         return stack_paths(base, pages, opts)
     paths = {"mask": base.with_name(base.name + ".png")}

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from segrt.processing import round_up
+from segrt.imaging.decode import round_up
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
 

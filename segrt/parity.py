@@ -16,7 +16,7 @@ import numpy as np
 from segrt.compare import Batch, compare  # noqa: F401 - Batch is part of parity's API
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
-from segrt.processing import list_images, load_mask, read_model_input, round_up
+from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
 from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
@@ -250,7 +250,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     report["export"] = str(folder)
     report["checkpoint"] = checkpoint["path"] if isinstance(checkpoint, dict) else str(checkpoint)
     if images:
-        from segrt.splits import describe
+        from segrt.imaging.splits import describe
 
         report["images_are"], report["training_images"] = describe(
             [n for b in batches for n in b.names], manifest.split)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 
 from segrt.errors import ImageError, SegrtError
-from segrt.masks import to_mask
+from segrt.imaging.masks import to_mask
 from segrt.memory import batch_bytes, gb, memory_budget
-from segrt.metrics import ConfusionMatrix
-from segrt.processing import list_images, load_image, load_mask, prepare
+from segrt.imaging.metrics import ConfusionMatrix
+from segrt.imaging.decode import list_images, load_image, load_mask, prepare
 from segrt.progress import progress
 from segrt.tiling import segment, tile_spec
 

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from segrt import masks, processing
+from segrt.imaging import decode, masks
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.inputs import output_paths
-from segrt.stacks import StackWriter, page_paths
+from segrt.imaging.stacks import StackWriter, page_paths
 from segrt.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
 from segrt.session import Session, usable_cores
@@ -37,11 +37,11 @@ class Job:
     path: Path
     rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
     x: np.ndarray | None = None
-    geometry: processing.Geometry | None = None
+    geometry: decode.Geometry | None = None
     decode_s: float = 0.0
     tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
     notes: list[str] = field(default_factory=list)  # what decoding had to say (e.g. the page it read)
-    page: int | None = None  # a page of a stack (segrt.stacks)
+    page: int | None = None  # a page of a stack (segrt.imaging.stacks)
     stack: StackWriter | None = None  # the stack's label TIFF, shared by its pages
 
 
@@ -88,12 +88,12 @@ class Predictor:
         t0 = time.perf_counter()
         if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
             fits = lambda h, w: check_tiled_memory(self.manifest, job.path, h, w, self.opts.tile.tile)  # noqa: E731
-            image = processing.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits,
+            image = decode.decode_image(job.path, self.manifest.channels, self.opts.max_pixels, check=fits,
                                             notes=job.notes, page=job.page)[0]
             job.tiler = TiledImage(image, self.opts.tile, self.manifest.mean, self.manifest.std, self.manifest.size_multiple,
                                    self.manifest.num_classes)
         else:
-            job.x, job.geometry = processing.read_model_input(job.path, self.manifest, self.opts.native,
+            job.x, job.geometry = decode.read_model_input(job.path, self.manifest, self.opts.native,
                                                               self.opts.max_pixels, job.notes, job.page,
                                                               pixels=self.session.takes_uint8)
         job.decode_s = time.perf_counter() - t0
@@ -119,7 +119,7 @@ class Predictor:
         if "color" in paths:
             write_bytes_atomic(paths["color"], color_png)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
-            image = processing.load_image(job.path, 3, self.opts.max_pixels, job.page)
+            image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
             with atomic_path(paths["overlay"]) as tmp:
                 Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from segrt import processing
+from segrt.imaging import decode
 from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
@@ -34,7 +34,7 @@ class PredictOptions:
     save_probs: bool = False
     skip_existing: bool = False
     workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
-    max_pixels: int | None = processing.DEFAULT_MAX_PIXELS
+    max_pixels: int | None = decode.DEFAULT_MAX_PIXELS
     progress: bool = True
     tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
     shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
@@ -95,9 +95,9 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
 
 def find_stacks(pairs, opts: PredictOptions) -> dict[Path, int]:
     """Multi-page TIFF inputs -> their page counts (headers only); they are predicted page by page."""
-    stacks = {p: n for p, _ in pairs if (n := processing.page_count(p)) > 1}
+    stacks = {p: n for p, _ in pairs if (n := decode.page_count(p)) > 1}
     if stacks:
-        from segrt.stacks import require_tifffile
+        from segrt.imaging.stacks import require_tifffile
 
         require_tifffile()
         if opts.save_probs:

@@ -70,14 +70,14 @@ class SegmentBatches:
         self.output, self.color, self.native, self.max_pixels = Output(out), color, native, max_pixels
 
     def __call__(self, batch: dict) -> dict:
-        from segrt import processing
+        from segrt.imaging import decode
 
         rows, ready = [], []
         for path, rel in zip(batch["path"], batch["rel"]):
             row = {"path": str(path), "ok": False, "reason": "", "decode_s": 0.0, "inference_s": 0.0, "write_s": 0.0}
             t0 = time.perf_counter()
             try:
-                x, geo = processing.read_model_input(path, self.session.manifest, self.native, self.max_pixels)
+                x, geo = decode.read_model_input(path, self.session.manifest, self.native, self.max_pixels)
                 ready.append((row, str(rel), x, geo))
             except ImageError as exc:
                 row["reason"] = str(exc)
@@ -88,7 +88,7 @@ class SegmentBatches:
         return {k: np.array([r[k] for r in rows]) for k in rows[0]} if rows else {}
 
     def _run(self, items: list) -> None:
-        from segrt import masks
+        from segrt.imaging import masks
 
         t0 = time.perf_counter()
         logits = self.session.run(np.stack([x for _, _, x, _ in items]))
@@ -163,7 +163,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
 
 def refuse_stacks(pairs):
     """Multi-page TIFF stacks are the local engine's (page by page into one label TIFF)."""
-    from segrt.processing import page_count
+    from segrt.imaging.decode import page_count
 
     stack = next((p for p, _ in pairs if page_count(p) > 1), None)
     if stack:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.masks import overlay, voc_palette
+from segrt.imaging.masks import overlay, voc_palette
 from segrt.thresholds import FP32_MASK_IOU
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.processing import normalize, round_up
+from segrt.imaging.decode import normalize, round_up
 
 BLENDS = ("gaussian", "constant")
 MAX_OVERLAP = 0.9

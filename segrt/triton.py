@@ -5,7 +5,7 @@ The config follows Triton's model configuration schema (model_config.proto): pla
 onnxruntime_onnx, batch dimension implicit (max_batch_size > 0) with -1 for the dynamic height and
 width, dynamic batching, an instance group, and optionally ONNX Runtime's TensorRT accelerator
 with fp16 on GPUs. Clients preprocess with segrt's own reader and turn logits into masks with
-segrt.masks (examples/triton_client.py).
+segrt.imaging.masks (examples/triton_client.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import ROOT
 from segrt.manifest import Manifest
-from segrt.metrics import ConfusionMatrix
+from segrt.imaging.metrics import ConfusionMatrix
 from segrt.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"

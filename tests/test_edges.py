@@ -340,7 +340,7 @@ def test_animated_inputs_say_which_frame_and_one_class_models_threshold(tmp_path
     binary = conv_onnx(tmp_path / "sigmoid.onnx", classes=1)
     res = cli("predict", src / "a.jpg", "--model", binary, "--out", tmp_path / "b", "--provider", "cpu")
     assert res.exit_code == 0 and "read as a sigmoid" in res.output
-    from segrt.processing import load_image
+    from segrt.imaging.decode import load_image
     from segrt.session import Session
 
     s = Session(binary, provider="cpu")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segrt import masks
-from segrt.processing import Geometry
+from segrt.imaging import masks
+from segrt.imaging.decode import Geometry
 
 
 def pillow_resize(logits, dst):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segrt.metrics import ConfusionMatrix, mask_iou
+from segrt.imaging.metrics import ConfusionMatrix, mask_iou
 
 
 def test_hand_computed():

@@ -236,8 +236,8 @@ def test_predict_streams_through_openvino_without_torch(ov_export, tmp_path):
     """Several requests in flight, outputs identical to one-at-a-time runs, torch never imported."""
     from PIL import Image
 
-    from segrt import masks
-    from segrt import processing
+    from segrt.imaging import masks
+    from segrt.imaging import decode
 
     code = ("import sys, json; sys.modules['torch'] = None\n"
             "from segrt.predict import run_predict\n"
@@ -254,7 +254,7 @@ def test_predict_streams_through_openvino_without_torch(ov_export, tmp_path):
     s = Session(ov_export, provider="openvino", precision="int8")
     for name in ("Bengal_133", "Abyssinian_5"):
         src = next(IMAGES.glob(f"{name}.*"))
-        x, geo = processing.read_model_input(src, s.manifest)
+        x, geo = decode.read_model_input(src, s.manifest)
         assert (np.array(Image.open(tmp_path / "o" / f"{name}.png")) == masks.to_mask(s.run(x[None])[0], geo)).all()
 
 

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from conftest import PETS, ROOT
-from segrt import masks
-from segrt import processing
+from segrt.imaging import masks
+from segrt.imaging import decode
 from segrt.errors import ImageError, ProviderError, SegrtError
 from segrt.predict import PredictOptions, run_predict
 from segrt.session import Session
@@ -49,10 +49,10 @@ def test_masks_are_class_ids_at_original_size(exported, folder, tmp_path):
     assert summary["written"] == 3 and summary["failed"] == 0 and summary["provider"] == "cpu"
     sess = Session(exported, provider="cpu")
     src = folder / "cats" / "Abyssinian_11.jpg"
-    image = processing.load_image(src)
+    image = decode.load_image(src)
     mask = np.array(Image.open(out / "cats" / "Abyssinian_11.png"))
     assert mask.shape == image.shape[:2]
-    x, geo = processing.read_model_input(src, sess.manifest)
+    x, geo = decode.read_model_input(src, sess.manifest)
     expected = masks.to_mask(sess.run(x[None])[0], geo)
     assert (mask == expected).all()
     color = Image.open(out / "cats" / "Abyssinian_11.color.png")
@@ -134,14 +134,14 @@ def test_bad_inputs_each_one_line_rest_completes(exported, tmp_path):
 def test_sixteen_bit_and_modes_decode_correctly(tmp_path):
     ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
     Image.fromarray(ramp).save(tmp_path / "r.png")
-    got = processing.load_image(tmp_path / "r.png", channels=1)[:, :, 0]
+    got = decode.load_image(tmp_path / "r.png", channels=1)[:, :, 0]
     np.testing.assert_array_equal(got, np.clip(np.rint(ramp / 257), 0, 255).astype(np.uint8))
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0] = 200
     Image.fromarray(rgb).save(tmp_path / "red.png")
-    assert processing.load_image(tmp_path / "red.png", channels=1).shape == (4, 4, 1)  # RGB for a gray model
+    assert decode.load_image(tmp_path / "red.png", channels=1).shape == (4, 4, 1)  # RGB for a gray model
     Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")
-    assert (processing.load_image(tmp_path / "g.png", channels=3) == 200).all()  # gray for an RGB model
+    assert (decode.load_image(tmp_path / "g.png", channels=3) == 200).all()  # gray for an RGB model
 
 
 def test_unreadable_file(exported, folder, tmp_path, monkeypatch):

@@ -131,8 +131,8 @@ def test_triton_client_example_end_to_end_with_a_stand_in_server(exported):
     from triton_client import segment
 
     from segrt.manifest import Manifest
-    from segrt.masks import to_mask
-    from segrt.processing import read_model_input
+    from segrt.imaging.masks import to_mask
+    from segrt.imaging.decode import read_model_input
     from segrt.session import Session
 
     session = Session(exported, provider="cpu", kind="onnx")

@@ -92,8 +92,8 @@ def test_spec_checks():
 
 @pytest.mark.slow
 def test_predict_tiled_on_the_tiny_model(exported, tmp_path):
-    from segrt.masks import to_mask
-    from segrt.processing import load_image, prepare
+    from segrt.imaging.masks import to_mask
+    from segrt.imaging.decode import load_image, prepare
     from segrt.session import Session
 
     out = tmp_path / "out"

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from segrt.cli import main
 from segrt.graph import uint8_input
-from segrt.processing import normalize, prepare
+from segrt.imaging.decode import normalize, prepare
 from segrt.uint8_in import to_uint8, u8_name
 from test_edges import photos, tiny_export
 

@@ -59,7 +59,7 @@ class Backend:
 
     def run_masks(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 -> NHW uint8 per-pixel classes (first wins ties); on the host by default."""
-        from segrt.masks import argmax
+        from segrt.imaging.masks import argmax
 
         return np.stack([argmax(logits) for logits in self.run(x)])
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from segrt.errors import ImageError, SegrtError
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
-from segrt.processing import list_images, load_image, load_mask, page_count, prepare, resize_mask
+from segrt.imaging.decode import list_images, load_image, load_mask, page_count, prepare, resize_mask
 
 IGNORE_INDEX = 255
 GRAY_MEAN, GRAY_STD = [0.5], [0.25]
@@ -79,7 +79,7 @@ def detect_channels(folder: Path) -> tuple[int, str | None]:
     """-> (1 if every image in the folder is grayscale else 3, the line that says so). Reads headers only."""
     from PIL import Image
 
-    from segrt.processing import GRAY_MODES
+    from segrt.imaging.decode import GRAY_MODES
 
     paths, gray = list_images(folder) if folder.is_dir() else [], 0
     for p in paths:
@@ -241,7 +241,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
 
 class EvalDataset(torch.utils.data.Dataset):
-    """Deterministic, exactly as `segrt predict` prepares images (segrt.processing): resized to
+    """Deterministic, exactly as `segrt predict` prepares images (segrt.imaging.decode): resized to
     ``size`` (masks nearest), or with ``size`` None at native resolution padded to ``multiple``
     (masks padded with the ignore label)."""
 
@@ -270,7 +270,7 @@ def split_pairs(pairs, val_fraction: float, seed: int):
 
 
 def read_split(split_file: Path) -> dict:
-    from segrt.splits import read_split as checked
+    from segrt.imaging.splits import read_split as checked
 
     try:
         return checked(split_file)

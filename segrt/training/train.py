@@ -20,9 +20,9 @@ from tqdm import tqdm
 from segrt.checkpoint import load_checkpoint, save_checkpoint
 from segrt.errors import first_line
 from segrt.fsutil import write_bytes_atomic
-from segrt.metrics import ConfusionMatrix
+from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model import UNetConfig
-from segrt.splits import SPLIT_FILE
+from segrt.imaging.splits import SPLIT_FILE
 
 from . import data
 from .log import append_csv, plain_args, plot_curves

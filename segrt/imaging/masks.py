@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from segrt.processing import Geometry
+from segrt.imaging.decode import Geometry
 
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
