@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from segrt.cpuinfo import cpu_info
-from segrt.model import UNet, UNetConfig
+from segrt.model.unet import UNet, UNetConfig
 from segrt.training import data
 from segrt.training.losses import SegmentationLoss
 from segrt.training.setup import make_loader

@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from segrt import __version__
-from segrt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import SegrtError, first_line
 from segrt.export_checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
                                  quantize_jobs, working_size)
 from segrt.fsutil import atomic_dir
 from segrt.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
-from segrt.model import TTA_MODES, UNet, with_tta
+from segrt.model.unet import TTA_MODES, UNet, with_tta
 from segrt.imaging.splits import SPLIT_FILE, split_beside
 
 FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}

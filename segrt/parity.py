@@ -101,8 +101,8 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
 def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
     """The eager PyTorch reference of an export: the checkpoint's U-Net (a file, or a checkpoint
     dict), with the export's TTA."""
-    from segrt.checkpoint import load_checkpoint, model_from_checkpoint
-    from segrt.model import with_tta
+    from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from segrt.model.unet import with_tta
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     return with_tta(model_from_checkpoint(ckpt), manifest.tta)
@@ -111,14 +111,14 @@ def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
 def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str | Path | dict, str]:
     """-> (the export's checkpoint: its file, or, where checkpoint.pt is not in this copy, a U-Net
     rebuilt from the fp32 ONNX's weights; what it is). The bundled models ship that way: one fp32
-    copy of the weights (segrt.checkpoint.rebuild_from_onnx)."""
+    copy of the weights (segrt.model.checkpoint.rebuild_from_onnx)."""
     ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ref is not None and (folder / ref.file).is_file():
         return folder / ref.file, f"eager PyTorch ({ref.file})"
     onnx = manifest.artifact("onnx", "fp32")
     if ref is None and not (folder / onnx.file).is_file():
         raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
-    from segrt.checkpoint import rebuild_from_onnx
+    from segrt.model.checkpoint import rebuild_from_onnx
 
     manifest.verify(folder, [onnx.name])
     what = f"eager PyTorch rebuilt from {onnx.file}'s weights ({ref.file if ref else 'checkpoint.pt'} is not in this copy)"

@@ -260,7 +260,7 @@ def test_checkpoint_messages(tiny_ckpt, tmp_path):
     res = CliRunner().invoke(main, ["export", str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "w")])
     one_line_error(res, "wrong.pt: its weights do not fit its model config", "size mismatch")
     with pytest.raises(CheckpointError):
-        from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+        from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
 
         model_from_checkpoint(load_checkpoint(tmp_path / "wrong.pt"))
 

@@ -3,9 +3,9 @@ import argparse
 import pytest
 import torch
 
-from segrt.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.model.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import CheckpointError
-from segrt.model import UNet, UNetConfig
+from segrt.model.unet import UNet, UNetConfig
 
 
 @pytest.fixture

@@ -56,8 +56,8 @@ def tiny_export(folder, name="tiny", classes=("background", "cat")):
 
 
 def tiny_checkpoint(path, **fields):
-    from segrt.checkpoint import save_checkpoint
-    from segrt.model import UNet, UNetConfig
+    from segrt.model.checkpoint import save_checkpoint
+    from segrt.model.unet import UNet, UNetConfig
 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = UNet(UNetConfig(in_channels=3, num_classes=3, base_channels=4, depth=2))

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import PETS, ROOT
-from segrt.checkpoint import load_checkpoint, model_from_checkpoint
+from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
 from segrt.cli import main
 from segrt.manifest import Manifest, sha256_file
 from segrt.session import Session

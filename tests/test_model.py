@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segrt.model import UNet, UNetConfig, count_parameters
+from segrt.model.unet import UNet, UNetConfig, count_parameters
 
 
 @pytest.mark.parametrize("depth,base,up,hw", [

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from conftest import PETS, ROOT, train_args
-from segrt.checkpoint import load_checkpoint
-from segrt.model import UNet, UNetConfig
+from segrt.model.checkpoint import load_checkpoint
+from segrt.model.unet import UNet, UNetConfig
 from segrt.training.__main__ import main
 from segrt.training.widen import can_widen, widen
 
@@ -199,8 +199,8 @@ def test_channels_last_is_the_default_and_steps_like_nchw():
     import copy
     from contextlib import nullcontext
 
-    from segrt.checkpoint import cpu_state
-    from segrt.model import UNet, UNetConfig
+    from segrt.model.checkpoint import cpu_state
+    from segrt.model.unet import UNet, UNetConfig
     from segrt.training.cli import parse
     from segrt.training.losses import SegmentationLoss
     from segrt.training.train import train_step

@@ -1,1 +1,1 @@
-"""segrt.imaging."""
+"""Images and masks: decode and pre/post-processing, masks and palettes, metrics, TIFF stacks, split files (numpy + Pillow, no torch)."""

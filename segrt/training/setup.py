@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from segrt.model import UNet, UNetConfig
+from segrt.model.unet import UNet, UNetConfig
 
 from . import data
 from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
@@ -45,7 +45,7 @@ def check_before_data(args, layout: data.Layout) -> None:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise data.DataError(f"--out {args.out}: a file is in the way (not a folder)")
     if args.resume:
-        from segrt.checkpoint import CheckpointError, load_checkpoint
+        from segrt.model.checkpoint import CheckpointError, load_checkpoint
 
         missing = [k for k in ("optimizer", "scheduler") if k not in load_checkpoint(args.resume)]
         if missing:

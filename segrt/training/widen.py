@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from segrt.model import UNetConfig
+from segrt.model.unet import UNetConfig
 
 
 def can_widen(old: UNetConfig, new: UNetConfig) -> bool:

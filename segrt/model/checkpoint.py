@@ -12,7 +12,7 @@ import torch
 from segrt.errors import CheckpointError, first_line
 from segrt.fsutil import atomic_path
 from segrt.manifest_checks import finite_numbers, hw_size
-from segrt.model import UNet, UNetConfig
+from segrt.model.unet import UNet, UNetConfig
 
 FORMAT = "segrt-checkpoint/1"
 REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
@@ -220,7 +220,7 @@ def _check_rebuilt(model: UNet, onnx_path, manifest, where: str) -> None:
     x = np.random.default_rng(0).standard_normal((1, manifest.channels, 2 * m, 3 * m)).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    from segrt.model import with_tta
+    from segrt.model.unet import with_tta
 
     with torch.inference_mode():
         got = with_tta(model, manifest.tta)(torch.from_numpy(x)).numpy()
