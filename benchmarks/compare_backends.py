@@ -34,14 +34,14 @@ import torch
 from segrt.bench import timed
 from segrt.errors import first_line
 from segrt.model.checkpoint import save_checkpoint
-from segrt.choose import gate_of
+from segrt.runtime.select import gate_of
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model.unet import UNet, UNetConfig
 from segrt.parity import eager_model, export_checkpoint
 from segrt.imaging.decode import list_images, read_model_input
-from segrt.session import Session, SessionOptions
+from segrt.runtime.session import Session, SessionOptions
 
 from common import save
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from segrt.imaging import decode
 from segrt.predict import PredictOptions, run_predict
-from segrt.session import Session, SessionOptions
+from segrt.runtime.session import Session, SessionOptions
 
 RSS_CHILD = """
 import resource, sys

@@ -35,8 +35,8 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import to_mask
 from segrt.parity_tiles import run_tile_parity
 from segrt.imaging.decode import list_images, prepare
-from segrt.session import Session, SessionOptions
-from segrt.tiling import segment, tile_spec
+from segrt.runtime.session import Session, SessionOptions
+from segrt.runtime.tiling import segment, tile_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_mosaic import mosaic  # noqa: E402 - the README's example makes the same mosaic

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrt.backends import module_available
+from segrt.runtime.backends import module_available
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
-from segrt.memory import check_bench_memory
+from segrt.runtime.memory import check_bench_memory
 from segrt.imaging.decode import prepare, round_up
 from segrt.progress import progress
-from segrt.session import Session, SessionOptions, torch_available, usable_cores
+from segrt.runtime.session import Session, SessionOptions, torch_available, usable_cores
 
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "open_ms", "first_run_ms",
@@ -213,7 +213,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
     see speed_size, from decoded pixels so that the host's normalization counts for the float
     variants; all usable cores, rounds alternating between variants) and store it as
     ``manifest.speed``."""
-    from segrt.choose import candidates
+    from segrt.runtime.select import candidates
 
     folder = Path(folder)
     manifest = Manifest.load(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from segrt import __version__
-from segrt.backends import usable_cores
+from segrt.runtime.backends import usable_cores
 from segrt.errors import SegrtError, first_line
 from segrt.options import IntList, OneLineErrors
 from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
@@ -200,7 +200,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
         return
     from segrt.parity import format_report, run_parity
 
-    from segrt.session import SessionOptions
+    from segrt.runtime.session import SessionOptions
 
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,

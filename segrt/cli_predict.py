@@ -121,7 +121,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                           writers=writers,
                           max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
-    from segrt.session import SessionOptions
+    from segrt.runtime.session import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,

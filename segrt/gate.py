@@ -192,7 +192,7 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], reference: list[np.ndarray
 def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
     """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
     passed parity with eager at export)."""
-    from segrt.session import Session, torch_available
+    from segrt.runtime.session import Session, torch_available
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ckpt is not None and torch_available():

@@ -55,7 +55,7 @@ class Manifest:
     model_config: dict = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     parity: dict = field(default_factory=dict)
-    speed: dict = field(default_factory=dict)  # CPU speed of every gated variant, measured together (see segrt.choose)
+    speed: dict = field(default_factory=dict)  # CPU speed of every gated variant, measured together (see segrt.runtime.select)
     versions: dict = field(default_factory=dict)
     input_name: str = "image"
     output_name: str = "logits"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from segrt.errors import ImageError, SegrtError
 from segrt.imaging.masks import to_mask
-from segrt.memory import batch_bytes, gb, memory_budget
+from segrt.runtime.memory import batch_bytes, gb, memory_budget
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.imaging.decode import list_images, load_image, load_mask, prepare
 from segrt.progress import progress
-from segrt.tiling import segment, tile_spec
+from segrt.runtime.tiling import segment, tile_spec
 
 
 def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="auto", overlap: float = 0.25,
@@ -23,7 +23,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     """Per image: the whole-image mask (native resolution, padded) and the tiled one; their mask IoU
     and pixel agreement, and with ``masks`` the mIoU of each against the ground truth."""
     from segrt.parity import truth_lut
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     session = Session(export_dir, provider=provider, artifact=artifact,
                       kind=None if artifact else "onnx", precision=None if artifact else "fp32")

@@ -23,10 +23,10 @@ from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.inputs import output_paths
 from segrt.imaging.stacks import StackWriter, page_paths
-from segrt.memory import batch_bytes, check_tiled_memory, gb, memory_budget
+from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
-from segrt.session import Session, usable_cores
-from segrt.tiling import TiledImage
+from segrt.runtime.session import Session, usable_cores
+from segrt.runtime.tiling import TiledImage
 
 if TYPE_CHECKING:
     from segrt.predict import PredictOptions

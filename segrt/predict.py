@@ -17,10 +17,10 @@ from segrt.imaging import decode
 from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
-from segrt.memory import check_batch_memory
+from segrt.runtime.memory import check_batch_memory
 from segrt.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
-from segrt.session import Session
-from segrt.tiling import TileSpec, tile_spec
+from segrt.runtime.session import Session
+from segrt.runtime.tiling import TileSpec, tile_spec
 
 SUMMARY = "summary.json"
 SUMMARY_FORMAT = "segrt-predictions/1"
@@ -36,7 +36,7 @@ class PredictOptions:
     workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
     max_pixels: int | None = decode.DEFAULT_MAX_PIXELS
     progress: bool = True
-    tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.tiling)
+    tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.runtime.tiling)
     shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
     writers: int = 0  # output threads (mask resize, PNG, files); 0: a quarter of the cores, at least 1
     device_masks: bool | None = None  # native size: argmax where the model runs (None: on cuda/tensorrt)
@@ -48,10 +48,10 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
                 session_options=None, tile: str | int | None = None, overlap: float = 0.25, blend: str = "gaussian",
                 **model_overrides) -> dict:
     """Open the model (errors before any image is read), stream all inputs, write summary.json.
-    ``tile`` (pixels or 'auto'), ``overlap``, ``blend``: sliding-window inference (segrt.tiling)."""
+    ``tile`` (pixels or 'auto'), ``overlap``, ``blend``: sliding-window inference (segrt.runtime.tiling)."""
     from threadpoolctl import threadpool_limits
 
-    from segrt.session import SessionOptions
+    from segrt.runtime.session import SessionOptions
 
     opts = opts or PredictOptions()
     log = log or (lambda msg: print(msg, file=sys.stderr))

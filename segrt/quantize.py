@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import SessionOptions
+from segrt.runtime.backends import SessionOptions
 from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
 from segrt.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches,  # noqa: F401
@@ -56,8 +56,8 @@ def entropy_ranges(model: Path, calib: list[np.ndarray], input_name: str, cache:
 
 
 def ort_run(path: Path):
-    """The CPU ONNX Runtime backend's run() for a candidate file (segrt.backends.ort)."""
-    from segrt.backends.ort import OrtBackend
+    """The CPU ONNX Runtime backend's run() for a candidate file (segrt.runtime.backends.ort)."""
+    from segrt.runtime.backends.ort import OrtBackend
 
     return OrtBackend(path, "cpu", SessionOptions()).run
 
@@ -74,7 +74,7 @@ def write_metadata(path: Path, manifest: Manifest) -> None:
 def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
     """Add model.int8.onnx to an export folder: prepare the graph, calibrate, search exclusions until
     the gate passes (the fallback keeps sensitive nodes fp32), record."""
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     folder = Path(folder)
     manifest = Manifest.load(folder)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import SessionOptions
+from segrt.runtime.backends import SessionOptions
 from segrt.bench import timed
-from segrt.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
+from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, reference_logits, require, save_variant,

@@ -46,7 +46,7 @@ def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
 
 
 def write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
-    from segrt.backends.openvino import import_openvino
+    from segrt.runtime.backends.openvino import import_openvino
     from segrt.quantize_openvino import save_ir
 
     ov = import_openvino()
@@ -68,7 +68,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     base's gate on held-out images against the export's reference."""
     from segrt.gate import evaluate, gate_batches, reference_logits, require, save_variant
     from segrt.thresholds import DEFAULT_IOU_GATES
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     folder = Path(folder)
     manifest = Manifest.load(folder)

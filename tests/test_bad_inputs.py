@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import PETS, ROOT, one_line_error, train_args
 from segrt.cli import main
 from segrt.errors import CheckpointError, SegrtError
-from segrt.session import Session
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 IMAGES = PETS / "images"

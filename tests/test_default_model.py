@@ -47,7 +47,7 @@ def test_tracked_tree_fits_a_device_call():
 def test_what_the_bundle_leaves_out_is_made_from_model_onnx(tmp_path):
     """The fp32 IR runs from model.onnx (the same graph, said in one line); the eager reference is the
     U-Net rebuilt from model.onnx's weights, and it passes parity like the checkpoint did."""
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     s = Session(MODEL, artifact="model.xml", provider="openvino")
     assert s.path == MODEL / "model.onnx" and "model.xml is not in this copy: OpenVINO runs model.onnx" in s.auto_note

@@ -341,7 +341,7 @@ def test_animated_inputs_say_which_frame_and_one_class_models_threshold(tmp_path
     res = cli("predict", src / "a.jpg", "--model", binary, "--out", tmp_path / "b", "--provider", "cpu")
     assert res.exit_code == 0 and "read as a sigmoid" in res.output
     from segrt.imaging.decode import load_image
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     s = Session(binary, provider="cpu")
     x = np.random.default_rng(1).standard_normal((1, 3, 40, 48)).astype(np.float32)

@@ -13,7 +13,7 @@ from conftest import PETS, ROOT
 from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
 from segrt.cli import main
 from segrt.manifest import Manifest, sha256_file
-from segrt.session import Session
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 

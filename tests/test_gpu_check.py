@@ -116,8 +116,8 @@ def test_gpu_check_runs_on_a_gpu():
 
 
 def test_tensorrt_and_cuda_options(tmp_path):
-    from segrt.backends import SessionOptions
-    from segrt.backends.ort import provider_list
+    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.ort import provider_list
     from segrt.manifest import Manifest
 
     m = Manifest(name="m", classes=["a", "b"], mean=[0.5], std=[0.25],

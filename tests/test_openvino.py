@@ -15,7 +15,7 @@ from segrt.cli import main
 from segrt.errors import GateFailed, ProviderError, SegrtError
 from segrt.gate import QuantizeOptions
 from segrt.manifest import Manifest, sha256_file
-from segrt.session import Session
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 IMAGES = PETS / "images"
@@ -79,7 +79,7 @@ def test_openvino_matches_eager_and_onnx_runtime(ov_export):
 
 
 def test_failed_request_is_an_error_not_a_hang(ov_export):
-    from segrt.backends import SessionOptions
+    from segrt.runtime.backends import SessionOptions
 
     s = Session(ov_export, provider="openvino", options=SessionOptions(throughput=True))
     bad = s.submit(np.zeros((1, 3, 65, 64), np.float32))  # not a multiple of 8: the skip concat fails
@@ -141,7 +141,7 @@ def test_int8_gate_failure_writes_nothing(ov_copy):
 
 
 def test_bf16_variant_or_clear_error(ov_export):
-    from segrt.backends.openvino import cpu_capabilities
+    from segrt.runtime.backends.openvino import cpu_capabilities
 
     m = Manifest.load(ov_export)
     if "BF16" not in cpu_capabilities():

@@ -14,7 +14,7 @@ from segrt.imaging import masks
 from segrt.imaging import decode
 from segrt.errors import ImageError, ProviderError, SegrtError
 from segrt.predict import PredictOptions, run_predict
-from segrt.session import Session
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +232,7 @@ def test_provider_strictness(exported, monkeypatch):
     # a provider that is installed but silently falls back to CPU is refused
     import onnxruntime as ort
 
-    import segrt.backends.ort as ORT
+    import segrt.runtime.backends.ort as ORT
 
     real = ort.InferenceSession
 
@@ -259,7 +259,7 @@ def test_predict_never_imports_torch(exported, folder, tmp_path):
     """Block torch entirely: the ONNX path must still work, and no module may have loaded it."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import segrt.session, segrt.predict\n"
+        "import segrt.runtime.session, segrt.predict\n"
         "from segrt.cli import main\n"
         "try:\n"
         f"    main(['predict', {str(folder)!r}, '--model', {str(exported)!r}, '--out', {str(tmp_path / 'o')!r}, '--quiet'])\n"

@@ -10,7 +10,7 @@ from conftest import PETS
 from segrt.cli import main
 from segrt.gate import QuantizeOptions, split_paths
 from segrt.manifest import Manifest
-from segrt.session import Session
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 

@@ -133,7 +133,7 @@ def test_triton_client_example_end_to_end_with_a_stand_in_server(exported):
     from segrt.manifest import Manifest
     from segrt.imaging.masks import to_mask
     from segrt.imaging.decode import read_model_input
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     session = Session(exported, provider="cpu", kind="onnx")
 

@@ -12,7 +12,7 @@ from conftest import PETS
 from segrt.cli import main
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
-from segrt.tiling import TiledImage, TileSpec, segment, starts, tile_spec, window
+from segrt.runtime.tiling import TiledImage, TileSpec, segment, starts, tile_spec, window
 
 GRAY = Manifest(name="g", classes=["a", "b", "c"], mean=[0.5], std=[0.25],
                 channels=1, size_multiple=8, input_size=None, crop_size=[32, 32])
@@ -94,7 +94,7 @@ def test_spec_checks():
 def test_predict_tiled_on_the_tiny_model(exported, tmp_path):
     from segrt.imaging.masks import to_mask
     from segrt.imaging.decode import load_image, prepare
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["predict", str(PETS / "images"), "--model", str(exported), "--out", str(out),

@@ -63,7 +63,7 @@ def test_pixels_round_trip_and_padding():
 
 def test_uint8_variant_gated_fed_and_predicted(tmp_path):
     from segrt.manifest import Manifest
-    from segrt.session import Session
+    from segrt.runtime.session import Session
 
     exp = tiny_export(tmp_path / "exp")
     m = Manifest.load(exp)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import Backend, SessionOptions, run_failed, usable_cores
+from segrt.runtime.backends import Backend, SessionOptions, run_failed, usable_cores
 from segrt.errors import ProviderError, SegrtError, first_line
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

@@ -1,8 +1,8 @@
 """Session: choose an exported artifact, open it through its backend and run NCHW float32 batches.
 
-The backend comes from the artifact's kind (segrt/backends/: ONNX Runtime, OpenVINO, torch), each
+The backend comes from the artifact's kind (segrt/runtime/backends/: ONNX Runtime, OpenVINO, torch), each
 imported only when used. Providers are resolved strictly (never a silent CPU fallback); ``auto``
-takes CUDA where ONNX Runtime has it, else the fastest CPU variant that passed its gate (segrt.choose).
+takes CUDA where ONNX Runtime has it, else the fastest CPU variant that passed its gate (segrt.runtime.select).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import (PROVIDERS, Backend, SessionOptions, finished, module_available,  # noqa: F401
+from segrt.runtime.backends import (PROVIDERS, Backend, SessionOptions, finished, module_available,  # noqa: F401
                             open_backend, usable_cores)
 from segrt.errors import ProviderError, SegrtError
 from segrt.manifest import Artifact, Manifest
-from segrt.model_info import load_model_info
+from segrt.runtime.model_info import load_model_info
 
 class Session:
     """Runs one artifact. ``run(x)``: NCHW float32 normalized (or, for a uint8-input variant, uint8
@@ -47,7 +47,7 @@ class Session:
         elif provider == "auto" and kind is None:
             self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder)
         elif provider == "openvino" and kind is None and precision is None and _gated_ir(self.manifest, self.folder):
-            from segrt.choose import choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
+            from segrt.runtime.select import choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
 
             self.artifact, note = choose_cpu_variant(self.manifest, None, self.folder, ("openvino",), "openvino")
         else:
@@ -119,7 +119,7 @@ class Session:
 
 
 def _gated_ir(manifest: Manifest, folder: Path) -> bool:
-    from segrt.choose import candidates
+    from segrt.runtime.select import candidates
 
     return bool(candidates(manifest, folder=folder, kinds=("openvino",))[0])
 
@@ -134,9 +134,9 @@ def _default_kind(manifest: Manifest, provider: str, precision: str | None) -> s
 
 def _auto_choice(manifest: Manifest, precision: str | None, folder: Path | None) -> tuple[Artifact, str, str | None]:
     """-> (artifact, provider, note): the ONNX model where ONNX Runtime has CUDA (its backend says
-    whether CUDA worked), else segrt.choose's pick among the gated CPU variants."""
-    from segrt.backends.ort import available_ort_providers
-    from segrt.choose import choose_cpu_variant
+    whether CUDA worked), else segrt.runtime.select's pick among the gated CPU variants."""
+    from segrt.runtime.backends.ort import available_ort_providers
+    from segrt.runtime.select import choose_cpu_variant
 
     if "cuda" in available_ort_providers():
         return manifest.artifact("onnx", precision or "fp32"), "auto", None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.backends import Backend, SessionOptions, usable_cores
+from segrt.runtime.backends import Backend, SessionOptions, usable_cores
 from segrt.errors import ProviderError, SegrtError, first_line
 
 INSTALL = "pip install 'segrt[openvino]'"

@@ -101,7 +101,7 @@ def backend_module(kind: str, provider: str) -> str:
 
 
 def open_backend(path: Path, artifact, provider: str, options: SessionOptions, manifest) -> Backend:
-    module = importlib.import_module(f"segrt.backends.{backend_module(artifact.kind, provider)}")
+    module = importlib.import_module(f"segrt.runtime.backends.{backend_module(artifact.kind, provider)}")
     return module.open_artifact(path, artifact, provider, options, manifest)
 
 

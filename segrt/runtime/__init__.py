@@ -1,0 +1,1 @@
+"""Serving: open an artifact for a provider and run batches (and tiles). Never imports torch."""
