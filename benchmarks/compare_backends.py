@@ -39,7 +39,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model.unet import UNet, UNetConfig
-from segrt.parity import eager_model, export_checkpoint
+from segrt.verify.parity import eager_model, export_checkpoint
 from segrt.imaging.decode import list_images, read_model_input
 from segrt.runtime.session import Session, SessionOptions
 

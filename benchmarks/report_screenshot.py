@@ -19,8 +19,8 @@ from pathlib import Path
 from PIL import Image
 
 from segrt.manifest import Manifest
-from segrt.parity import eager_model, export_checkpoint, image_inputs, run_parity_on
-from segrt.report import render
+from segrt.verify.parity import eager_model, export_checkpoint, image_inputs, run_parity_on
+from segrt.verify.report import render
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                   "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -33,7 +33,7 @@ from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import to_mask
-from segrt.parity_tiles import run_tile_parity
+from segrt.verify.tiles import run_tile_parity
 from segrt.imaging.decode import list_images, prepare
 from segrt.runtime.session import Session, SessionOptions
 from segrt.runtime.tiling import segment, tile_spec

@@ -16,7 +16,7 @@ import numpy as np
 
 from segrt.imaging import masks
 from segrt.imaging import decode
-from segrt.parity import truth_lut
+from segrt.verify.parity import truth_lut
 from segrt.runtime.session import Session
 
 HERE = Path(__file__).resolve().parent

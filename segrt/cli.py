@@ -12,7 +12,7 @@ from segrt import __version__
 from segrt.runtime.backends import usable_cores
 from segrt.errors import SegrtError, first_line
 from segrt.options import IntList, OneLineErrors
-from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 COUNT = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
@@ -105,7 +105,7 @@ def quantize_options(fn):
 
 
 def make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
-    from segrt.gate import QuantizeOptions
+    from segrt.verify.gate import QuantizeOptions
 
     p = lambda v: Path(v) if v else None
     return QuantizeOptions(calib_images=p(calib_images), calib_count=calib_count, calib_method=calib_method,
@@ -141,7 +141,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
     """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
     manifest; fails unless parity holds."""
     from segrt.export import describe_export, run_export
-    from segrt.parity import ParityFailed, format_report
+    from segrt.verify.parity import ParityFailed, format_report
 
     try:
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
@@ -190,7 +190,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
     if tile:
-        from segrt.parity_tiles import format_tile_report, run_tile_parity
+        from segrt.verify.tiles import format_tile_report, run_tile_parity
 
         if not images:
             raise SegrtError("--tile needs --images (real images to compare on)")
@@ -198,7 +198,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
             export_dir, images, masks, tile=tile, overlap=overlap, blend=blend, provider=provider, artifact=artifact,
             batch_size=batch_size, limit=limit, json_path=json_path)))
         return
-    from segrt.parity import format_report, run_parity
+    from segrt.verify.parity import format_report, run_parity
 
     from segrt.runtime.session import SessionOptions
 

@@ -23,7 +23,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.export_checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
                                  quantize_jobs, working_size)
 from segrt.fsutil import atomic_dir
-from segrt.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import TTA_MODES, UNet, with_tta
 from segrt.imaging.splits import SPLIT_FILE, split_beside
@@ -162,7 +162,7 @@ def read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
     the U-Net rebuilt from its fp32 ONNX; its manifest's split)."""
     if not checkpoint.is_dir():
         return (load_checkpoint(checkpoint), *split_beside(checkpoint))
-    from segrt.parity import export_checkpoint
+    from segrt.verify.parity import export_checkpoint
 
     manifest = Manifest.load(checkpoint)
     ckpt, what = export_checkpoint(checkpoint, manifest, progress)
@@ -190,7 +190,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
     resizes to (default: the training size). Raises SegrtError (bad input) or ParityFailed (gate)."""
-    from segrt.gate import QuantizeOptions
+    from segrt.verify.gate import QuantizeOptions
 
     checkpoint = Path(checkpoint)
     ckpt, split, source = read_source(checkpoint, progress)
@@ -246,7 +246,7 @@ def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, f
 
 def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: float, gate_logit: float, progress) -> dict:
     """Every artifact against eager PyTorch on random inputs; the results go into the manifest."""
-    from segrt.parity import ParityFailed, random_inputs, run_parity_on
+    from segrt.verify.parity import ParityFailed, random_inputs, run_parity_on
 
     progress("checking parity against eager PyTorch ...")
     report = run_parity_on(folder, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
@@ -262,7 +262,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
     from segrt.bench import record_speeds
-    from segrt.gate import write_gate_report
+    from segrt.verify.gate import write_gate_report
     from segrt.quantize import run_quantize
     from segrt.uint8_in import add_uint8_variants
 

@@ -1,8 +1,8 @@
-"""ONNX Runtime variants of an exported model, behind the shared accuracy gate (segrt.gate).
+"""ONNX Runtime variants of an exported model, behind the shared accuracy gate (segrt.verify.gate).
 
 INT8: onnxruntime.quantization with quant_pre_process first, calibration images read through the
 same preprocessing as predict, per-channel S8 weights and U8 activations (the fast pair on x86
-VNNI); when the gate fails, segrt.gate's fallback keeps the most sensitive nodes fp32
+VNNI); when the gate fails, segrt.verify.gate's fallback keeps the most sensitive nodes fp32
 (nodes_to_exclude). FP16: float16 weights/activations with fp32 I/O, gated the same way.
 OpenVINO variants (IR, NNCF INT8, bf16) are in segrt.quantize_openvino.
 """
@@ -18,11 +18,11 @@ import numpy as np
 from segrt.runtime.backends import SessionOptions
 from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
-from segrt.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches,  # noqa: F401
+from segrt.verify.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches,  # noqa: F401
                         reference_logits, require, run_batches, save_variant, split_images)
 from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
-from segrt.thresholds import DEFAULT_IOU_GATES
+from segrt.verify.thresholds import DEFAULT_IOU_GATES
 from segrt.progress import progress
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")

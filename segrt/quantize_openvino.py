@@ -1,4 +1,4 @@
-"""OpenVINO variants of an export, behind the shared accuracy gate (segrt.gate).
+"""OpenVINO variants of an export, behind the shared accuracy gate (segrt.verify.gate).
 
 IR: model.xml + model.bin converted from the exported ONNX with fp32 weights (ov.save_model
 compresses to fp16 unless told not to).
@@ -7,7 +7,7 @@ INT8: NNCF post-training quantization with its defaults, calibrated through segr
 reader (the same images and preprocessing as the ONNX Runtime INT8 path), of the graph OpenVINO
 reads from model.onnx: on the converted IR, where BatchNorm is already folded into the
 convolutions, NNCF's fast bias correction cost the bundled model 0.9885 -> 0.920 agreement.
-Gated like every variant (segrt.gate); when it misses, nncf.quantize_with_accuracy_control with
+Gated like every variant (segrt.verify.gate); when it misses, nncf.quantize_with_accuracy_control with
 segrt's metric keeps the quantizer groups that cost the most agreement in float (see
 accuracy_control for why not segrt's node-by-node search). The float layers run in f32, or in bf16
 where the CPU has it and that is faster and still inside the gate.
@@ -33,11 +33,11 @@ from segrt.bench import timed
 from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
-from segrt.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, reference_logits, require, save_variant,
+from segrt.verify.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, reference_logits, require, save_variant,
                         split_images)
 from segrt.manifest import Artifact, Manifest
-from segrt.compare import Batch, compare
-from segrt.thresholds import DEFAULT_IOU_GATES, FP32_GATE
+from segrt.verify.compare import Batch, compare
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_GATE
 
 IR_FILE = "model.xml"
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")

@@ -66,8 +66,8 @@ def write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact
 def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[str] | None = None) -> list[Artifact]:
     """A uint8-input copy of each gated ONNX / OpenVINO variant (or of ``bases``), gated at its
     base's gate on held-out images against the export's reference."""
-    from segrt.gate import evaluate, gate_batches, reference_logits, require, save_variant
-    from segrt.thresholds import DEFAULT_IOU_GATES
+    from segrt.verify.gate import evaluate, gate_batches, reference_logits, require, save_variant
+    from segrt.verify.thresholds import DEFAULT_IOU_GATES
     from segrt.runtime.session import Session
 
     folder = Path(folder)

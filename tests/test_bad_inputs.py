@@ -289,7 +289,7 @@ def test_batches_that_do_not_fit_in_memory(exported, tmp_path, monkeypatch):
 def test_long_work_shows_progress_on_a_terminal(exported, monkeypatch, capsys):
     import segrt.progress
     from segrt.bench import run_bench
-    from segrt.parity import run_parity
+    from segrt.verify.parity import run_parity
 
     monkeypatch.setattr(segrt.progress.sys.stderr, "isatty", lambda: True, raising=False)
     run_bench(exported, provider="cpu", batch_sizes=[1], sizes=[64], warmup=0, runs=1, artifacts=["model.onnx"])

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import ROOT
 from segrt.manifest import Manifest
 from segrt.imaging.metrics import ConfusionMatrix
-from segrt.parity import truth_lut
+from segrt.verify.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"
 EXAMPLES = ROOT / "examples"

@@ -250,7 +250,7 @@ def test_output_side_failures_are_one_line(tmp_path, monkeypatch):
 def test_parity_and_quantize_never_write_over_what_they_read(tmp_path, monkeypatch):
     exp = tiny_export(tmp_path / "exp")
     before = (exp / "model.onnx").read_bytes()
-    from segrt.parity import check_outputs
+    from segrt.verify.parity import check_outputs
 
     m = Manifest.load(exp)
     for option, target in (("--json", exp / "model.onnx"), ("--report", exp / "manifest.json")):

@@ -54,7 +54,7 @@ def test_predict_pt2_on_one_size_multiple(exported, tmp_path):
                                     "--native", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert np.asarray(Image.open(tmp_path / "out" / "tiny.png")).shape == (8, 8)
-    from segrt.parity import random_inputs
+    from segrt.verify.parity import random_inputs
 
     assert "random 1x3x8x8" in [b.label for b in random_inputs(Manifest.load(exported))]  # gated at export
 

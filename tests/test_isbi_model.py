@@ -13,7 +13,7 @@ from conftest import ROOT
 from segrt.cli import main
 from segrt.manifest import Manifest
 from segrt.imaging.metrics import ConfusionMatrix
-from segrt.parity import truth_lut
+from segrt.verify.parity import truth_lut
 
 MODEL = ROOT / "exported" / "isbi"
 DATA = ROOT / "tests" / "data" / "isbi"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import PETS, ROOT
 from segrt.cli import main
 from segrt.errors import GateFailed, ProviderError, SegrtError
-from segrt.gate import QuantizeOptions
+from segrt.verify.gate import QuantizeOptions
 from segrt.manifest import Manifest, sha256_file
 from segrt.runtime.session import Session
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from conftest import PETS
 from segrt.cli import main
-from segrt.gate import QuantizeOptions, split_paths
+from segrt.verify.gate import QuantizeOptions, split_paths
 from segrt.manifest import Manifest
 from segrt.runtime.session import Session
 

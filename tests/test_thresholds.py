@@ -1,9 +1,9 @@
-"""The default gates have one home (segrt/thresholds.py): no other module of the package spells them."""
+"""The default gates have one home (segrt/verify/thresholds.py): no other module of the package spells them."""
 
 import ast
 
 from conftest import ROOT
-from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 GATE_VALUES = {FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF, *DEFAULT_IOU_GATES.values()}
 # the same numbers meaning something else: the blending window's floor, where number formatting switches

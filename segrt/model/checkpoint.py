@@ -224,7 +224,7 @@ def _check_rebuilt(model: UNet, onnx_path, manifest, where: str) -> None:
 
     with torch.inference_mode():
         got = with_tta(model, manifest.tta)(torch.from_numpy(x)).numpy()
-    from segrt.thresholds import FP32_MAX_LOGIT_DIFF
+    from segrt.verify.thresholds import FP32_MAX_LOGIT_DIFF
 
     if got.shape != want.shape or not np.allclose(got, want, atol=FP32_MAX_LOGIT_DIFF):
         raise CheckpointError(f"{where}: the rebuilt model does not reproduce the ONNX (max |diff| "

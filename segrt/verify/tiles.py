@@ -22,7 +22,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
                     batch_size: int = 4, limit: int | None = None, json_path=None) -> dict:
     """Per image: the whole-image mask (native resolution, padded) and the tiled one; their mask IoU
     and pixel agreement, and with ``masks`` the mIoU of each against the ground truth."""
-    from segrt.parity import truth_lut
+    from segrt.verify.parity import truth_lut
     from segrt.runtime.session import Session
 
     session = Session(export_dir, provider=provider, artifact=artifact,

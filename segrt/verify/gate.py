@@ -21,7 +21,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
-from segrt.compare import Batch, compare
+from segrt.verify.compare import Batch, compare
 from segrt.imaging.decode import list_images, read_model_input
 from segrt.progress import progress
 
@@ -129,8 +129,8 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     the worst images of each reduced-precision variant: the evidence a shipped export carries.
     ``final``: where ``folder`` will be (an export written in a temp folder): the path it prints."""
     from segrt.fsutil import write_bytes_atomic
-    from segrt.parity import run_parity_on
-    from segrt.report import render
+    from segrt.verify.parity import run_parity_on
+    from segrt.verify.report import render
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -155,7 +155,7 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
 def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
     if not opts.val_masks:
         return image_batches(paths, manifest, opts.batch_size)
-    from segrt.parity import image_inputs
+    from segrt.verify.parity import image_inputs
 
     return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, opts.batch_size)]
 
@@ -165,7 +165,7 @@ def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:
     else random inputs."""
     folder = opts.val_images or opts.calib_images
     if not folder:
-        from segrt.parity import random_inputs
+        from segrt.verify.parity import random_inputs
 
         return random_inputs(manifest)
     train = set(manifest.split.get("train", []))
@@ -196,7 +196,7 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ckpt is not None and torch_available():
-        from segrt.parity import eager_logits, eager_model, export_checkpoint
+        from segrt.verify.parity import eager_logits, eager_model, export_checkpoint
 
         checkpoint, what = export_checkpoint(folder, manifest)
         return eager_logits(eager_model(checkpoint, manifest), batches), \

@@ -17,7 +17,7 @@ from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import overlay, voc_palette
-from segrt.thresholds import FP32_MASK_IOU
+from segrt.verify.thresholds import FP32_MASK_IOU
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}

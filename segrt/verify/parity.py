@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.compare import Batch, compare  # noqa: F401 - Batch is part of parity's API
+from segrt.verify.compare import Batch, compare  # noqa: F401 - Batch is part of parity's API
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
-from segrt.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
@@ -257,7 +257,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     from segrt.fsutil import write_bytes_atomic
 
     if report_path:
-        from segrt.report import render
+        from segrt.verify.report import render
 
         write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench).encode())
     report.pop("visuals", None)

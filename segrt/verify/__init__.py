@@ -1,0 +1,1 @@
+"""Verification: do two models agree (parity, gates), how well each matches ground truth, the reports."""
