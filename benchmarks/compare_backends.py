@@ -163,7 +163,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),
                         mask_values={2: 0, 1: 1, 3: 2})
         from segrt.export import run_export
-        from segrt.quantize import QuantizeOptions
+        from segrt.quantize.ort import QuantizeOptions
 
         log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")
         quant = ("int8",) if args.int8 else ()

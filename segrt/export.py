@@ -108,7 +108,7 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     onnx.checker.check_model(model, full_check=True)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.save(model, str(path))
-    from segrt.graph import opset_of
+    from segrt.quantize.onnx_rewrites import opset_of
 
     opset_used = opset_of(model)
     return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
@@ -133,7 +133,7 @@ def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
 
 
 def export_openvino(path: Path) -> Artifact:
-    from segrt.quantize_openvino import write_ir
+    from segrt.quantize.openvino import write_ir
 
     return write_ir(path.with_name(FILES["onnx"]), path.parent)
 
@@ -263,8 +263,8 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
     from segrt.bench import record_speeds
     from segrt.verify.gate import write_gate_report
-    from segrt.quantize import run_quantize
-    from segrt.uint8_in import add_uint8_variants
+    from segrt.quantize.ort import run_quantize
+    from segrt.quantize.uint8 import add_uint8_variants
 
     made = [run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs]
     if uint8:

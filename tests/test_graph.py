@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
+from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 
 RNG = np.random.default_rng(0)
 

@@ -28,7 +28,7 @@ def cli(*args):
 @pytest.fixture(scope="session")
 def ov_export(tiny_ckpt, tmp_path_factory):
     """onnx + OpenVINO IR, then gated OpenVINO INT8 (NNCF) and bf16 variants."""
-    from segrt.quantize_openvino import gate_bf16, quantize_int8
+    from segrt.quantize.openvino import gate_bf16, quantize_int8
 
     out = tmp_path_factory.mktemp("ov") / "tiny"
     res = cli("export", tiny_ckpt, "--out", out, "--formats", "onnx,openvino")
@@ -111,7 +111,7 @@ def test_int8_gated_and_recorded(ov_export):
 
 def test_int8_fallback_closes_a_gate_that_nncf_defaults_miss(ov_copy):
     """Find a gate above NNCF's defaults that the accuracy-control fallback reaches; it must pass."""
-    from segrt.quantize_openvino import quantize_int8
+    from segrt.quantize.openvino import quantize_int8
 
     opts = QuantizeOptions(calib_images=IMAGES, gate=1.0, max_fp32_nodes=1.0)
     try:

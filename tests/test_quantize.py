@@ -67,7 +67,7 @@ def test_impossible_gate_fails_with_best_result_and_fallback(export_copy):
 def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
     """Find a gate between full INT8 and the best fallback result; the fallback must then pass it."""
     from segrt.errors import GateFailed
-    from segrt.quantize import QuantizeOptions, quantize_int8
+    from segrt.quantize.ort import QuantizeOptions, quantize_int8
 
     opts = QuantizeOptions(calib_images=PETS / "images", gate=1.0)
     with pytest.raises(GateFailed) as info:
@@ -126,7 +126,7 @@ def test_entropy_calibration_clips_ranges(exported, tmp_path):
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
 
     from segrt.imaging.decode import list_images, read_model_input
-    from segrt.quantize import _Reader, entropy_ranges
+    from segrt.quantize.ort import _Reader, entropy_ranges
 
     m = Manifest.load(exported)
     calib = [read_model_input(p, m)[0] for p in list_images(PETS / "images")[:8]]

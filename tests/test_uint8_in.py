@@ -1,4 +1,4 @@
-"""uint8-input variants (segrt.uint8_in): the normalization in the graph, folded into the first conv
+"""uint8-input variants (segrt.quantize.uint8): the normalization in the graph, folded into the first conv
 where exact; Session feeds them pixels; predict decodes to pixels for them and writes the masks the
 float variant writes. Fast, on synthetic ONNX models."""
 
@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from segrt.cli import main
-from segrt.graph import uint8_input
+from segrt.quantize.onnx_rewrites import uint8_input
 from segrt.imaging.decode import normalize, prepare
-from segrt.uint8_in import to_uint8, u8_name
+from segrt.quantize.uint8 import to_uint8, u8_name
 from test_edges import photos, tiny_export
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

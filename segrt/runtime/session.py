@@ -62,7 +62,7 @@ class Session:
         self.kind = self.artifact.kind
         self._backend = open_backend(self.path, self.artifact, provider, self.options, self.manifest)
         self.provider = self._backend.provider
-        # NCHW pixels, normalized in the graph (segrt.uint8_in): as the manifest says, or as a bare file's input is
+        # NCHW pixels, normalized in the graph (segrt.quantize.uint8): as the manifest says, or as a bare file's input is
         self.takes_uint8 = self.artifact.extra.get("input_dtype") == "uint8" or self._backend.input_dtype == "uint8"
         self.binary = self.manifest.num_classes == 1  # one sigmoid logit: class 1 where it is > 0
         if self.binary:
@@ -75,12 +75,12 @@ class Session:
         self.open_s = self._backend.open_s
 
     def feed(self, x: np.ndarray) -> np.ndarray:
-        """What the artifact takes: float32 normalized, or for a uint8-input variant (segrt.uint8_in)
+        """What the artifact takes: float32 normalized, or for a uint8-input variant (segrt.quantize.uint8)
         the pixels (a float input is turned back into them)."""
         if not self.takes_uint8:
             return np.ascontiguousarray(x, dtype=np.float32)
         if x.dtype != np.uint8:
-            from segrt.uint8_in import to_uint8
+            from segrt.quantize.uint8 import to_uint8
 
             x = to_uint8(x, self.manifest.mean, self.manifest.std)
         return np.ascontiguousarray(x)

@@ -52,7 +52,7 @@ class Backend:
     in_flight: int = 1
     open_s: float = 0.0  # time to load/compile the artifact
     fixed_batch: int | None = None  # a model whose batch dimension is fixed (Session chunks for it)
-    input_dtype: str = "float32"  # uint8: a variant that takes pixels (segrt.uint8_in)
+    input_dtype: str = "float32"  # uint8: a variant that takes pixels (segrt.quantize.uint8)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -157,14 +157,14 @@ class OrtBackend(Backend):
         return binding.copy_outputs_to_cpu()[0]
 
     def run_masks(self, x: np.ndarray) -> np.ndarray:
-        """On cuda/tensorrt the argmax runs on the GPU, inside the graph (segrt.graph.append_argmax),
+        """On cuda/tensorrt the argmax runs on the GPU, inside the graph (segrt.quantize.onnx_rewrites.append_argmax),
         so only uint8 masks cross to the host; elsewhere it is the host argmax."""
         if not self.use_binding and not self.masks_in_graph:
             return super().run_masks(x)
         if self._mask_sess is None:
             import onnx
 
-            from segrt.graph import append_argmax
+            from segrt.quantize.onnx_rewrites import append_argmax
 
             model = append_argmax(onnx.load(str(self.path)), self.output_name)
             self._mask_sess = self.ort.InferenceSession(model.SerializeToString(), self._so, providers=self._providers)

@@ -4,7 +4,7 @@ INT8: onnxruntime.quantization with quant_pre_process first, calibration images 
 same preprocessing as predict, per-channel S8 weights and U8 activations (the fast pair on x86
 VNNI); when the gate fails, segrt.verify.gate's fallback keeps the most sensitive nodes fp32
 (nodes_to_exclude). FP16: float16 weights/activations with fp32 I/O, gated the same way.
-OpenVINO variants (IR, NNCF INT8, bf16) are in segrt.quantize_openvino.
+OpenVINO variants (IR, NNCF INT8, bf16) are in segrt.quantize.openvino.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
 from segrt.verify.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches,  # noqa: F401
                         reference_logits, require, run_batches, save_variant, split_images)
-from segrt.graph import convtranspose_to_pixel_shuffle, head_to_matmul
+from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
 from segrt.verify.thresholds import DEFAULT_IOU_GATES
 from segrt.progress import progress
@@ -28,7 +28,7 @@ from segrt.progress import progress
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 ENTROPY_BINS = 2048  # histogram bins for entropy calibration (TensorRT's choice), 128 quantized bins
-# (backend, precision) -> what makes it; the OpenVINO ones live in segrt.quantize_openvino
+# (backend, precision) -> what makes it; the OpenVINO ones live in segrt.quantize.openvino
 VARIANTS = {("onnxruntime", "int8"), ("onnxruntime", "fp16"), ("openvino", "int8"), ("openvino", "bf16")}
 
 
@@ -112,7 +112,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
 
 
 def prepare_graph(fp32: Path, tmp: Path) -> dict:
-    """The fp32 graph rewritten for ORT's INT8 kernels (segrt.graph), then quant_pre_process'ed.
+    """The fp32 graph rewritten for ORT's INT8 kernels (segrt.quantize.onnx_rewrites), then quant_pre_process'ed.
     -> {pre: path, candidates: quantizable node names, float_tail, n_rewritten, tmp}."""
     import onnx
     from onnxruntime.quantization import quant_pre_process
@@ -189,7 +189,7 @@ def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
 def fp32_opset(path: Path) -> int:
     import onnx
 
-    from segrt.graph import opset_of
+    from segrt.quantize.onnx_rewrites import opset_of
 
     return opset_of(onnx.load(str(path), load_external_data=False))
 
@@ -205,7 +205,7 @@ def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print, backe
     check_apart(folder, {"calibration images": opts.calib_images, "gate images": opts.val_images,
                          "gate masks": opts.val_masks}, "the export folder")
     if backend == "openvino":
-        from segrt import quantize_openvino
+        from segrt.quantize import openvino as quantize_openvino
 
         return {"int8": quantize_openvino.quantize_int8, "bf16": quantize_openvino.gate_bf16}[precision](folder, opts, log)
     return {"int8": quantize_int8, "fp16": quantize_fp16}[precision](folder, opts, log)

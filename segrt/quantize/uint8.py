@@ -1,6 +1,6 @@
 """Variants that take what a decoder gives: uint8 NCHW pixels in [0, 255], the normalization in the
 graph (no float normalization on the host, a quarter of the bytes into the runtime). ONNX: a graph
-edit (segrt.graph.uint8_input: Cast, Sub 255*mean, the 1/(255*std) folded into the first conv where
+edit (segrt.quantize.onnx_rewrites.uint8_input: Cast, Sub 255*mean, the 1/(255*std) folded into the first conv where
 exact). OpenVINO: PrePostProcessor (u8 tensor, convert, mean, scale; OpenVINO folds them). Each
 copy is gated like its base variant, against the same reference on held-out images, and listed as
 NAME.u8 with ``extra.input_dtype = "uint8"``; Session feeds it uint8 (converting a float input back).
@@ -36,7 +36,7 @@ def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:
 def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
     import onnx
 
-    from segrt.graph import uint8_input
+    from segrt.quantize.onnx_rewrites import uint8_input
 
     model = uint8_input(onnx.load(str(folder / base.file)), manifest.mean, manifest.std)
     onnx.checker.check_model(model)
@@ -47,7 +47,7 @@ def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
 
 def write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
     from segrt.runtime.backends.openvino import import_openvino
-    from segrt.quantize_openvino import save_ir
+    from segrt.quantize.openvino import save_ir
 
     ov = import_openvino()
     model = ov.Core().read_model(str(folder / base.file))
