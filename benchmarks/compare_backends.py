@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segrt.bench import timed
+from segrt.bench.bench import timed
 from segrt.errors import first_line
 from segrt.model.checkpoint import save_checkpoint
 from segrt.runtime.select import gate_of
@@ -162,7 +162,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         reestimate_bn(model, torch.from_numpy(np.stack(inputs[:16])))
         save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),
                         mask_values={2: 0, 1: 1, 3: 2})
-        from segrt.export import run_export
+        from segrt.export.run import run_export
         from segrt.quantize.ort import QuantizeOptions
 
         log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")

@@ -72,7 +72,7 @@ def aoti_check(export: Path, images: Path, out: Path, batches=(1, 32), sizes=(25
     import torch
 
     from segrt.verify.compare import compare
-    from segrt.export import ExportGraph, dynamic_shapes, example_input, size_oblivious
+    from segrt.export.run import ExportGraph, dynamic_shapes, example_input, size_oblivious
     from segrt.verify.parity import eager_logits, image_inputs
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
 

@@ -28,7 +28,7 @@ def main():
     args = p.parse_args()
     import ray
 
-    from segrt.ray import predict as ray_predict
+    from segrt.scale.ray import predict as ray_predict
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(dir=".", prefix=".ray-bench-") as tmp:

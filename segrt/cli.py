@@ -140,7 +140,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
            calib_method, val_images, val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
     manifest; fails unless parity holds."""
-    from segrt.export import describe_export, run_export
+    from segrt.export.run import describe_export, run_export
     from segrt.verify.parity import ParityFailed, format_report
 
     try:
@@ -157,7 +157,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
     echo_out(format_report(result.report))
     echo_out(describe_export(result))
     if triton:
-        from segrt.triton import write_repo
+        from segrt.scale.triton import write_repo
 
         echo_out(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
 
@@ -224,7 +224,7 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
              quant_gate):
     """Add a gated variant to an existing export: INT8 (ONNX Runtime QDQ or OpenVINO NNCF), FP16, bf16,
     or uint8-input copies of the gated ones."""
-    from segrt.export import add_variants
+    from segrt.export.run import add_variants
 
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
     uint8 = (True if "all" in uint8_of else list(uint8_of)) if uint8_of else False
@@ -247,7 +247,7 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
 @user_errors
 def triton_repo(export_dir, repo, name, max_batch_size, instances, device, tensorrt_fp16):
     """Write EXPORT_DIR's fp32 ONNX model as a Triton Inference Server model repository entry."""
-    from segrt.triton import TritonOptions, write_repo
+    from segrt.scale.triton import TritonOptions, write_repo
 
     folder = write_repo(export_dir, repo, TritonOptions(name, max_batch_size, instances, device, tensorrt_fp16))
     echo_out(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx; serve with "

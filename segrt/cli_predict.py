@@ -105,7 +105,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
 
         out = str(next_free(Path("predictions")))
     if engine == "ray":
-        from segrt.ray import predict_from_cli
+        from segrt.scale.ray import predict_from_cli
 
         summary = predict_from_cli(inputs, model, out, batch_size, provider, precision, native, not no_color,
                                    skip_existing, address, num_workers, max_pixels, locals(),
@@ -161,7 +161,7 @@ def bench(model, provider, trt_fp16, device, batch_sizes, sizes, warmup, runs, t
     """Latency p50/p90/p99, images/s, first-run time and peak memory for every artifact of MODEL."""
     import json
 
-    from segrt.bench import format_table, run_bench
+    from segrt.bench.bench import format_table, run_bench
     from segrt.fsutil import write_bytes_atomic
 
     result = run_bench(model, provider=provider, device=device, trt_fp16=trt_fp16, batch_sizes=batch_sizes, sizes=sizes,

@@ -288,7 +288,7 @@ def test_batches_that_do_not_fit_in_memory(exported, tmp_path, monkeypatch):
 # 10. progress ----------------------------------------------------------------------------------------
 def test_long_work_shows_progress_on_a_terminal(exported, monkeypatch, capsys):
     import segrt.progress
-    from segrt.bench import run_bench
+    from segrt.bench.bench import run_bench
     from segrt.verify.parity import run_parity
 
     monkeypatch.setattr(segrt.progress.sys.stderr, "isatty", lambda: True, raising=False)

@@ -3,7 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from segrt.bench import ROW_KEYS, SCHEMA
+from segrt.bench.bench import ROW_KEYS, SCHEMA
 from segrt.cli import main
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_bench_onnx_never_imports_torch(exported):
     import sys
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from segrt.bench import run_bench\n"
+            "from segrt.bench.bench import run_bench\n"
             f"r = run_bench({str(exported)!r}, provider='cpu', batch_sizes=[1], sizes=[64], warmup=0, runs=1)\n"
             "print(sorted({row['artifact'] for row in r['rows']}))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

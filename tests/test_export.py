@@ -64,9 +64,9 @@ def test_run_failure_is_a_failed_gate(tiny_ckpt, tmp_path, monkeypatch):
     artifact and the input in one line and fails, instead of a traceback."""
     import contextlib
 
-    import segrt.export
+    import segrt.export.run
 
-    monkeypatch.setattr(segrt.export, "size_oblivious", contextlib.nullcontext)
+    monkeypatch.setattr(segrt.export.run, "size_oblivious", contextlib.nullcontext)
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--formats", "pt2", "--out", str(tmp_path / "e")])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "model.pt2: " in res.output and "failed on an input of shape [1, 3, 8, 8]" in res.output

@@ -205,7 +205,7 @@ def test_training_reads_stacks_page_by_page(tmp_path):
 
 
 def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
-    from segrt.bench import speed_size
+    from segrt.bench.bench import speed_size
     from segrt.runtime.select import choose_cpu_variant
     from segrt.cpuinfo import cpu_info
     from segrt.manifest import Artifact, Manifest

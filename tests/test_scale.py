@@ -74,7 +74,7 @@ def ray_local():
 
 
 def test_ray_writes_the_same_masks_as_local_predict(ray_local, exported, twenty, tmp_path):
-    from segrt.ray import predict
+    from segrt.scale.ray import predict
 
     assert predict_cli(twenty, "--model", exported, "--out", tmp_path / "local", "--provider", "cpu").exit_code == 1
     logs = []

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.runtime.backends import SessionOptions
-from segrt.bench import timed
+from segrt.bench.bench import timed
 from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError

@@ -20,7 +20,7 @@ from torch import nn
 from segrt import __version__
 from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import SegrtError, first_line
-from segrt.export_checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
+from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
                                  quantize_jobs, working_size)
 from segrt.fsutil import atomic_dir
 from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
@@ -261,7 +261,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
                  uint8: bool | list[str] = False) -> list[Artifact]:
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
-    from segrt.bench import record_speeds
+    from segrt.bench.bench import record_speeds
     from segrt.verify.gate import write_gate_report
     from segrt.quantize.ort import run_quantize
     from segrt.quantize.uint8 import add_uint8_variants

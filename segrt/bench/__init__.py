@@ -1,0 +1,1 @@
+"""Timing: bench tables, the speed records --provider auto reads."""

@@ -1,0 +1,1 @@
+"""Export: a checkpoint becomes artifacts (ONNX, TorchScript, torch.export, OpenVINO IR) and a manifest, gated for parity."""
