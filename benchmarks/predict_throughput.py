@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from segrt.imaging import decode
-from segrt.predict import PredictOptions, run_predict
+from segrt.predict.run import PredictOptions, run_predict
 from segrt.runtime.session import Session, SessionOptions
 
 RSS_CHILD = """
 import resource, sys
-from segrt.predict import PredictOptions, run_predict
+from segrt.predict.run import PredictOptions, run_predict
 run_predict([sys.argv[1]], sys.argv[2], provider="cpu", threads=int(sys.argv[4]), log=lambda m: None,
             opts=PredictOptions(out=sys.argv[3], batch_size=int(sys.argv[5]), progress=False))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

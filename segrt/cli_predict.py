@@ -92,7 +92,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
-    from segrt.predict import PredictOptions, format_summary, run_predict
+    from segrt.predict.run import PredictOptions, format_summary, run_predict
 
     if not model:
         model = default_model()
@@ -114,7 +114,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                    f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
                    f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
         sys.exit(1 if summary["failed"] else 0)
-    from segrt.inputs import parse_shard
+    from segrt.predict.inputs import parse_shard
 
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
                           overlay=overlay, save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,

@@ -210,7 +210,7 @@ def test_output_folder_rules(exported, tmp_path):
 
 # 7. interrupts ------------------------------------------------------------------------------------------
 def test_ctrl_c_writes_a_summary_and_exits_130(exported, tmp_path, monkeypatch):
-    import segrt.predict as PR
+    import segrt.predict.run as PR
 
     real, calls = PR.Predictor._submit, []
 

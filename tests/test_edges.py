@@ -234,12 +234,12 @@ def test_output_side_failures_are_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     import errno
 
-    import segrt.pipeline
+    import segrt.predict.pipeline
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segrt.pipeline, "write_bytes_atomic", full)
+    monkeypatch.setattr(segrt.predict.pipeline, "write_bytes_atomic", full)
     res = cli("predict", src, "--model", exp, "--out", tmp_path / "full", "--provider", "cpu")
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert sum("No space left on device" in ln and ln.startswith("error:") for ln in res.output.splitlines()) == 2

@@ -13,7 +13,7 @@ from conftest import PETS, ROOT
 from segrt.imaging import masks
 from segrt.imaging import decode
 from segrt.errors import ImageError, ProviderError, SegrtError
-from segrt.predict import PredictOptions, run_predict
+from segrt.predict.run import PredictOptions, run_predict
 from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
@@ -259,7 +259,7 @@ def test_predict_never_imports_torch(exported, folder, tmp_path):
     """Block torch entirely: the ONNX path must still work, and no module may have loaded it."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import segrt.runtime.session, segrt.predict\n"
+        "import segrt.runtime.session, segrt.predict.run\n"
         "from segrt.cli import main\n"
         "try:\n"
         f"    main(['predict', {str(folder)!r}, '--model', {str(exported)!r}, '--out', {str(tmp_path / 'o')!r}, '--quiet'])\n"
@@ -277,7 +277,7 @@ def test_predict_never_imports_torch(exported, folder, tmp_path):
 
 
 def test_write_failure_fails_one_image_not_the_run(exported, folder, tmp_path, monkeypatch):
-    import segrt.predict as PR
+    import segrt.predict.run as PR
 
     real = PR.Predictor.write
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import PETS, ROOT
 from segrt.cli import main
 from segrt.errors import SegrtError
-from segrt.inputs import gather_inputs, parse_shard, select_shard
+from segrt.predict.inputs import gather_inputs, parse_shard, select_shard
 
 pytestmark = pytest.mark.slow
 

@@ -115,8 +115,8 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     outputs and a merged summary.json under ``out`` (a folder or a pyarrow filesystem URI)."""
     from types import SimpleNamespace
 
-    from segrt.inputs import check_no_overwrite, gather_inputs
-    from segrt.predict import SUMMARY_FORMAT
+    from segrt.predict.inputs import check_no_overwrite, gather_inputs
+    from segrt.predict.run import SUMMARY_FORMAT
     from segrt.runtime.session import Session, usable_cores
 
     ray = import_ray()

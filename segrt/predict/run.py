@@ -1,5 +1,5 @@
 """`segrt predict`: check the options and the model, gather the inputs, stream them through the
-pipeline (segrt.pipeline) and write summary.json (no torch)."""
+pipeline (segrt.predict.pipeline) and write summary.json (no torch)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from segrt.imaging import decode
 from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
-from segrt.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
+from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.runtime.memory import check_batch_memory
-from segrt.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
+from segrt.predict.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import TileSpec, tile_spec
 

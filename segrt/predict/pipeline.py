@@ -21,7 +21,7 @@ from PIL import Image
 from segrt.imaging import decode, masks
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.inputs import output_paths
+from segrt.predict.inputs import output_paths
 from segrt.imaging.stacks import StackWriter, page_paths
 from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
@@ -29,7 +29,7 @@ from segrt.runtime.session import Session, usable_cores
 from segrt.runtime.tiling import TiledImage
 
 if TYPE_CHECKING:
-    from segrt.predict import PredictOptions
+    from segrt.predict.run import PredictOptions
 
 
 @dataclass

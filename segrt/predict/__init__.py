@@ -1,0 +1,1 @@
+"""Predict: folders of images become masks on disk and a summary (torch-free)."""
