@@ -41,7 +41,8 @@ from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model.unet import UNet, UNetConfig
 from segrt.verify.parity import eager_model, export_checkpoint
 from segrt.imaging.decode import list_images, read_model_input
-from segrt.runtime.session import Session, SessionOptions
+from segrt.runtime.backends import SessionOptions
+from segrt.runtime.session import Session
 
 from common import save
 
@@ -163,7 +164,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),
                         mask_values={2: 0, 1: 1, 3: 2})
         from segrt.export.run import run_export
-        from segrt.quantize.ort import QuantizeOptions
+        from segrt.verify.gate import QuantizeOptions
 
         log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")
         quant = ("int8",) if args.int8 else ()

@@ -23,7 +23,8 @@ import numpy as np
 
 from segrt.imaging import decode
 from segrt.predict.run import PredictOptions, run_predict
-from segrt.runtime.session import Session, SessionOptions
+from segrt.runtime.backends import SessionOptions
+from segrt.runtime.session import Session
 
 RSS_CHILD = """
 import resource, sys

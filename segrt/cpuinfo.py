@@ -1,10 +1,11 @@
 """What machine this is: the CPU model and the ISA flags that decide which precision runs fast,
 and the memory available now (Linux /proc; elsewhere the platform's processor string, no flags,
-memory unknown). No torch, no OpenVINO."""
+memory unknown), the usable cores and which optional modules are installed. No torch, no OpenVINO."""
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -52,3 +53,21 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def module_available(name: str) -> bool:
+    """Is ``name`` installed (and not blocked)? Checked without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ValueError, ImportError):  # e.g. sys.modules["torch"] = None
+        return False
+

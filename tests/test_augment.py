@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from segrt.training.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, TrainDataset, train_transform
+from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
+from segrt.training.data import IGNORE_INDEX, TrainDataset, train_transform
 
 COLORS = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230]], np.uint8)  # class c -> dominant channel c
 

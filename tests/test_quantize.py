@@ -67,7 +67,8 @@ def test_impossible_gate_fails_with_best_result_and_fallback(export_copy):
 def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
     """Find a gate between full INT8 and the best fallback result; the fallback must then pass it."""
     from segrt.errors import GateFailed
-    from segrt.quantize.ort import QuantizeOptions, quantize_int8
+    from segrt.quantize.ort import quantize_int8
+    from segrt.verify.gate import QuantizeOptions
 
     opts = QuantizeOptions(calib_images=PETS / "images", gate=1.0)
     with pytest.raises(GateFailed) as info:

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from conftest import ROOT
-from segrt.cli_predict import DEFAULT_MODELS
+from segrt.cli.common import DEFAULT_MODELS
 from segrt.manifest import Manifest
 
 pytestmark = pytest.mark.slow

@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrt.runtime.backends import module_available
+from segrt.cpuinfo import module_available
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
 from segrt.runtime.memory import check_bench_memory
 from segrt.imaging.decode import prepare, round_up
 from segrt.progress import progress
-from segrt.runtime.session import Session, SessionOptions, torch_available, usable_cores
+from segrt.cpuinfo import usable_cores
+from segrt.runtime.backends import SessionOptions
+from segrt.runtime.session import Session, torch_available
 
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "open_ms", "first_run_ms",

@@ -29,7 +29,7 @@ def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list
 
 def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> None:
     """Combinations that cannot succeed, refused before anything is exported (one line)."""
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
     from segrt.imaging.decode import list_images
 
     if "openvino" in formats and not module_available("openvino"):

@@ -142,7 +142,7 @@ def versions() -> dict:
     import onnx
     import onnxruntime
 
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
 
     import datetime as dt
 

@@ -19,7 +19,7 @@ SUFFIX = ".tif"  # the label stack: NAME.tif beside NAME.png-style outputs of si
 
 
 def require_tifffile() -> None:
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
 
     if not module_available("tifffile"):
         raise SegrtError("multi-page TIFF inputs are written as label stacks with tifffile: pip install 'segrt[tiff]'")

@@ -25,7 +25,8 @@ from segrt.predict.inputs import output_paths
 from segrt.imaging.stacks import StackWriter, page_paths
 from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
-from segrt.runtime.session import Session, usable_cores
+from segrt.cpuinfo import usable_cores
+from segrt.runtime.session import Session
 from segrt.runtime.tiling import TiledImage
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.runtime.memory import check_batch_memory
-from segrt.predict.pipeline import Job, Predictor, Stats  # noqa: F401 - the pipeline's parts, importable from here
+from segrt.predict.pipeline import Predictor, Stats
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import TileSpec, tile_spec
 
@@ -51,7 +51,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     ``tile`` (pixels or 'auto'), ``overlap``, ``blend``: sliding-window inference (segrt.runtime.tiling)."""
     from threadpoolctl import threadpool_limits
 
-    from segrt.runtime.session import SessionOptions
+    from segrt.runtime.backends import SessionOptions
 
     opts = opts or PredictOptions()
     log = log or (lambda msg: print(msg, file=sys.stderr))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import (PROVIDERS, Backend, SessionOptions, finished, module_available,  # noqa: F401
-                            open_backend, usable_cores)
+from segrt.cpuinfo import module_available
+from segrt.runtime.backends import Backend, PROVIDERS, SessionOptions, finished, open_backend
 from segrt.errors import ProviderError, SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.runtime.model_info import load_model_info

@@ -63,7 +63,8 @@ class SegmentBatches:
 
     def __init__(self, model: str, out: str, provider: str = "auto", precision: str | None = None,
                  color: bool = True, native: bool = False, threads: int = 0, max_pixels: int | None = None):
-        from segrt.runtime.session import Session, SessionOptions
+        from segrt.runtime.backends import SessionOptions
+        from segrt.runtime.session import Session
 
         self.session = Session(model, provider=provider, precision=precision,
                                options=SessionOptions(threads=threads, spin=False))
@@ -117,7 +118,8 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
 
     from segrt.predict.inputs import check_no_overwrite, gather_inputs
     from segrt.predict.run import SUMMARY_FORMAT
-    from segrt.runtime.session import Session, usable_cores
+    from segrt.cpuinfo import usable_cores
+    from segrt.runtime.session import Session
 
     ray = import_ray()
     model = str(Path(model).resolve())

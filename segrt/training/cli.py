@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import click
 
-from segrt.runtime.backends import usable_cores
+from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError
 from segrt.options import Number, OneLineCommand
 
@@ -102,7 +102,7 @@ def train_command(**kwargs):
         raise click.UsageError(f"--layout {args.layout} needs --data")
     if args.init and args.resume:
         raise click.UsageError("--init starts a new run and --resume continues one: give one of them")
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
 
     if not (module_available("torch") and module_available("torchvision")):
         click.echo("error: training needs torch and torchvision: pip install 'segrt[torch]'", err=True)

@@ -45,7 +45,8 @@ def check_before_data(args, layout: data.Layout) -> None:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise data.DataError(f"--out {args.out}: a file is in the way (not a folder)")
     if args.resume:
-        from segrt.model.checkpoint import CheckpointError, load_checkpoint
+        from segrt.errors import CheckpointError
+        from segrt.model.checkpoint import load_checkpoint
 
         missing = [k for k in ("optimizer", "scheduler") if k not in load_checkpoint(args.resume)]
         if missing:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.verify.compare import Batch, compare  # noqa: F401 - Batch is part of parity's API
+from segrt.verify.compare import Batch, compare
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
@@ -141,7 +141,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     logits ``eager``); returns the report. ``visuals`` > 0: for that many worst images of each
     non-fp32 artifact, keep the photo and both masks under report["visuals"] (arrays, for the HTML
     report; not part of the JSON)."""
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
     from segrt.runtime.session import Session
 
     eager = eager if eager is not None else eager_logits(model, batches)
@@ -211,7 +211,7 @@ def worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest
 
 def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
     """Why an artifact is not compared here, or None."""
-    from segrt.runtime.backends import module_available
+    from segrt.cpuinfo import module_available
 
     if art.kind in ("torchscript", "pt2") and not module_available("torch"):
         return f"{art.kind} artifacts need torch (pip install 'segrt[torch]')"

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -103,21 +102,3 @@ def backend_module(kind: str, provider: str) -> str:
 def open_backend(path: Path, artifact, provider: str, options: SessionOptions, manifest) -> Backend:
     module = importlib.import_module(f"segrt.runtime.backends.{backend_module(artifact.kind, provider)}")
     return module.open_artifact(path, artifact, provider, options, manifest)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def module_available(name: str) -> bool:
-    """Is ``name`` installed (and not blocked)? Checked without importing it."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ValueError, ImportError):  # e.g. sys.modules["torch"] = None
-        return False
-

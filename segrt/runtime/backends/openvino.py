@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import Backend, SessionOptions, usable_cores
+from segrt.cpuinfo import usable_cores
+from segrt.runtime.backends import Backend, SessionOptions
 from segrt.errors import ProviderError, SegrtError, first_line
 
 INSTALL = "pip install 'segrt[openvino]'"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import Backend, SessionOptions, run_failed, usable_cores
+from segrt.cpuinfo import usable_cores
+from segrt.runtime.backends import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError, first_line
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

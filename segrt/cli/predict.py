@@ -1,5 +1,4 @@
-"""The `segrt predict` and `segrt bench` commands (registered on segrt.cli's group): each parses
-its options and calls one library function."""
+"""`segrt predict`."""
 
 from __future__ import annotations
 
@@ -9,36 +8,14 @@ from pathlib import Path
 
 import click
 
-from segrt.cli import CORES, COUNT, IO_THREADS, NONNEG, THREADS, echo_out, gpu_options, main, user_errors
-from segrt.errors import SegrtError
+from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default_model, echo_out, gpu_options,
+                              provider_option, user_errors)
 from segrt.manifest import Manifest
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
-from segrt.options import FloatList, IntList
+from segrt.options import FloatList
 
 
-# the default pets model: the copy inside an installed wheel (a subset of exported/pets: ONNX fp32,
-# ONNX Runtime and OpenVINO INT8), else the source tree's exported/pets (a clone, an editable install)
-DEFAULT_MODELS = (Path(__file__).resolve().parent / "default_model",
-                  Path(__file__).resolve().parents[1] / "exported" / "pets")
-
-
-def default_model() -> Path:
-    for folder in DEFAULT_MODELS:
-        if (folder / "manifest.json").is_file():
-            return folder
-    raise SegrtError(f"no --model given and no default model found (looked in {', '.join(map(str, DEFAULT_MODELS))}); "
-                     "pass --model EXPORT_FOLDER")
-
-
-def provider_option(fn):
-    return click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
-                        default="auto", show_default=True,
-                        help="cpu/cuda/tensorrt: ONNX Runtime (torch for .ts/.pt2); openvino: native OpenVINO; "
-                             "auto: CUDA if it works, else the fastest gated CPU variant. An unavailable explicit "
-                             "choice is an error")(fn)
-
-
-@main.command()
+@click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
 @click.option("--out", type=click.Path(file_okay=False),
@@ -121,7 +98,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                           writers=writers,
                           max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
-    from segrt.runtime.session import SessionOptions
+    from segrt.runtime.backends import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
@@ -141,32 +118,3 @@ def exit_code(summary: dict) -> int:
         return 143 if summary.get("stopped_by") == "SIGTERM" else 130
     return 1 if summary["failed"] or summary.get("summary_error") else 0
 
-
-@main.command()
-@click.argument("model", type=click.Path(exists=True))
-@provider_option
-@gpu_options
-@click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
-@click.option("--sizes", type=IntList(),
-              help="square input sizes, rounded up to the size multiple (default: the size predict runs the model "
-                   "at: its working size, else its training crop)")
-@click.option("--warmup", type=NONNEG, default=3, show_default=True)
-@click.option("--runs", type=COUNT, default=20, show_default=True)
-@click.option("--threads", type=THREADS, default=0, help=f"inference threads, at most the {CORES} cores (0: all)")
-@click.option("--artifact", "artifacts", multiple=True, help="only these files of the export (repeatable)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
-@click.option("--markdown", is_flag=True, help="print a markdown table")
-@user_errors
-def bench(model, provider, trt_fp16, device, batch_sizes, sizes, warmup, runs, threads, artifacts, json_path, markdown):
-    """Latency p50/p90/p99, images/s, first-run time and peak memory for every artifact of MODEL."""
-    import json
-
-    from segrt.bench.bench import format_table, run_bench
-    from segrt.fsutil import write_bytes_atomic
-
-    result = run_bench(model, provider=provider, device=device, trt_fp16=trt_fp16, batch_sizes=batch_sizes, sizes=sizes,
-                       warmup=warmup, runs=runs, threads=threads, artifacts=list(artifacts) or None,
-                       log=lambda m: click.echo(m, err=True))
-    echo_out(format_table(result, markdown))
-    if json_path:
-        write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())

@@ -1,0 +1,31 @@
+"""The `segrt` command line: one module per command group, each command parses its options and calls
+one library function."""
+
+from __future__ import annotations
+
+import click
+
+from segrt import __version__
+from segrt.cli import bench, export, predict, scale, verify
+from segrt.options import OneLineErrors
+from segrt.training.cli import train_command  # its options; torch is imported only when it runs
+
+__all__ = ["main"]
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="segrt")
+def main():
+    """segrt: U-Net segmentation from training to a fast, verified deployment.
+
+    \b
+    Train:   segrt train --layout pets --data DIR --out runs/NAME
+    Export:  segrt export runs/NAME/best.pt --out exported/NAME
+    Check:   segrt parity exported/NAME --images DIR [--masks DIR]
+    Run:     segrt predict IMAGES... --model exported/NAME --provider auto
+    """
+
+
+
+for command in (train_command, export.export, verify.parity, export.quantize, predict.predict, bench.bench, scale.triton_repo):
+    main.add_command(command)

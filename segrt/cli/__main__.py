@@ -1,0 +1,5 @@
+"""python -m segrt.cli"""
+
+from segrt.cli import main
+
+main()

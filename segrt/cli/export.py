@@ -1,0 +1,89 @@
+"""`segrt export` and `segrt quantize`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from segrt.cli.common import echo_out, gate_options, make_quantize_options, quantize_options, user_errors
+from segrt.options import IntList
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False),
+              help="export folder (default: export/ beside the checkpoint, e.g. runs/NAME/export; export-2/ ... "
+                   "when that exists)")
+@click.option("--opset", type=int, default=20, show_default=True)
+@click.option("--formats", default="onnx,torchscript,pt2", show_default=True,
+              help="comma separated: onnx, openvino (IR, needs onnx), torchscript, pt2")
+@click.option("--force", is_flag=True, help="replace an existing export folder")
+@click.option("--quantize", "quantize", multiple=True, type=click.Choice(["int8", "fp16", "bf16"]),
+              help="also write gated variants for each format that has them (repeatable): int8 (onnx, "
+                   "openvino), fp16 (onnx), bf16 (openvino)")
+@click.option("--triton", type=click.Path(file_okay=False),
+              help="also add the export to this Triton model repository (see segrt triton-repo)")
+@click.option("--tta", type=click.Choice(["hflip"]),
+              help="fold test-time augmentation into every artifact: hflip averages the logits of the image and "
+                   "of its mirror (twice the compute; gated against eager PyTorch doing the same)")
+@click.option("--size", type=IntList(), help="working size N or H,W that predict resizes images to (default: the "
+                                            "training size); the gates and the quantizers run at it")
+@click.option("--uint8-input", is_flag=True, help="also a uint8-input copy of every gated ONNX/OpenVINO variant "
+                                                  "(normalization in the graph; gated like its base)")
+@quantize_options
+@gate_options
+@user_errors
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, calib_images, calib_count,
+           calib_method, val_images, val_masks, quant_gate, gate_iou, gate_logit):
+    """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
+    manifest; fails unless parity holds."""
+    from segrt.export.run import describe_export, run_export
+    from segrt.verify.parity import ParityFailed, format_report
+
+    try:
+        result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                            opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
+                            progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
+                            uint8_input=uint8_input,
+                            quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
+                                                                   val_images, val_masks, quant_gate))
+    except ParityFailed as exc:
+        echo_out(format_report(exc.report))
+        click.echo(f"error: export refused, nothing written: {exc}", err=True)
+        sys.exit(1)
+    echo_out(format_report(result.report))
+    echo_out(describe_export(result))
+    if triton:
+        from segrt.scale.triton import write_repo
+
+        echo_out(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
+
+
+
+@click.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True)
+@click.option("--precision", type=click.Choice(["int8", "fp16", "bf16"]), default="int8", show_default=True,
+              help="onnxruntime: int8, fp16; openvino: int8 (NNCF), bf16")
+@click.option("--uint8-input", "uint8_of", multiple=True, metavar="ARTIFACT",
+              help="instead: a uint8-input copy of this gated variant (repeatable; 'all' for every one): it takes "
+                   "the decoder's pixels and normalizes in its graph, gated like its base")
+@quantize_options
+@user_errors
+def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count, calib_method, val_images, val_masks,
+             quant_gate):
+    """Add a gated variant to an existing export: INT8 (ONNX Runtime QDQ or OpenVINO NNCF), FP16, bf16,
+    or uint8-input copies of the gated ones."""
+    from segrt.export.run import add_variants
+
+    opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
+    uint8 = (True if "all" in uint8_of else list(uint8_of)) if uint8_of else False
+    made = add_variants(Path(export_dir), [] if uint8 else [(backend, precision)], opts,
+                        lambda m: click.echo(m, err=True), uint8=uint8)
+    for art in made:
+        provider = " --provider openvino" if art.kind == "openvino" else ""
+        echo_out(f"added {art.name} to {export_dir}; --provider auto picks it where it is fastest, or run it with "
+                 f"segrt predict IMAGES --model {Path(export_dir) / art.file}{provider}")
+

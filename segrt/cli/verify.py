@@ -1,0 +1,59 @@
+"""`segrt parity`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from segrt.cli.common import COUNT, echo_out, gate_options, gpu_options, user_errors
+from segrt.errors import SegrtError
+
+
+@click.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--images", type=click.Path(exists=True), help="real images (default: random inputs)")
+@click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="eager reference (default: the export's)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the full report here")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="also write a self-contained HTML report (tables, histograms, the worst images)")
+@click.option("--bench", "bench_path", type=click.Path(exists=True, dir_okay=False),
+              help="with --report: a `segrt bench --json` file whose speeds go into the tables")
+@click.option("--worst", type=COUNT, default=8, show_default=True, help="with --report: images shown per artifact")
+@click.option("--record", metavar="NAME", help="with --images and --masks: store each artifact's mIoU vs ground truth "
+                                               "in the manifest under quality.NAME (e.g. val-split)")
+@click.option("--limit", type=COUNT, help="use only the first N images")
+@click.option("--batch-size", type=COUNT, default=4, show_default=True)
+@click.option("--provider", default="cpu", show_default=True)
+@gpu_options
+@click.option("--tile", help="instead: tiled vs whole-image agreement of one artifact at this tile size (or 'auto')")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True)
+@click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
+@click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
+@gate_options
+@user_errors
+def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
+           provider, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
+    """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
+    --tile: compare tiled with whole-image inference (needs --images)."""
+    if tile:
+        from segrt.verify.tiles import format_tile_report, run_tile_parity
+
+        if not images:
+            raise SegrtError("--tile needs --images (real images to compare on)")
+        echo_out(format_tile_report(run_tile_parity(
+            export_dir, images, masks, tile=tile, overlap=overlap, blend=blend, provider=provider, artifact=artifact,
+            batch_size=batch_size, limit=limit, json_path=json_path)))
+        return
+    from segrt.verify.parity import format_report, run_parity
+
+    from segrt.runtime.backends import SessionOptions
+
+    report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
+                        gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
+                        provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
+                        report_path=report_path, bench_path=bench_path, worst=worst, record=record)
+    echo_out(format_report(report))
+    sys.exit(0 if report["passed"] else 1)
+
