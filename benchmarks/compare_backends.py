@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segrt.bench.bench import timed
+from segrt.bench.timing import timed
 from segrt.errors import first_line
 from segrt.model.checkpoint import save_checkpoint
 from segrt.runtime.select import gate_of
@@ -39,7 +39,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model.unet import UNet, UNetConfig
-from segrt.verify.parity import eager_model, export_checkpoint
+from segrt.verify.reference import eager_model, export_checkpoint
 from segrt.imaging.decode import list_images, read_model_input
 from segrt.runtime.backends import SessionOptions
 from segrt.runtime.session import Session
@@ -164,7 +164,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
         save_checkpoint(ckpt, model=model, classes=manifest.classes, normalization=norm, input_size=(size, size),
                         mask_values={2: 0, 1: 1, 3: 2})
         from segrt.export.run import run_export
-        from segrt.verify.gate import QuantizeOptions
+        from segrt.options import QuantizeOptions
 
         log("exporting the classic U-Net (onnx, torchscript) and quantizing it ...")
         quant = ("int8",) if args.int8 else ()

@@ -70,7 +70,7 @@ def torch_bf16(export: Path, photos: list[Path], out: Path, size, mean, std) -> 
     import torch
 
     from segrt.manifest import Manifest
-    from segrt.verify.parity import eager_model, export_checkpoint
+    from segrt.verify.reference import eager_model, export_checkpoint
 
     manifest = Manifest.load(export)
     model = eager_model(export_checkpoint(export, manifest)[0], manifest).eval().to(memory_format=torch.channels_last)
@@ -113,7 +113,7 @@ def reference_masks(export: Path, photos: list[Path]) -> dict[str, np.ndarray]:
 
     from segrt.manifest import Manifest
     from segrt.imaging.masks import to_mask
-    from segrt.verify.parity import eager_model, export_checkpoint
+    from segrt.verify.reference import eager_model, export_checkpoint
     from segrt.imaging.decode import read_model_input
 
     manifest = Manifest.load(export)

@@ -16,7 +16,7 @@ MODES = {"eager fp32": (None, False), "eager AMP fp16": ("float16", False), "eag
 def reference(export: Path):
     """The export's eager U-Net (rebuilt from model.onnx where checkpoint.pt is not in the copy) and manifest."""
     from segrt.manifest import Manifest
-    from segrt.verify.parity import eager_model, export_checkpoint
+    from segrt.verify.reference import eager_model, export_checkpoint
 
     manifest = Manifest.load(export)
     return eager_model(export_checkpoint(export, manifest)[0], manifest).eval(), manifest
@@ -72,8 +72,9 @@ def aoti_check(export: Path, images: Path, out: Path, batches=(1, 32), sizes=(25
     import torch
 
     from segrt.verify.compare import compare
-    from segrt.export.run import ExportGraph, dynamic_shapes, example_input, size_oblivious
-    from segrt.verify.parity import eager_logits, image_inputs
+    from segrt.export.torch_export import ExportGraph, dynamic_shapes, example_input, size_oblivious
+    from segrt.verify.parity import image_inputs
+    from segrt.verify.reference import eager_logits
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.predict.run import PredictOptions, run_predict
+from segrt.predict.options import PredictOptions
+from segrt.predict.run import run_predict
 
 from common import link_photos, photo_args, save
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.imaging import decode
-from segrt.predict.run import PredictOptions, run_predict
+from segrt.predict.options import PredictOptions
+from segrt.predict.run import run_predict
 from segrt.runtime.backends import SessionOptions
 from segrt.runtime.session import Session
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from PIL import Image
 
 from segrt.manifest import Manifest
-from segrt.verify.parity import eager_model, export_checkpoint, image_inputs, run_parity_on
+from segrt.verify.parity import image_inputs, run_parity_on
+from segrt.verify.reference import eager_model, export_checkpoint
 from segrt.verify.report import render
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",

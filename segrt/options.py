@@ -1,9 +1,11 @@
 """Option values checked once, up front: click types for the CLI, plain parsers for the library and
-`segrt train`. A bad value is one line naming the option and what it needs."""
+`segrt train`; the quantizers' options. A bad value is one line naming the option and what it needs."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -128,3 +130,17 @@ class OneLineErrors(OneLine, click.Group):
 
 class OneLineCommand(OneLine, click.Command):
     """A command run on its own, e.g. `python -m segrt.training` under torchrun (see OneLine)."""
+
+
+@dataclass
+class QuantizeOptions:
+    calib_images: Path | None = None
+    calib_count: int | None = None
+    calib_method: str = "minmax"
+    val_images: Path | None = None
+    val_masks: Path | None = None
+    val_fraction: float = 0.2
+    gate: float | None = None  # mask IoU agreement; default by precision
+    max_fp32_nodes: float = 0.34  # fraction of quantizable nodes the fallback may keep out of INT8
+    batch_size: int = 4
+    seed: int = 0

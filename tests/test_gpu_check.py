@@ -142,7 +142,8 @@ def test_masks_from_the_model_equal_host_masks(tmp_path):
     """The GPU path's in-graph argmax (forced on the CPU here) writes the same masks as the host's."""
     from pathlib import Path
 
-    from segrt.predict.run import PredictOptions, run_predict
+    from segrt.predict.options import PredictOptions
+    from segrt.predict.run import run_predict
 
     images, model = ROOT / "tests" / "data" / "isbi" / "images", ROOT / "exported" / "isbi"
     for name, device_masks in (("host", False), ("model", True)):

@@ -102,7 +102,8 @@ def test_int8_without_calibration_is_refused_before_any_work(gray_run, tmp_path)
 
 
 def test_gates_never_use_training_images(tmp_path):
-    from segrt.verify.gate import QuantizeOptions, split_paths
+    from segrt.options import QuantizeOptions
+    from segrt.verify.gate import split_paths
 
     folder = photos(tmp_path / "calib", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
     calib, held = split_paths(QuantizeOptions(calib_images=folder), train=["a", "b"])

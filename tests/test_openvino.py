@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import PETS, ROOT
 from segrt.cli import main
 from segrt.errors import GateFailed, ProviderError, SegrtError
-from segrt.verify.gate import QuantizeOptions
+from segrt.options import QuantizeOptions
 from segrt.manifest import Manifest, sha256_file
 from segrt.runtime.session import Session
 
@@ -240,9 +240,9 @@ def test_predict_streams_through_openvino_without_torch(ov_export, tmp_path):
     from segrt.imaging import decode
 
     code = ("import sys, json; sys.modules['torch'] = None\n"
-            "from segrt.predict.run import run_predict\n"
+            "from segrt.predict.options import PredictOptions\nfrom segrt.predict.run import run_predict\n"
             f"s = run_predict([{str(IMAGES)!r}], {str(ov_export)!r}, provider='openvino', precision='int8', "
-            f"log=lambda m: None, opts=__import__('segrt.predict.run').predict.PredictOptions(out={str(tmp_path / 'o')!r}, "
+            f"log=lambda m: None, opts=PredictOptions(out={str(tmp_path / 'o')!r}, "
             "batch_size=2, progress=False))\n"
             "print(json.dumps(s))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -13,7 +13,8 @@ from conftest import PETS, ROOT
 from segrt.imaging import masks
 from segrt.imaging import decode
 from segrt.errors import ImageError, ProviderError, SegrtError
-from segrt.predict.run import PredictOptions, run_predict
+from segrt.predict.options import PredictOptions
+from segrt.predict.run import run_predict
 from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from conftest import PETS
 from segrt.cli import main
-from segrt.verify.gate import QuantizeOptions, split_paths
+from segrt.options import QuantizeOptions
+from segrt.verify.gate import split_paths
 from segrt.manifest import Manifest
 from segrt.runtime.session import Session
 
@@ -68,7 +69,7 @@ def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
     """Find a gate between full INT8 and the best fallback result; the fallback must then pass it."""
     from segrt.errors import GateFailed
     from segrt.quantize.ort import quantize_int8
-    from segrt.verify.gate import QuantizeOptions
+    from segrt.options import QuantizeOptions
 
     opts = QuantizeOptions(calib_images=PETS / "images", gate=1.0)
     with pytest.raises(GateFailed) as info:

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from segrt.cli import main
 from segrt.quantize.onnx_rewrites import uint8_input
 from segrt.imaging.decode import normalize, prepare
-from segrt.quantize.uint8 import to_uint8, u8_name
+from segrt.imaging.decode import to_uint8
+from segrt.quantize.uint8 import u8_name
 from test_edges import photos, tiny_export
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

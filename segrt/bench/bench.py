@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import resource
-import sys
 import time
 from pathlib import Path
 
@@ -24,43 +22,11 @@ from segrt.progress import progress
 from segrt.cpuinfo import usable_cores
 from segrt.runtime.backends import SessionOptions
 from segrt.runtime.session import Session, torch_available
+from segrt.bench.timing import peak_rss_mb, reset_peak_rss, timed
 
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "open_ms", "first_run_ms",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
-
-
-def timed(fn, x, runs: int, warmup: int = 0) -> list[float]:
-    """Seconds per call of ``fn(x)``, ``runs`` times after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn(x)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def reset_peak_rss() -> bool:
-    """Linux: reset VmHWM so the next reading is this row's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def runnable_artifacts(manifest, provider: str) -> list:

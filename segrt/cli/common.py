@@ -91,7 +91,7 @@ def quantize_options(fn):
 
 
 def make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate):
-    from segrt.verify.gate import QuantizeOptions
+    from segrt.options import QuantizeOptions
 
     p = lambda v: Path(v) if v else None
     return QuantizeOptions(calib_images=p(calib_images), calib_count=calib_count, calib_method=calib_method,

@@ -69,7 +69,9 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
-    from segrt.predict.run import PredictOptions, format_summary, run_predict
+    from segrt.predict.options import PredictOptions
+    from segrt.predict.run import run_predict
+    from segrt.predict.summary import format_summary
 
     if not model:
         model = default_model()

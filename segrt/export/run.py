@@ -6,11 +6,8 @@ and the parity gate pass, so a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import platform
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from torch import nn
 
 from segrt import __version__
 from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from segrt.errors import SegrtError, first_line
+from segrt.errors import SegrtError
 from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
                                  quantize_jobs, working_size)
 from segrt.fsutil import atomic_dir
@@ -27,6 +24,7 @@ from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import TTA_MODES, UNet, with_tta
 from segrt.imaging.splits import SPLIT_FILE, split_beside
+from segrt.export.torch_export import ExportGraph, export_onnx, export_pt2, export_torchscript
 
 FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
 DEFAULT_OPSET = 20
@@ -38,17 +36,6 @@ INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runt
              "accelerate QDQ convolutions (on cuda use fp16: --quantize fp16 adds model.fp16.onnx)")
 
 
-class ExportGraph(nn.Module):
-    """What gets exported: the UNet without its Python size check (the dynamic dims carry the rule)."""
-
-    def __init__(self, unet: UNet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.unet.forward_unchecked(image)
-
-
 @dataclass
 class ExportResult:
     folder: Path
@@ -57,83 +44,8 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def example_input(multiple: int, channels: int) -> torch.Tensor:
-    # batch 2 and distinct H/W so torch.export keeps all three dims symbolic
-    return torch.randn(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
-
-
-def size_oblivious():
-    """Trace without 0/1 specialisation: otherwise torch.export assumes every symbolic size is >= 2
-    and guards the bottleneck, so an input of exactly one size multiple per side fails at run time."""
-    from torch.fx.experimental import _config
-
-    return _config.patch(backed_size_oblivious=True)
-
-
-def dynamic_shapes(multiple: int) -> dict:
-    from torch.export import Dim
-
-    batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=1, max=1024), Dim("w_blocks", min=1, max=1024)
-    return {"image": {0: batch, 2: multiple * h, 3: multiple * w}}
-
-
-def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) -> Artifact:
-    """torch.export-based exporter first; the TorchScript-based one as a fallback. Then checker,
-    shape inference, friendly dim names and metadata_props."""
-    import onnx
-
-    m, c = manifest.size_multiple, manifest.channels
-    x = example_input(m, c)
-    common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
-                              dynamic_shapes=dynamic_shapes(m), **common)
-        exporter = "torch.export (dynamo)"
-    except Exception as exc:  # fall back to the TorchScript-based exporter
-        first = first_line(exc)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes={
-                "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
-        exporter = f"torchscript (fallback; torch.export-based failed: {first})"
-    model = onnx.load(str(path))
-    for value in (model.graph.input[0], model.graph.output[0]):
-        dims = value.type.tensor_type.shape.dim
-        for i, name in ((0, "batch"), (2, "height"), (3, "width")):
-            dims[i].ClearField("dim_value")
-            dims[i].dim_param = name
-    manifest.set_onnx_metadata(model)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    onnx.save(model, str(path))
-    from segrt.quantize.onnx_rewrites import opset_of
-
-    opset_used = opset_of(model)
-    return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
-
-
-def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
-        traced = torch.jit.trace(graph, x)
-        torch.jit.save(traced, str(path))
-    return Artifact(file=path.name, kind="torchscript", exporter="torch.jit.trace")
-
-
-def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels)
-    with warnings.catch_warnings(), size_oblivious():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(graph, (x,), dynamic_shapes=dynamic_shapes(manifest.size_multiple))
-        torch.export.save(program, str(path))
-    return Artifact(file=path.name, kind="pt2", exporter="torch.export")
-
-
 def export_openvino(path: Path) -> Artifact:
-    from segrt.quantize.openvino import write_ir
+    from segrt.runtime.backends.openvino import write_ir
 
     return write_ir(path.with_name(FILES["onnx"]), path.parent)
 
@@ -162,7 +74,7 @@ def read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
     the U-Net rebuilt from its fp32 ONNX; its manifest's split)."""
     if not checkpoint.is_dir():
         return (load_checkpoint(checkpoint), *split_beside(checkpoint))
-    from segrt.verify.parity import export_checkpoint
+    from segrt.verify.reference import export_checkpoint
 
     manifest = Manifest.load(checkpoint)
     ckpt, what = export_checkpoint(checkpoint, manifest, progress)
@@ -190,7 +102,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
     resizes to (default: the training size). Raises SegrtError (bad input) or ParityFailed (gate)."""
-    from segrt.verify.gate import QuantizeOptions
+    from segrt.options import QuantizeOptions
 
     checkpoint = Path(checkpoint)
     ckpt, split, source = read_source(checkpoint, progress)
@@ -287,4 +199,3 @@ def describe_export(result: ExportResult) -> str:
     lines += ["next:", f"  segrt predict IMAGES --model {f} --provider auto --out predictions/",
               f"  segrt parity {f} --images IMAGES [--masks MASKS]", f"  segrt bench {f}"]
     return "\n".join(lines)
-

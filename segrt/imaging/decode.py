@@ -303,3 +303,11 @@ def list_images(root: str | os.PathLike, problems: list | None = None) -> list[P
         found += [Path(dirpath) / f for f in filenames
                   if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
+
+
+def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:
+    """NCHW float32 normalized -> NCHW uint8: the pixels it was made from (exact for decoded images;
+    padding, 0 after normalization, becomes round(255*mean))."""
+    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return np.clip(np.rint((x * s + m) * 255.0), 0, 255).astype(np.uint8)

@@ -15,7 +15,7 @@ from segrt.imaging import decode
 from segrt.errors import SegrtError
 
 if TYPE_CHECKING:
-    from segrt.predict.run import PredictOptions
+    from segrt.predict.options import PredictOptions
 
 OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
 

@@ -28,9 +28,10 @@ from segrt.progress import progress
 from segrt.cpuinfo import usable_cores
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import TiledImage
+from segrt.predict.summary import Stats
 
 if TYPE_CHECKING:
-    from segrt.predict.run import PredictOptions
+    from segrt.predict.options import PredictOptions
 
 
 @dataclass
@@ -44,29 +45,6 @@ class Job:
     notes: list[str] = field(default_factory=list)  # what decoding had to say (e.g. the page it read)
     page: int | None = None  # a page of a stack (segrt.imaging.stacks)
     stack: StackWriter | None = None  # the stack's label TIFF, shared by its pages
-
-
-@dataclass
-class Stats:
-    ok: int = 0
-    skipped: int = 0
-    failures: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # one line each: nothing is silent
-    decode_s: float = 0.0  # summed over decode threads
-    write_s: float = 0.0  # the writer thread
-    wait_decode_s: float = 0.0  # the main thread, waiting for a decoded image
-    wait_inference_s: float = 0.0  # the main thread, waiting for logits
-    spans: list[tuple[float, float]] = field(default_factory=list)  # (submitted, done) per batch
-    interrupted: bool = False  # Ctrl-C or SIGTERM: the run stopped early
-    stopped_by: str | None = None  # SIGINT | SIGTERM
-
-    def inference_busy_s(self) -> float:
-        """Time during which at least one batch was being inferred (union of the spans)."""
-        busy, end = 0.0, float("-inf")
-        for start, stop in sorted(self.spans):
-            busy += max(0.0, stop - max(start, end))
-            end = max(end, stop)
-        return busy
 
 
 class Predictor:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 from segrt.imaging import decode
@@ -18,29 +18,12 @@ from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.runtime.memory import check_batch_memory
-from segrt.predict.pipeline import Predictor, Stats
+from segrt.predict.pipeline import Predictor
+from segrt.predict.summary import Stats
 from segrt.runtime.session import Session
-from segrt.runtime.tiling import TileSpec, tile_spec
-
-SUMMARY = "summary.json"
-SUMMARY_FORMAT = "segrt-predictions/1"
-@dataclass
-class PredictOptions:
-    out: Path = Path("predictions")
-    batch_size: int = 4
-    native: bool = False  # pad to the size multiple at native resolution instead of resizing
-    color: bool = True
-    overlay: bool = False
-    save_probs: bool = False
-    skip_existing: bool = False
-    workers: int = 0  # decode threads; 0: half the cores (more only steal cores from inference)
-    max_pixels: int | None = decode.DEFAULT_MAX_PIXELS
-    progress: bool = True
-    tile: TileSpec | None = None  # sliding-window inference at native resolution (segrt.runtime.tiling)
-    shard: tuple[int, int] | None = None  # (I, N): only the inputs whose stable hash falls in shard I
-    writers: int = 0  # output threads (mask resize, PNG, files); 0: a quarter of the cores, at least 1
-    device_masks: bool | None = None  # native size: argmax where the model runs (None: on cuda/tensorrt)
-    per_page: bool = False  # stacks: also each page's colour mask (and overlay), beside the label TIFF
+from segrt.runtime.tiling import tile_spec
+from segrt.predict.options import PredictOptions
+from segrt.predict.summary import make_summary, summary_name
 
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
@@ -55,13 +38,14 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
 
     opts = opts or PredictOptions()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    opts.out = Path(opts.out)
     # no busy-waiting: idle inference threads hand the cores to decoding and writing; several
     # batches in flight where the runtime has streams (OpenVINO)
     session = Session(model, provider=provider, precision=precision, kind=kind,
                       options=session_options or SessionOptions(threads=threads, spin=False, throughput=True),
                       **model_overrides)
-    check_options(opts, session, model, tile, overlap, blend, log)
+    if tile is not None:
+        opts = dataclasses.replace(opts, tile=tile_spec(tile, overlap, blend, session.manifest))
+    check_options(opts, session, model, log)
     unread: list[tuple[Path, str]] = []
     pairs = gather_inputs(inputs, opts.out, unread)
     stacks = find_stacks(pairs, opts)
@@ -125,12 +109,10 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def check_options(opts: PredictOptions, session: Session, model, tile, overlap: float, blend: str, log) -> None:
+def check_options(opts: PredictOptions, session: Session, model, log) -> None:
     """The options against the model, once, before any image is read (one-line errors)."""
     if opts.batch_size < 1:
         raise SegrtError("--batch-size must be at least 1")
-    if tile is not None:
-        opts.tile = tile_spec(tile, overlap, blend, session.manifest)
     if opts.tile and opts.save_probs:
         raise SegrtError("--save-probs cannot be used with --tile: tiling never holds the full-size logits")
     if opts.native and session.manifest.fixed_size:
@@ -141,59 +123,3 @@ def check_options(opts: PredictOptions, session: Session, model, tile, overlap: 
     if session.artifact.precision == "int8" and session.provider == "cuda":
         log("warning: INT8 (QDQ) models are not accelerated by ONNX Runtime's CUDA provider; use fp16 on "
             "cuda, or tensorrt for INT8")
-
-
-def make_summary(model, session: Session, opts: PredictOptions, inputs: int, stats: Stats, wall: float) -> dict:
-    summary = {
-        "format": SUMMARY_FORMAT, "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
-        "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
-        "auto_choice": session.auto_note,
-        "inputs": inputs, "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
-        "stopped_by": stats.stopped_by,
-        "failed": len(stats.failures), "failures": stats.failures, "notes": stats.notes,
-        "batch_size": opts.batch_size, "mode": describe_mode(opts, session.manifest),
-        # decode and write: summed over their threads; inference: time with a batch in flight;
-        # waits: the main thread stalled on a decoded image or on logits (where the time goes)
-        "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_busy_s(),
-                      "write": stats.write_s, "wait_decode": stats.wait_decode_s,
-                      "wait_inference": stats.wait_inference_s},
-        "images_per_s": stats.ok / wall if wall > 0 else 0.0,
-        "out": str(opts.out),
-    }
-    if opts.shard:
-        summary["shard"] = list(opts.shard)
-    return summary
-
-
-def summary_name(shard: tuple[int, int] | None) -> str:
-    """summary.json, or summary.shard-I-of-N.json for one shard of a job array."""
-    return SUMMARY if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}.json"
-
-
-def describe_mode(opts: PredictOptions, manifest) -> str:
-    if opts.tile:
-        t = opts.tile
-        return f"tiled {t.tile}x{t.tile} (overlap {t.overlap:g}, stride {t.stride}, {t.blend} blending)"
-    if opts.native or not manifest.input_size:
-        return "native+pad"
-    return f"resize {manifest.input_size[0]}x{manifest.input_size[1]}"
-
-
-def format_summary(s: dict) -> str:
-    t = s["timings_s"]
-    busy = t["inference"] / t["wall"] if t["wall"] > 0 else 0.0
-    line = (f"{s['written']} of {s['inputs']} image(s) segmented with {s['runtime']} in {t['wall']:.2f}s "
-            f"({s['images_per_s']:.1f} img/s; inference busy {t['inference']:.2f}s = {100 * busy:.0f}% of the time, "
-            f"decode {t['decode']:.2f}s, write {t['write']:.2f}s of thread time; waited {t['wait_decode']:.2f}s "
-            f"for decoding, {t['wait_inference']:.2f}s for inference)")
-    if s["skipped_existing"]:
-        line += f"; {s['skipped_existing']} skipped (outputs exist)"
-    name = summary_name(tuple(s["shard"]) if s.get("shard") else None)
-    if s["failed"]:
-        line += f"; {s['failed']} FAILED" + ("" if s.get("summary_error") else f" (see {s['out']}/{name})")
-    if s["interrupted"]:
-        by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
-        line = f"INTERRUPTED{by}: " + line + f"; rerun with --out {s['out']} --skip-existing to finish"
-    where = s["summary_error"] if s.get("summary_error") else f"in {s['out']}/{name}"
-    names = "NAME.png = class ids" + ("; a stack's NAME.tif: a page of class ids per page" if s.get("stacks") else "")
-    return line + f"\noutputs in {s['out']}/ ({names}), summary {where}"

@@ -179,21 +179,6 @@ def _replace_nodes(model, nodes) -> None:
     model.graph.initializer.extend(keep)
 
 
-def append_argmax(model, logits: str, name: str = "mask"):
-    """A copy of ``model`` with one more output: the per-pixel class (ArgMax over the channel axis,
-    first index on ties, as segrt.imaging.masks) as uint8 NHW, so a GPU hands back masks, not logits."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out.graph.node.extend([
-        helper.make_node("ArgMax", [logits], [f"{name}_int64"], axis=1, keepdims=0, select_last_index=0),
-        helper.make_node("Cast", [f"{name}_int64"], [name], to=TensorProto.UINT8)])
-    out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["batch", "height", "width"]))
-    return out
-
-
 def uint8_input(model, mean: list[float], std: list[float]):
     """A copy of ``model`` that takes the decoder's pixels: uint8 NCHW in [0, 255]. In the graph:
     Cast, Sub 255*mean per channel (before any padding, so the zero padding is still the mean

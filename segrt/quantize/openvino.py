@@ -21,54 +21,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from segrt.runtime.backends import SessionOptions
-from segrt.bench.bench import timed
+from segrt.bench.timing import timed
 from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
-from segrt.verify.gate import (GateResult, QuantizeOptions, evaluate, gate_batches, reference_logits, require, save_variant,
-                        split_images)
+from segrt.options import QuantizeOptions
+from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_logits, require, save_variant,
+                               split_images)
 from segrt.manifest import Artifact, Manifest
 from segrt.verify.compare import Batch, compare
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_GATE
+from segrt.runtime.backends.openvino import IR_FILE, ir_artifact, save_ir, write_ir
 
-IR_FILE = "model.xml"
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
-
-
-def save_ir(model, folder: Path, xml_name: str) -> None:
-    """Write an ov.Model as folder/xml_name + .bin, fp32 weights kept; both files appear together
-    (written in a temp folder beside them, then moved, .bin first)."""
-    ov = import_openvino()
-    tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=folder))
-    try:
-        ov.save_model(model, str(tmp / xml_name), compress_to_fp16=False)
-        for name in (Path(xml_name).with_suffix(".bin").name, xml_name):
-            os.replace(tmp / name, folder / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ir_artifact(xml_name: str, precision: str = "fp32", **extra) -> Artifact:
-    ov = import_openvino()
-    name = xml_name if precision != "bf16" else f"{xml_name}@bf16"
-    return Artifact(file=xml_name, kind="openvino", precision=precision, name=name,
-                    exporter=f"openvino {ov.__version__.split('-')[0]}",
-                    companions={Path(xml_name).with_suffix(".bin").name: {}}, extra=extra)
-
-
-def write_ir(onnx_path: Path, folder: Path) -> Artifact:
-    """The OpenVINO IR of an exported ONNX file (export --formats openvino); gated by the caller."""
-    ov = import_openvino()
-    save_ir(ov.convert_model(str(onnx_path)), folder, IR_FILE)
-    return ir_artifact(IR_FILE, source=onnx_path.name, weights="fp32")
 
 
 def ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference, ref_name: str, log) -> Artifact:

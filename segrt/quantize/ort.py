@@ -18,8 +18,10 @@ import numpy as np
 from segrt.runtime.backends import SessionOptions
 from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
-from segrt.verify.gate import (GateResult, QuantizeOptions, evaluate, fallback_search, gate_batches,
-                        reference_logits, require, run_batches, save_variant, split_images)
+from segrt.options import QuantizeOptions
+from segrt.quantize.search import fallback_search
+from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_logits, require, run_batches,
+                               save_variant, split_images)
 from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
 from segrt.verify.thresholds import DEFAULT_IOU_GATES

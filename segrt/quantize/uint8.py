@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 
@@ -23,14 +21,6 @@ def u8_name(file: str) -> str:
     """model.int8.xml -> model.u8.int8.xml (the variant's file: the same stem, marked)."""
     stem, _, rest = file.partition(".")
     return f"{stem}{SUFFIX}.{rest}"
-
-
-def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:
-    """NCHW float32 normalized -> NCHW uint8: the pixels it was made from (exact for decoded images;
-    padding, 0 after normalization, becomes round(255*mean))."""
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return np.clip(np.rint((x * s + m) * 255.0), 0, 255).astype(np.uint8)
 
 
 def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
@@ -47,7 +37,7 @@ def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
 
 def write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
     from segrt.runtime.backends.openvino import import_openvino
-    from segrt.quantize.openvino import save_ir
+    from segrt.runtime.backends.openvino import save_ir
 
     ov = import_openvino()
     model = ov.Core().read_model(str(folder / base.file))

@@ -117,7 +117,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: 
     from types import SimpleNamespace
 
     from segrt.predict.inputs import check_no_overwrite, gather_inputs
-    from segrt.predict.run import SUMMARY_FORMAT
+    from segrt.predict.summary import SUMMARY_FORMAT
     from segrt.cpuinfo import usable_cores
     from segrt.runtime.session import Session
 

@@ -24,22 +24,9 @@ from segrt.manifest import Manifest
 from segrt.verify.compare import Batch, compare
 from segrt.imaging.decode import list_images, read_model_input
 from segrt.progress import progress
+from segrt.options import QuantizeOptions
 
 MIN_CALIB_WARN = 100
-
-
-@dataclass
-class QuantizeOptions:
-    calib_images: Path | None = None
-    calib_count: int | None = None
-    calib_method: str = "minmax"
-    val_images: Path | None = None
-    val_masks: Path | None = None
-    val_fraction: float = 0.2
-    gate: float | None = None  # mask IoU agreement; default by precision
-    max_fp32_nodes: float = 0.34  # fraction of quantizable nodes the fallback may keep out of INT8
-    batch_size: int = 4
-    seed: int = 0
 
 
 @dataclass
@@ -196,39 +183,13 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ckpt is not None and torch_available():
-        from segrt.verify.parity import eager_logits, eager_model, export_checkpoint
+        from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
 
         checkpoint, what = export_checkpoint(folder, manifest)
         return eager_logits(eager_model(checkpoint, manifest), batches), \
             "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"
     session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
     return [session.run(b.x) for b in batches], "onnx fp32"
-
-
-def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[str], gate: float,
-                    max_fraction: float, log) -> tuple[GateResult, list[dict]]:
-    """All nodes INT8 first; below the gate, rank nodes by how much excluding each alone helps and
-    exclude the worst greedily (at most ``max_fraction`` of them) until the gate passes.
-    -> (best result, the search as [{excluded, mask_iou, ms_per_image}])."""
-    full = build([])
-    best, search = full, [{"excluded": [], "mask_iou": full.mask_iou, "ms_per_image": full.ms_per_image}]
-    log(f"  all nodes int8: mask IoU {full.mask_iou:.5f}")
-    if full.mask_iou >= gate:
-        return best, search
-    budget = max(1, int(len(candidates) * max_fraction))
-    log(f"  below the gate: scanning {len(candidates)} nodes for sensitivity (fallback may exclude {budget})")
-    scores = [(build([n]).mask_iou, n) for n in progress(candidates, desc="sensitivity scan", unit="node")]
-    excluded = []
-    for _, n in sorted(scores, key=lambda s: -s[0])[:budget]:
-        excluded.append(n)
-        r = build(list(excluded))
-        log(f"  excluded {len(excluded)} node(s) (+{n}): mask IoU {r.mask_iou:.5f}")
-        search.append({"excluded": list(excluded), "mask_iou": r.mask_iou, "ms_per_image": r.ms_per_image})
-        if r.mask_iou > best.mask_iou:
-            best = r
-        if r.mask_iou >= gate:
-            break
-    return best, search
 
 
 def save_variant(folder: Path, art, gate_record: dict) -> None:

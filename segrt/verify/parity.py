@@ -19,6 +19,7 @@ from segrt.manifest import Manifest
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
 
 RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
@@ -96,42 +97,6 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
     together, alone = session.run(b.x)[0], session.run(b.x[:1])[0]
     return {"checked": True, "input": b.names[0], "same_mask": bool((together.argmax(0) == alone.argmax(0)).all()),
             "max_abs_logit_diff": float(np.abs(together - alone).max())}
-
-
-def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
-    """The eager PyTorch reference of an export: the checkpoint's U-Net (a file, or a checkpoint
-    dict), with the export's TTA."""
-    from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
-    from segrt.model.unet import with_tta
-
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    return with_tta(model_from_checkpoint(ckpt), manifest.tta)
-
-
-def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str | Path | dict, str]:
-    """-> (the export's checkpoint: its file, or, where checkpoint.pt is not in this copy, a U-Net
-    rebuilt from the fp32 ONNX's weights; what it is). The bundled models ship that way: one fp32
-    copy of the weights (segrt.model.checkpoint.rebuild_from_onnx)."""
-    ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
-    if ref is not None and (folder / ref.file).is_file():
-        return folder / ref.file, f"eager PyTorch ({ref.file})"
-    onnx = manifest.artifact("onnx", "fp32")
-    if ref is None and not (folder / onnx.file).is_file():
-        raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
-    from segrt.model.checkpoint import rebuild_from_onnx
-
-    manifest.verify(folder, [onnx.name])
-    what = f"eager PyTorch rebuilt from {onnx.file}'s weights ({ref.file if ref else 'checkpoint.pt'} is not in this copy)"
-    if log:
-        log(f"reference: {what}")
-    return rebuild_from_onnx(folder / onnx.file, manifest), what
-
-
-def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
-    import torch
-
-    with torch.inference_mode():
-        return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
 
 
 def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = FP32_MASK_IOU,

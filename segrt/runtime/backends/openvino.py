@@ -1,10 +1,14 @@
 """OpenVINO, the native runtime on its CPU device: IR (.xml + .bin) or ONNX files, fp32 / bf16 /
 INT8 (NNCF). The inference precision is always stated (OpenVINO silently runs bf16 on CPUs that
 have it otherwise); compiled models are cached on disk so the second start is fast; ``submit``
-starts one of several infer requests (THROUGHPUT hint: one per stream), so batches overlap."""
+starts one of several infer requests (THROUGHPUT hint: one per stream), so batches overlap. Also
+writes IR: an ONNX file converted (export --formats openvino, the quantizers' fp32 source)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import numpy as np
 from segrt.cpuinfo import usable_cores
 from segrt.runtime.backends import Backend, SessionOptions
 from segrt.errors import ProviderError, SegrtError, first_line
+from segrt.manifest import Artifact
 
 INSTALL = "pip install 'segrt[openvino]'"
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the precision of its non-INT8 layers
@@ -153,3 +158,34 @@ def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, man
         raise SegrtError(f"{path}: model outputs {classes.get_length()} class channels but its metadata lists "
                          f"{manifest.num_classes} classes")
     return backend
+
+
+IR_FILE = "model.xml"
+
+
+def save_ir(model, folder: Path, xml_name: str) -> None:
+    """Write an ov.Model as folder/xml_name + .bin, fp32 weights kept; both files appear together
+    (written in a temp folder beside them, then moved, .bin first)."""
+    ov = import_openvino()
+    tmp = Path(tempfile.mkdtemp(prefix=".ir-", dir=folder))
+    try:
+        ov.save_model(model, str(tmp / xml_name), compress_to_fp16=False)
+        for name in (Path(xml_name).with_suffix(".bin").name, xml_name):
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ir_artifact(xml_name: str, precision: str = "fp32", **extra) -> Artifact:
+    ov = import_openvino()
+    name = xml_name if precision != "bf16" else f"{xml_name}@bf16"
+    return Artifact(file=xml_name, kind="openvino", precision=precision, name=name,
+                    exporter=f"openvino {ov.__version__.split('-')[0]}",
+                    companions={Path(xml_name).with_suffix(".bin").name: {}}, extra=extra)
+
+
+def write_ir(onnx_path: Path, folder: Path) -> Artifact:
+    """The OpenVINO IR of an exported ONNX file (export --formats openvino); gated by the caller."""
+    ov = import_openvino()
+    save_ir(ov.convert_model(str(onnx_path)), folder, IR_FILE)
+    return ir_artifact(IR_FILE, source=onnx_path.name, weights="fp32")

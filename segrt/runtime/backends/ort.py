@@ -165,7 +165,7 @@ class OrtBackend(Backend):
         if self._mask_sess is None:
             import onnx
 
-            from segrt.quantize.onnx_rewrites import append_argmax
+            from segrt.runtime.backends.ort import append_argmax
 
             model = append_argmax(onnx.load(str(self.path)), self.output_name)
             self._mask_sess = self.ort.InferenceSession(model.SerializeToString(), self._so, providers=self._providers)
@@ -180,3 +180,18 @@ class OrtBackend(Backend):
 
 def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> OrtBackend:
     return OrtBackend(path, provider, opts, manifest.channels, manifest)
+
+
+def append_argmax(model, logits: str, name: str = "mask"):
+    """A copy of ``model`` with one more output: the per-pixel class (ArgMax over the channel axis,
+    first index on ties, as segrt.imaging.masks) as uint8 NHW, so a GPU hands back masks, not logits."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.node.extend([
+        helper.make_node("ArgMax", [logits], [f"{name}_int64"], axis=1, keepdims=0, select_last_index=0),
+        helper.make_node("Cast", [f"{name}_int64"], [name], to=TensorProto.UINT8)])
+    out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, ["batch", "height", "width"]))
+    return out

@@ -1,0 +1,102 @@
+"""The torch exporters: the graph an export runs (the U-Net with its TTA), ONNX with dynamic batch,
+height and width (torch.export-based, the TorchScript tracer as fallback), TorchScript, torch.export."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segrt.errors import first_line
+from segrt.manifest import Artifact, Manifest
+from segrt.model.unet import UNet
+
+
+class ExportGraph(nn.Module):
+    """What gets exported: the UNet without its Python size check (the dynamic dims carry the rule)."""
+
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.unet.forward_unchecked(image)
+
+
+def example_input(multiple: int, channels: int) -> torch.Tensor:
+    # batch 2 and distinct H/W so torch.export keeps all three dims symbolic
+    return torch.randn(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
+
+
+def size_oblivious():
+    """Trace without 0/1 specialisation: otherwise torch.export assumes every symbolic size is >= 2
+    and guards the bottleneck, so an input of exactly one size multiple per side fails at run time."""
+    from torch.fx.experimental import _config
+
+    return _config.patch(backed_size_oblivious=True)
+
+
+def dynamic_shapes(multiple: int) -> dict:
+    from torch.export import Dim
+
+    batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=1, max=1024), Dim("w_blocks", min=1, max=1024)
+    return {"image": {0: batch, 2: multiple * h, 3: multiple * w}}
+
+
+def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) -> Artifact:
+    """torch.export-based exporter first; the TorchScript-based one as a fallback. Then checker,
+    shape inference, friendly dim names and metadata_props."""
+    import onnx
+
+    m, c = manifest.size_multiple, manifest.channels
+    x = example_input(m, c)
+    common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
+                              dynamic_shapes=dynamic_shapes(m), **common)
+        exporter = "torch.export (dynamo)"
+    except Exception as exc:  # fall back to the TorchScript-based exporter
+        first = first_line(exc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        exporter = f"torchscript (fallback; torch.export-based failed: {first})"
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        for i, name in ((0, "batch"), (2, "height"), (3, "width")):
+            dims[i].ClearField("dim_value")
+            dims[i].dim_param = name
+    manifest.set_onnx_metadata(model)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.save(model, str(path))
+    from segrt.quantize.onnx_rewrites import opset_of
+
+    opset_used = opset_of(model)
+    return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
+
+
+def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
+    x = example_input(manifest.size_multiple, manifest.channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
+        traced = torch.jit.trace(graph, x)
+        torch.jit.save(traced, str(path))
+    return Artifact(file=path.name, kind="torchscript", exporter="torch.jit.trace")
+
+
+def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
+    x = example_input(manifest.size_multiple, manifest.channels)
+    with warnings.catch_warnings(), size_oblivious():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(graph, (x,), dynamic_shapes=dynamic_shapes(manifest.size_multiple))
+        torch.export.save(program, str(path))
+    return Artifact(file=path.name, kind="pt2", exporter="torch.export")

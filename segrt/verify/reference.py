@@ -1,0 +1,117 @@
+"""The eager PyTorch reference an export is checked against: its checkpoint's U-Net (with the
+export's TTA), or, where checkpoint.pt is not in the copy, a U-Net rebuilt from the fp32 ONNX's
+weights and refused unless it reproduces the ONNX. torch is imported where a model is built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segrt.errors import CheckpointError, SegrtError
+from segrt.manifest import Manifest
+from segrt.progress import progress
+from segrt.verify.compare import Batch
+from segrt.verify.thresholds import FP32_MAX_LOGIT_DIFF
+
+
+def rebuild_from_onnx(onnx_path: str | os.PathLike, manifest) -> dict:
+    """A checkpoint dict (as load_checkpoint gives) whose U-Net computes what an export's fp32 ONNX
+    computes, from the ONNX's weights: the exporter folded each BatchNorm into the convolution before
+    it (weight W', bias b'), so the conv gets W' and the BatchNorm becomes the identity plus b'. For
+    an export shipped without checkpoint.pt (the bundle keeps one fp32 copy of the weights); refused
+    unless the rebuilt model reproduces the ONNX on a probe input."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from segrt.model.checkpoint import FORMAT
+    from segrt.model.unet import UNet, UNetConfig
+
+    where = f"{onnx_path} (rebuilding its U-Net)"
+    inits = {"unet." + i.name.split("unet.", 1)[1]: numpy_helper.to_array(i)  # names under any TTA wrapper
+             for i in onnx.load(str(onnx_path)).graph.initializer if "unet." in i.name}
+    try:
+        model = UNet(UNetConfig(**manifest.model_config)).eval()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: the manifest's model_config does not build a U-Net ({exc})") from None
+    state, modules = model.state_dict(), dict(model.named_modules())
+    for name, module in modules.items():
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            continue
+        weight = inits.get(f"unet.{name}.weight")
+        if weight is None or tuple(weight.shape) != tuple(module.weight.shape):
+            raise CheckpointError(f"{where}: no weights for {name} of shape {tuple(module.weight.shape)}")
+        state[f"{name}.weight"] = torch.from_numpy(weight.copy())
+        folded = inits.get(f"unet.{name}.weight_bias")
+        if module.bias is not None:
+            state[f"{name}.bias"] = torch.from_numpy(inits[f"unet.{name}.bias"].copy())
+        elif folded is not None:  # the BatchNorm after it: the identity, plus the folded bias
+            parent, index = name.rsplit(".", 1)
+            bn = f"{parent}.{int(index) + 1}"
+            eps = modules[bn].eps
+            state.update({f"{bn}.weight": torch.ones_like(state[f"{bn}.weight"]),
+                          f"{bn}.bias": torch.from_numpy(folded.copy()),
+                          f"{bn}.running_mean": torch.zeros_like(state[f"{bn}.running_mean"]),
+                          f"{bn}.running_var": torch.full_like(state[f"{bn}.running_var"], 1.0 - eps)})
+    model.load_state_dict(state)
+    _check_rebuilt(model, onnx_path, manifest, where)
+    return {"format": FORMAT, "model_config": dict(manifest.model_config), "state_dict": model.state_dict(),
+            "classes": list(manifest.classes), "normalization": {"mean": manifest.mean, "std": manifest.std},
+            "input_size": manifest.input_size, "crop_size": manifest.crop_size, "epoch": 0, "metrics": {},
+            "path": where}
+
+
+def _check_rebuilt(model, onnx_path, manifest, where: str) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from segrt.model.unet import with_tta
+
+    m = manifest.size_multiple
+    x = np.random.default_rng(0).standard_normal((1, manifest.channels, 2 * m, 3 * m)).astype(np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+    with torch.inference_mode():
+        got = with_tta(model, manifest.tta)(torch.from_numpy(x)).numpy()
+
+    if got.shape != want.shape or not np.allclose(got, want, atol=FP32_MAX_LOGIT_DIFF):
+        raise CheckpointError(f"{where}: the rebuilt model does not reproduce the ONNX (max |diff| "
+                              f"{float(np.abs(got - want).max()) if got.shape == want.shape else 'shape'}); "
+                              "restore checkpoint.pt")
+
+
+def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
+    """The eager PyTorch reference of an export: the checkpoint's U-Net (a file, or a checkpoint
+    dict), with the export's TTA."""
+    from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from segrt.model.unet import with_tta
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    return with_tta(model_from_checkpoint(ckpt), manifest.tta)
+
+
+def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str | Path | dict, str]:
+    """-> (the export's checkpoint: its file, or, where checkpoint.pt is not in this copy, a U-Net
+    rebuilt from the fp32 ONNX's weights; what it is). The bundled models ship that way: one fp32
+    copy of the weights (rebuild_from_onnx)."""
+    ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
+    if ref is not None and (folder / ref.file).is_file():
+        return folder / ref.file, f"eager PyTorch ({ref.file})"
+    onnx = manifest.artifact("onnx", "fp32")
+    if ref is None and not (folder / onnx.file).is_file():
+        raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
+    manifest.verify(folder, [onnx.name])
+    what = f"eager PyTorch rebuilt from {onnx.file}'s weights ({ref.file if ref else 'checkpoint.pt'} is not in this copy)"
+    if log:
+        log(f"reference: {what}")
+    return rebuild_from_onnx(folder / onnx.file, manifest), what
+
+
+def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
