@@ -173,7 +173,7 @@ def prepare_model(args, log) -> tuple[UNet, Path, Manifest, list[np.ndarray], st
                                                     val_images=args.val_images, gate=args.int8_gate))
         manifest = Manifest.load(tmp / "export")
         if "model.int8.onnx" in manifest.parity:
-            log(f"classic INT8 gate: {json.dumps({k: v for k, v in manifest.parity['model.int8.onnx'].items() if k != 'worst'})}")
+            log(f"classic INT8 gate: {json.dumps({k: v for k, v in manifest.parity['model.int8.onnx'].to_json().items() if k != 'worst'})}")
         return model, tmp / "export", manifest, inputs, name
     export_dir = Path(args.export)
     manifest = Manifest.load(export_dir)

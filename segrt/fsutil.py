@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from segrt.errors import SegrtError
 
@@ -212,3 +212,18 @@ def next_free(path: Path) -> Path:
     while os.path.lexists(candidate):
         candidate, n = Path(path).with_name(f"{Path(path).name}-{n}"), n + 1
     return candidate
+
+
+def check_member(file, folder: str | os.PathLike | None = None, where: str = "manifest") -> None:
+    """A file the manifest names: a relative name inside the export, no '..', and (with ``folder``)
+    no symbolic link that leads out of it."""
+    ok = isinstance(file, str) and file and "\0" not in file and "\\" not in file
+    parts = PurePosixPath(file).parts if ok else ()
+    if not ok or PurePosixPath(file).is_absolute() or PureWindowsPath(file).drive or ".." in parts:
+        raise SegrtError(f"{where}: artifact file {file!r} is not a relative name inside the export folder; "
+                         "refused (an export names only its own files)")
+    if folder is not None:
+        path, root = os.path.realpath(Path(folder) / file), os.path.realpath(folder)
+        if os.path.commonpath([path, root]) != root:
+            raise SegrtError(f"{Path(folder) / file}: a symbolic link that leads out of the export folder "
+                             f"(to {path}); refused")

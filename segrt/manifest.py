@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segrt.errors import SegrtError
+from segrt.records import (GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json,
+                           records_to_json)
 
 FORMAT = "segrt-manifest/1"
 META_PREFIX = "segrt."
@@ -54,8 +56,8 @@ class Manifest:
     mask_values: dict[str, int] = field(default_factory=dict)  # raw label value -> class id
     model_config: dict = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
-    parity: dict = field(default_factory=dict)
-    speed: dict = field(default_factory=dict)  # CPU speed of every gated variant, measured together (see segrt.runtime.select)
+    parity: dict[str, GateRecord] = field(default_factory=dict)  # each artifact's gate, by artifact name
+    speed: SpeedRecord | None = None  # CPU speed of every gated variant, measured together (see segrt.runtime.select)
     versions: dict = field(default_factory=dict)
     input_name: str = "image"
     output_name: str = "logits"
@@ -63,7 +65,7 @@ class Manifest:
     crop_size: list[int] | None = None  # the training crop [h, w] (--tile auto)
     report: str | None = None  # the gate evidence beside the manifest (parity.html)
     tta: str | None = None  # test-time augmentation folded into every artifact ('hflip'), None: plain
-    quality: dict = field(default_factory=dict)  # segrt parity --record NAME: mIoU vs ground truth per image set
+    quality: dict[str, QualityRecord] = field(default_factory=dict)  # parity --record NAME: mIoU vs ground truth
     split: dict = field(default_factory=dict)  # the training run's split.json: {"train": [stems], "val": [stems]}
     format: str = FORMAT
 
@@ -88,9 +90,7 @@ class Manifest:
             "labels": {"mask_values": self.mask_values},
             "model_config": self.model_config,
             "artifacts": [asdict(a) for a in self.artifacts],
-            "parity": self.parity,
-            "speed": self.speed,
-            "quality": self.quality,
+            **records_to_json(self),
             "split": self.split,
             "report": self.report,
             "versions": self.versions,
@@ -109,16 +109,14 @@ class Manifest:
                 std=list(d["normalization"]["std"]), channels=int(inp["channels"]),
                 size_multiple=int(inp["size_multiple"]), input_size=inp.get("size"),
                 mask_values=d.get("labels", {}).get("mask_values", {}), model_config=d.get("model_config", {}),
-                artifacts=[Artifact(**a) for a in d.get("artifacts", [])], parity=d.get("parity", {}),
-                speed=d.get("speed", {}), versions=d.get("versions", {}), input_name=inp.get("name", "image"),
+                artifacts=[Artifact(**a) for a in d.get("artifacts", [])], **records_from_json(d),
+                versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
-                quality=d.get("quality", {}), split=d.get("split", {}),
+                split=d.get("split", {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None
-        from segrt.manifest_checks import check_manifest
-
         check_manifest(manifest, d, where)
         return manifest
 
@@ -231,8 +229,6 @@ class Manifest:
                     mask_values=v.get("mask_values", {}), model_config=v.get("model_config", {}))
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise SegrtError(f"{name}: malformed segrt metadata in the ONNX file ({exc!r})"[:300]) from None
-        from segrt.manifest_checks import check_manifest
-
         check_manifest(m, {"input": {"channels": m.channels, "size_multiple": m.size_multiple}},
                        f"{name} (segrt metadata)")
         return m
@@ -241,7 +237,7 @@ class Manifest:
 def member(folder: Path, file: str) -> Path:
     """``folder/file`` for a file the manifest names, refused unless it stays inside the export
     (a relative name, no '..', no symbolic link leading out)."""
-    from segrt.manifest_checks import check_member
+    from segrt.fsutil import check_member
 
     check_member(file, folder)
     return Path(folder) / file

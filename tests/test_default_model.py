@@ -29,8 +29,8 @@ def test_bundled_model_is_intact():
     m.verify(MODEL)
     assert m.classes == ["background", "pet", "border"] and m.artifact("onnx", "fp32")
     for kind, precision in (("openvino", "fp32"), ("openvino", "int8"), ("onnx", "int8")):
-        assert m.parity[m.artifact(kind, precision).name]["passed"]
-    assert m.parity["model.u8.int8.xml"]["passed"] and m.find("model.u8.int8.xml").extra["input_dtype"] == "uint8"
+        assert m.parity[m.artifact(kind, precision).name].passed
+    assert m.parity["model.u8.int8.xml"].passed and m.find("model.u8.int8.xml").extra["input_dtype"] == "uint8"
     # one fp32 copy of the weights (model.onnx; the fp32 IR and checkpoint.pt are made from it when needed)
     assert not (MODEL / "checkpoint.pt").exists() and not (MODEL / "model.xml").exists()
     assert not (MODEL / "model.int8.xml").exists()  # its uint8-input copy serves (and auto says so)

@@ -64,9 +64,9 @@ def test_run_failure_is_a_failed_gate(tiny_ckpt, tmp_path, monkeypatch):
     artifact and the input in one line and fails, instead of a traceback."""
     import contextlib
 
-    import segrt.export.run
+    import segrt.export.torch_export
 
-    monkeypatch.setattr(segrt.export.run, "size_oblivious", contextlib.nullcontext)
+    monkeypatch.setattr(segrt.export.torch_export, "size_oblivious", contextlib.nullcontext)
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--formats", "pt2", "--out", str(tmp_path / "e")])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "model.pt2: " in res.output and "failed on an input of shape [1, 3, 8, 8]" in res.output
@@ -215,8 +215,8 @@ def test_parity_record_stores_quality_in_the_manifest(exported, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "r.json").read_text())
     quality = Manifest.load(copy).quality["slice"]
-    assert quality["images"] == 32 and quality["classes"] == ["background", "pet", "border"]
-    for name, entry in quality["artifacts"].items():
+    assert quality.images == 32 and quality.classes == ["background", "pet", "border"]
+    for name, entry in quality.artifacts.items():
         s = report["artifacts"][name]["summary"]
         assert entry["miou"] == s["miou_vs_ground_truth"] and entry["agreement"] == s["mask_iou"]
     Manifest.load(copy).verify(copy)  # recording touches only the manifest

@@ -30,8 +30,8 @@ def test_bundled_isbi_model_is_intact_and_native():
     assert m.classes == ["membrane", "interior"] and m.channels == 1
     assert m.input_size is None and m.crop_size == [256, 256]  # runs at native resolution, tiles of 256
     for name in ("model.onnx", "model.int8.onnx", "model.int8.xml"):
-        assert m.parity[name]["passed"]
-    assert m.parity["model.int8.onnx"]["mask_iou_min"] == 0.99
+        assert m.parity[name].passed
+    assert m.parity["model.int8.onnx"].gates.mask_iou_min == 0.99
 
 
 def test_tiled_predict_on_membranes(tmp_path):

@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import ROOT, one_line_error
 from segrt.cli import main
 from segrt.errors import SegrtError
+from segrt.records import Gates, GateRecord, SpeedRecord
 from test_edges import photos, tiny_export
 
 
@@ -224,9 +225,9 @@ def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
     assert speed_size(resized, folder) == ((288, 288), "the working size predict resizes to")
     native.artifacts = [Artifact(file="m.onnx", kind="onnx"), Artifact(file="m.int8.onnx", kind="onnx",
                                                                        precision="int8")]
-    native.parity = {a.name: {"passed": True, "mask_iou": 1.0, "mask_iou_min": 0.98} for a in native.artifacts}
-    native.speed = {"cpu": cpu_info(), "input": [1, 1, 512, 512], "size_from": "native size: the median of 3 images",
-                    "ms_per_image": {"m.onnx": 9.0, "m.int8.onnx": 4.0}}
+    native.parity = {a.name: GateRecord(passed=True, mask_iou=1.0, gates=Gates(0.98)) for a in native.artifacts}
+    native.speed = SpeedRecord(cpu=cpu_info(), input=[1, 1, 512, 512], size_from="native size: the median of 3 images",
+                               ms_per_image={"m.onnx": 9.0, "m.int8.onnx": 4.0})
     art, note = choose_cpu_variant(native)
     assert art.name == "m.int8.onnx" and "4.0 ms/image at 512x512 (native size: the median of 3 images)" in note
 

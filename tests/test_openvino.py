@@ -16,6 +16,7 @@ from segrt.errors import GateFailed, ProviderError, SegrtError
 from segrt.options import QuantizeOptions
 from segrt.manifest import Manifest, sha256_file
 from segrt.runtime.session import Session
+from segrt.records import SpeedRecord
 
 pytestmark = pytest.mark.slow
 IMAGES = PETS / "images"
@@ -51,7 +52,7 @@ def test_ir_is_fp32_listed_with_its_bin_and_parity_gated(ov_export):
     ir = m.artifact("openvino", "fp32")
     assert ir.file == "model.xml" and ir.companions["model.bin"]["sha256"] == sha256_file(ov_export / "model.bin")
     gate = m.parity["model.xml"]
-    assert gate["passed"] and gate["max_abs_logit_diff"] <= 1e-3 and gate["mask_iou"] >= 0.999
+    assert gate.passed and gate.max_abs_logit_diff <= 1e-3 and gate.mask_iou >= 0.999
     consts = [op for op in ov.Core().read_model(str(ov_export / "model.xml")).get_ordered_ops()
               if op.get_type_name() == "Constant" and op.get_output_size() and len(op.get_output_shape(0)) == 4]
     assert consts and all(op.get_element_type() == ov.Type.f32 for op in consts)  # weights not compressed to fp16
@@ -104,7 +105,7 @@ def test_int8_gated_and_recorded(ov_export):
     assert art.extra["inference_precision"] in ("f32", "bf16") and art.extra["measured_on"]["model"]
     assert art.extra["source"] == "model.onnx" and art.extra["search"][0]["method"] == "nncf.quantize defaults"
     gate = m.parity["model.int8.xml"]
-    assert gate["passed"] and gate["mask_iou"] >= 0.9 and gate["mask_iou_min"] == 0.9 and gate["reference"] == "eager"
+    assert gate.passed and gate.mask_iou >= 0.9 and gate.gates.mask_iou_min == 0.9 and gate.reference == "eager"
     s = Session(ov_export, provider="openvino", precision="int8")
     assert s.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 3, 64, 64)
 
@@ -124,7 +125,7 @@ def test_int8_fallback_closes_a_gate_that_nncf_defaults_miss(ov_copy):
         art = quantize_int8(ov_copy, opts, log=lambda m: None)
     defaults, fallback = art.extra["search"][0], art.extra["search"][-1]
     assert fallback["method"] == "nncf.quantize_with_accuracy_control" and fallback["excluded"]
-    assert defaults["mask_iou"] < opts.gate <= Manifest.load(ov_copy).parity["model.int8.xml"]["mask_iou"]
+    assert defaults["mask_iou"] < opts.gate <= Manifest.load(ov_copy).parity["model.int8.xml"].mask_iou
     assert search[-1]["mask_iou"] > search[0]["mask_iou"]
 
 
@@ -150,7 +151,7 @@ def test_bf16_variant_or_clear_error(ov_export):
         return
     art = m.find("model.xml@bf16")
     assert art.file == "model.xml" and art.precision == "bf16" and art.extra["measured_on"]["isa"] is not None
-    assert m.parity["model.xml@bf16"]["passed"] and m.artifact("openvino", "fp32").name == "model.xml"
+    assert m.parity["model.xml@bf16"].passed and m.artifact("openvino", "fp32").name == "model.xml"
     s = Session(ov_export, provider="openvino", precision="bf16")
     assert "precision bf16" in s.describe()
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
@@ -175,7 +176,7 @@ def _with_speeds(folder, ms: dict, cpu=None):
     from segrt.cpuinfo import cpu_info
 
     m = Manifest.load(folder)
-    m.speed = {"cpu": cpu or cpu_info(), "input": [1, 3, 64, 64], "ms_per_image": ms}
+    m.speed = SpeedRecord(cpu=cpu or cpu_info(), input=[1, 3, 64, 64], ms_per_image=ms)
     m.save(folder)
 
 
@@ -190,7 +191,7 @@ def test_auto_picks_the_fastest_gated_variant_and_says_why(ov_copy):
     assert s.artifact.name == "model.int8.xml" and s.provider == "openvino"
     assert s.auto_note.startswith("provider auto -> model.int8.xml (openvino int8; gate: mask IoU")
     m = Manifest.load(ov_copy)  # an ungated variant is never picked, however fast
-    m.parity["model.int8.xml"]["passed"] = False
+    m.parity["model.int8.xml"].passed = False
     m.save(ov_copy)
     s = Session(ov_copy, provider="auto")
     assert s.artifact.name != "model.int8.xml" and "model.int8.xml (no passed gate recorded)" in s.auto_note

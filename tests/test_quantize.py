@@ -37,7 +37,7 @@ def test_int8_runs_and_is_listed_with_gate_numbers(export_copy):
     assert art.extra["calibration"] == {"method": "minmax", "count": n_calib}
     assert art.extra["ms_per_image"]["int8"] > 0 and "excluded_nodes" in art.extra
     gate = m.parity["model.int8.onnx"]
-    assert gate["passed"] and gate["mask_iou"] >= 0.9 and gate["mask_iou_min"] == 0.9 and gate["reference"] == "eager"
+    assert gate.passed and gate.mask_iou >= 0.9 and gate.gates.mask_iou_min == 0.9 and gate.reference == "eager"
     m.verify(export_copy)
     model = onnx.load(str(export_copy / "model.int8.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
@@ -80,14 +80,14 @@ def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
         pytest.fail(f"no exclusion improved on full INT8 ({full}) in {search}")
     opts.gate = better
     art = quantize_int8(export_copy, opts, log=lambda m: None)
-    assert 1 <= len(art.extra["excluded_nodes"]) and Manifest.load(export_copy).parity[art.file]["mask_iou"] >= better
+    assert 1 <= len(art.extra["excluded_nodes"]) and Manifest.load(export_copy).parity[art.file].mask_iou >= better
 
 
 def test_fp16_gated_and_runs(export_copy):
     res = CliRunner().invoke(main, ["quantize", str(export_copy), "--precision", "fp16"])
     assert res.exit_code == 0, res.output
     m = Manifest.load(export_copy)
-    assert m.parity["model.fp16.onnx"]["mask_iou"] >= 0.995
+    assert m.parity["model.fp16.onnx"].mask_iou >= 0.995
     s = Session(export_copy, precision="fp16", provider="cpu")
     assert s.run(np.zeros((1, 3, 64, 64), np.float32)).dtype == np.float32  # I/O kept fp32
 

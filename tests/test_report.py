@@ -66,5 +66,5 @@ def test_quantize_writes_the_gate_report(quantized):
     assert m.report == "parity.html"
     page = (quantized / "parity.html").read_text()
     assert '<h2 id="model.int8.onnx">' in page and "reference: eager" in page and "all gates passed" in page
-    held_out = m.parity["model.int8.onnx"]["inputs"]  # the 20% of the 32 photos the INT8 gate held out
+    held_out = m.parity["model.int8.onnx"].inputs  # the 20% of the 32 photos the INT8 gate held out
     assert page.count("<figure>") == min(8, held_out) and len(images_in(page)) == 4 * min(8, held_out)

@@ -16,6 +16,7 @@ from segrt.quantize.onnx_rewrites import uint8_input
 from segrt.imaging.decode import normalize, prepare
 from segrt.imaging.decode import to_uint8
 from segrt.quantize.uint8 import u8_name
+from segrt.records import Gates, GateRecord
 from test_edges import photos, tiny_export
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -68,14 +69,14 @@ def test_uint8_variant_gated_fed_and_predicted(tmp_path):
 
     exp = tiny_export(tmp_path / "exp")
     m = Manifest.load(exp)
-    m.parity["model.onnx"] = {"passed": True, "mask_iou": 1.0, "mask_iou_min": 0.999}
+    m.parity["model.onnx"] = GateRecord(passed=True, mask_iou=1.0, gates=Gates(0.999))
     m.save(exp)
     src = photos(tmp_path / "in", "a.jpg", "b.jpg")
     res = CliRunner().invoke(main, ["quantize", str(exp), "--uint8-input", "all", "--val-images", str(src)])
     assert res.exit_code == 0 and "added model.u8.onnx" in res.output, res.output
     m = Manifest.load(exp)
     art = m.find("model.u8.onnx")
-    assert art.extra == {"input_dtype": "uint8", "base": "model.onnx"} and m.parity[art.name]["passed"]
+    assert art.extra == {"input_dtype": "uint8", "base": "model.onnx"} and m.parity[art.name].passed
     s = Session(exp, artifact="model.u8.onnx", provider="cpu")
     x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
     assert s.takes_uint8 and s.feed(x).dtype == np.uint8

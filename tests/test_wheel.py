@@ -39,7 +39,7 @@ def test_wheel_carries_the_serving_subset(wheel):
                      "parity.html"}
     manifest = Manifest.load(DEFAULT_MODELS[1])
     assert {manifest.artifact("onnx", "fp32").file, manifest.artifact("onnx", "int8").file} <= names
-    assert manifest.parity[manifest.artifact("onnx", "int8").name]["passed"]
+    assert manifest.parity[manifest.artifact("onnx", "int8").name].passed
 
 
 def test_plain_install_predicts_from_an_empty_folder(wheel, tmp_path):

@@ -16,6 +16,7 @@ from segrt.cpuinfo import module_available
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
+from segrt.records import SpeedRecord
 from segrt.runtime.memory import check_bench_memory
 from segrt.imaging.decode import prepare, round_up
 from segrt.progress import progress
@@ -89,9 +90,9 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
     probe = Session(model, provider=provider, options=options)
     manifest, m = probe.manifest, probe.manifest.size_multiple
     if not sizes:  # the size the export's speeds were recorded at (what auto compares), else speed_size's
-        speed = manifest.speed or {}
-        (h, w), basis = (tuple(speed["input"][2:]), speed.get("size_from", "the size the export's speeds were "
-                                                               "timed at")) if speed.get("input") else speed_size(manifest)
+        speed = manifest.speed
+        (h, w), basis = (tuple(speed.input[2:]), speed.size_from or "the size the export's speeds were timed at") \
+            if speed and speed.input else speed_size(manifest)
         sizes = [max(h, w)]
         log(f"bench at {sizes[0]}x{sizes[0]} ({basis}; --sizes to choose)")
     pick = probe.artifact.name if probe.auto_note and probe.folder else None
@@ -197,8 +198,8 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
             run = lambda px, s=s: s.run(prepare(px, manifest.mean, manifest.std, None, 1, pixels=s.takes_uint8)[0][None])
             times[name] += timed(run, pixels, runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
-    manifest.speed = {"cpu": cpu_info(), "threads": usable_cores(), "input": list(x.shape), "size_from": basis,
-                      "ms_per_image": ms, "date": dt.date.today().isoformat()}
+    manifest.speed = SpeedRecord(cpu=cpu_info(), threads=usable_cores(), input=list(x.shape), size_from=basis,
+                                 ms_per_image=ms, date=dt.date.today().isoformat())
     manifest.save(folder)
     log(f"speed on this CPU (batch 1 at {h}x{w}, {basis}; ms/image): "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ms.items(), key=lambda kv: kv[1])))

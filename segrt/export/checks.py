@@ -15,7 +15,7 @@ MIN_OPSET = 13  # the oldest opset with the U-Net's ops as the exporters write t
 
 def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list[tuple[str, str]]:
     """--quantize P for every exported format whose runtime makes P: [(backend, precision)]."""
-    from segrt.quantize.ort import VARIANTS
+    from segrt.quantize import VARIANTS
 
     jobs = []
     for p in precisions:

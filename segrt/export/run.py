@@ -22,6 +22,7 @@ from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, ch
 from segrt.fsutil import atomic_dir
 from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.manifest import Artifact, Manifest
+from segrt.records import GateRecord
 from segrt.model.unet import TTA_MODES, UNet, with_tta
 from segrt.imaging.splits import SPLIT_FILE, split_beside
 from segrt.export.torch_export import ExportGraph, export_onnx, export_pt2, export_torchscript
@@ -162,7 +163,7 @@ def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: fl
 
     progress("checking parity against eager PyTorch ...")
     report = run_parity_on(folder, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
-    manifest.parity = {a: r["summary"] for a, r in report["artifacts"].items()}
+    manifest.parity = {a: GateRecord.from_json(r["summary"]) for a, r in report["artifacts"].items()}
     if not report["passed"]:
         raise ParityFailed(report)
     manifest.save(folder)
@@ -175,7 +176,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
     from segrt.bench.bench import record_speeds
     from segrt.verify.gate import write_gate_report
-    from segrt.quantize.ort import run_quantize
+    from segrt.quantize import run_quantize
     from segrt.quantize.uint8 import add_uint8_variants
 
     made = [run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs]

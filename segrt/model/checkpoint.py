@@ -11,7 +11,7 @@ import torch
 
 from segrt.errors import CheckpointError, first_line
 from segrt.fsutil import atomic_path
-from segrt.manifest_checks import finite_numbers, hw_size
+from segrt.records import finite_numbers, hw_size
 from segrt.model.unet import UNet, UNetConfig
 
 FORMAT = "segrt-checkpoint/1"

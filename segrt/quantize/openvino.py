@@ -36,7 +36,7 @@ from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_log
                                split_images)
 from segrt.manifest import Artifact, Manifest
 from segrt.verify.compare import Batch, compare
-from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_GATE
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.runtime.backends.openvino import IR_FILE, ir_artifact, save_ir, write_ir
 
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
@@ -52,12 +52,12 @@ def ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference,
     r = evaluate(OpenVinoBackend(folder / IR_FILE, "f32", SessionOptions()).run, reference, batches,
                  manifest.num_classes)
     diff = r.summary["max_abs_logit_diff"]
-    if r.mask_iou < FP32_GATE["mask_iou_min"] or diff > FP32_GATE["max_abs_logit_diff_max"]:
+    if r.mask_iou < FP32_MASK_IOU or diff > FP32_MAX_LOGIT_DIFF:
         for f in (IR_FILE, Path(IR_FILE).with_suffix(".bin").name):
             (folder / f).unlink(missing_ok=True)
         raise SegrtError(f"{folder / IR_FILE}: OpenVINO fp32 disagrees with {ref_name} (mask IoU {r.mask_iou:.5f}, "
                          f"max |logit diff| {diff:.3g}); not added")
-    save_variant(folder, art, {**r.record(FP32_GATE["mask_iou_min"], ref_name), "gates": FP32_GATE})
+    save_variant(folder, art, r.record(FP32_MASK_IOU, ref_name, FP32_MAX_LOGIT_DIFF))
     return art
 
 

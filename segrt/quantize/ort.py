@@ -31,7 +31,6 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 ENTROPY_BINS = 2048  # histogram bins for entropy calibration (TensorRT's choice), 128 quantized bins
 # (backend, precision) -> what makes it; the OpenVINO ones live in segrt.quantize.openvino
-VARIANTS = {("onnxruntime", "int8"), ("onnxruntime", "fp16"), ("openvino", "int8"), ("openvino", "bf16")}
 
 
 class _Reader:
@@ -194,20 +193,3 @@ def fp32_opset(path: Path) -> int:
     from segrt.quantize.onnx_rewrites import opset_of
 
     return opset_of(onnx.load(str(path), load_external_data=False))
-
-
-def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print, backend: str = "onnxruntime") -> Artifact:
-    """Add one gated variant: (onnxruntime, int8|fp16) or (openvino, int8|bf16)."""
-    if (backend, precision) not in VARIANTS:
-        made = ", ".join(f"{b} {p}" for b, p in sorted(VARIANTS))
-        raise SegrtError(f"no {precision} variant for backend {backend!r}; available: {made}")
-    from segrt.fsutil import check_apart, check_writable
-
-    check_writable(folder, f"the {precision} variant is written into it")
-    check_apart(folder, {"calibration images": opts.calib_images, "gate images": opts.val_images,
-                         "gate masks": opts.val_masks}, "the export folder")
-    if backend == "openvino":
-        from segrt.quantize import openvino as quantize_openvino
-
-        return {"int8": quantize_openvino.quantize_int8, "bf16": quantize_openvino.gate_bf16}[precision](folder, opts, log)
-    return {"int8": quantize_int8, "fp16": quantize_fp16}[precision](folder, opts, log)

@@ -63,7 +63,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     folder = Path(folder)
     manifest = Manifest.load(folder)
     chosen = [a for a in manifest.artifacts if a.kind in ("onnx", "openvino") and not a.extra.get("input_dtype")
-              and "@" not in a.name and manifest.parity.get(a.name, {}).get("passed") and manifest.in_copy(folder, a)
+              and "@" not in a.name and getattr(manifest.parity.get(a.name), "passed", False) and manifest.in_copy(folder, a)
               and (bases is None or a.name in bases)]
     if not chosen:
         raise SegrtError(f"{folder}: no gated ONNX or OpenVINO variant to give a uint8 input"
@@ -75,7 +75,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
         art = (write_openvino if base.kind == "openvino" else write_onnx)(folder, base, manifest)
         manifest.add_artifact(folder, art)
         manifest.save(folder)
-        gate = manifest.parity[base.name].get("mask_iou_min") or DEFAULT_IOU_GATES[base.precision]
+        gate = manifest.parity[base.name].gates.mask_iou_min or DEFAULT_IOU_GATES[base.precision]
         session = Session(folder, artifact=art.name, provider="openvino" if art.kind == "openvino" else "cpu")
         r = evaluate(session.run, reference, batches, manifest.num_classes)
         log(f"{art.name}: uint8 input, mask IoU {r.mask_iou:.5f} (gate {gate}, as {base.name}), "

@@ -15,21 +15,18 @@ from segrt.cpuinfo import module_available
 from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
+from segrt.records import SpeedRecord
 
 SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
 
 
-def gate_of(manifest: Manifest, art: Artifact) -> dict:
-    """The gate record of an artifact: {passed, mask_iou, mask_iou_min, ...} or {}."""
-    entry = manifest.parity.get(art.name, {})
-    return {**entry, "mask_iou_min": entry.get("mask_iou_min", entry.get("gates", {}).get("mask_iou_min"))}
 
 
 def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
     missing = manifest.missing(folder, art) if folder else []
     if missing:
         return f"not in this copy: {', '.join(missing)} missing"
-    if not gate_of(manifest, art).get("passed"):
+    if not (gate := manifest.parity.get(art.name)) or not gate.passed:
         return "no passed gate recorded"
     if art.precision == "fp16":
         return "fp16 is for GPUs: no faster than fp32 on a CPU"
@@ -69,20 +66,19 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None, folder:
     if not ok:
         raise SegrtError(f"export {manifest.name!r} has no gated {precision + ' ' if precision else ''}variant that "
                          f"can run on this CPU: {'; '.join(skipped) or 'none listed'}")
-    speed = manifest.speed or {}
-    ms = speed.get("ms_per_image", {})
-    if same_cpu(speed.get("cpu")) and all(a.name in ms for a in ok):
+    speed = manifest.speed or SpeedRecord(ms_per_image={})
+    ms = speed.ms_per_image
+    if same_cpu(speed.cpu) and all(a.name in ms for a in ok):
         ranked = sorted(ok, key=lambda a: ms[a.name])
-        shape = "x".join(map(str, speed.get("input", [])[2:])) + (f" ({speed['size_from']})" if "size_from" in speed
-                                                                 else "")
+        shape = "x".join(map(str, speed.input[2:])) + (f" ({speed.size_from})" if speed.size_from else "")
         others = ", ".join(f"{a.name} {ms[a.name]:.1f}" for a in ranked[1:])
         why = (f"the fastest gated variant measured on this CPU, {ms[ranked[0].name]:.1f} ms/image at {shape}"
                + (f" (others: {others})" if others else ""))
     else:
         ranked = sorted(ok, key=default_rank)
-        where = f"measured on {describe_cpu(speed['cpu'])}" if speed.get("cpu") else "none recorded"
+        where = f"measured on {describe_cpu(speed.cpu)}" if speed.cpu else "none recorded"
         why = f"no speeds measured on this CPU ({where}): default order int8 > fp32, OpenVINO first"
-    best, gate = ranked[0], gate_of(manifest, ranked[0])
-    note = (f"provider {label} -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate['mask_iou']:.4f} >= "
-            f"{gate['mask_iou_min']}): {why}")
+    best, gate = ranked[0], manifest.parity[ranked[0].name]
+    note = (f"provider {label} -> {best.name} ({best.kind} {best.precision}; gate: mask IoU {gate.mask_iou:.4f} >= "
+            f"{gate.gates.mask_iou_min}): {why}")
     return best, note + (f"; not considered: {', '.join(skipped)}" if skipped else "")

@@ -21,6 +21,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
+from segrt.records import GateRecord
 from segrt.verify.compare import Batch, compare
 from segrt.imaging.decode import list_images, read_model_input
 from segrt.progress import progress
@@ -36,10 +37,10 @@ class GateResult:
     excluded: list[str] = field(default_factory=list)
     ms_per_image: float = 0.0
 
-    def record(self, gate: float, reference: str) -> dict:
+    def record(self, gate: float, reference: str, max_logit_diff: float | None = None) -> GateRecord:
         """What the manifest keeps under parity[name]."""
-        return {"mask_iou_min": gate, "reference": reference, **{k: v for k, v in self.summary.items() if k != "worst"},
-                "passed": self.mask_iou >= gate, "worst": self.summary.get("worst", [])}
+        return GateRecord.from_json({**self.summary, "reference": reference, "passed": self.mask_iou >= gate,
+                                     "gates": {"mask_iou_min": gate, "max_abs_logit_diff_max": max_logit_diff}})
 
 
 def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
@@ -192,7 +193,7 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
     return [session.run(b.x) for b in batches], "onnx fp32"
 
 
-def save_variant(folder: Path, art, gate_record: dict) -> None:
+def save_variant(folder: Path, art, gate_record: GateRecord) -> None:
     """List a gated variant in the export's manifest: its hashes and its gate record."""
     manifest = Manifest.load(folder)
     manifest.add_artifact(folder, art)

@@ -16,6 +16,7 @@ import numpy as np
 from segrt.verify.compare import Batch, compare
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.manifest import Manifest
+from segrt.records import QualityRecord
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
 from segrt.progress import progress
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
@@ -130,7 +131,8 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)
-        recorded = manifest.parity.get(art.name, {}).get("mask_iou_min")  # the gate it was made under
+        recorded = getattr(manifest.parity.get(art.name), "gates", None)  # the gate it was made under
+        recorded = recorded.mask_iou_min if recorded else None
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
         problems = gate_problems(s, res, art.precision == "fp32")
@@ -252,11 +254,11 @@ def record_quality(folder: Path, manifest: Manifest, report: dict, name: str) ->
 
     summaries = {a: r["summary"] for a, r in report["artifacts"].items()}
     first = next(iter(summaries.values()), {})
-    manifest.quality[name] = {
-        "images": first.get("inputs"), "eager_miou": first.get("miou_eager_vs_ground_truth"),
-        "date": dt.date.today().isoformat(), "classes": manifest.classes,
-        "artifacts": {a: {"miou": s["miou_vs_ground_truth"], "iou": s["iou_vs_ground_truth"],
-                          "agreement": s["mask_iou"]} for a, s in summaries.items()}}
+    manifest.quality[name] = QualityRecord(
+        images=first.get("inputs"), eager_miou=first.get("miou_eager_vs_ground_truth"),
+        date=dt.date.today().isoformat(), classes=manifest.classes,
+        artifacts={a: {"miou": s["miou_vs_ground_truth"], "iou": s["iou_vs_ground_truth"],
+                       "agreement": s["mask_iou"]} for a, s in summaries.items()})
     manifest.save(folder)
 
 

@@ -8,4 +8,3 @@ held-out photos >= DEFAULT_IOU_GATES[precision] (`--quant-gate`).
 FP32_MASK_IOU = 0.999
 FP32_MAX_LOGIT_DIFF = 1e-3
 DEFAULT_IOU_GATES = {"fp32": FP32_MASK_IOU, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}
-FP32_GATE = {"mask_iou_min": FP32_MASK_IOU, "max_abs_logit_diff_max": FP32_MAX_LOGIT_DIFF}

@@ -1,0 +1,179 @@
+"""The records a manifest carries across wings, typed with one shape each and serialised only here:
+an artifact's gate (``parity``), the CPU speeds ``auto`` reads (``speed``), mIoU against ground truth
+(``quality``). Older manifests still load: a gate's threshold may be top level (``mask_iou_min``),
+nested (``gates``) or both. Also what a manifest must hold before anything trusts it: values of the
+right type, count and range, files that stay inside the export; one line naming the field."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from segrt.errors import SegrtError
+from segrt.fsutil import check_member
+
+KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DICT_FIELDS = ("versions", "model_config", "mask_values", "split")
+
+
+def _known(cls, d: dict) -> tuple[dict, dict]:
+    """``d`` split into the fields of ``cls`` and the rest."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+
+
+@dataclass
+class Gates:
+    """The thresholds an artifact was held to: mask IoU at least ``mask_iou_min``; fp32 also |logit
+    difference| at most ``max_abs_logit_diff_max``."""
+
+    mask_iou_min: float
+    max_abs_logit_diff_max: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class GateRecord:
+    """manifest.parity[NAME]: how an artifact agreed with its reference, and whether it passed.
+    ``measures``: what else its gate measured (per-class agreement, batch invariance, the worst
+    images, the INT8 search), kept as measured."""
+
+    passed: bool
+    mask_iou: float
+    gates: Gates
+    inputs: int = 0
+    reference: str | None = None
+    pixel_agreement: float | None = None
+    max_abs_logit_diff: float | None = None
+    mean_abs_logit_diff: float | None = None
+    measures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("gates", "measures") and v is not None}
+        return {**out, "gates": self.gates.to_json(), **self.measures}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GateRecord":
+        d = dict(d)
+        nested = d.pop("gates", None) or {}
+        top = d.pop("mask_iou_min", None)
+        gates = Gates(mask_iou_min=nested.get("mask_iou_min", top),
+                      max_abs_logit_diff_max=nested.get("max_abs_logit_diff_max"))
+        known, rest = _known(cls, d)
+        return cls(**{"passed": False, "mask_iou": 0.0, **known, "gates": gates, "measures": rest})
+
+
+@dataclass
+class SpeedRecord:
+    """manifest.speed: batch-1 ms/image of every gated CPU variant, timed together in one process on
+    ``cpu`` at ``input`` (NCHW), from decoded pixels; ``size_from`` says where that size came from."""
+
+    ms_per_image: dict[str, float]
+    cpu: dict | None = None
+    threads: int | None = None
+    input: list[int] = field(default_factory=list)
+    size_from: str | None = None
+    date: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SpeedRecord | None":
+        return cls(**{"ms_per_image": {}, **_known(cls, d)[0]}) if d else None
+
+
+@dataclass
+class QualityRecord:
+    """manifest.quality[NAME] (segrt parity --record NAME): mIoU against ground truth on an image
+    set, of eager PyTorch and of each artifact ({miou, iou per class, agreement with eager})."""
+
+    images: int
+    classes: list[str]
+    artifacts: dict[str, dict]
+    eager_miou: float | None = None
+    date: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "QualityRecord":
+        return cls(**{"images": 0, "classes": [], "artifacts": {}, **_known(cls, d)[0]})
+
+
+def records_from_json(d: dict) -> dict:
+    """The manifest's ``parity``, ``speed`` and ``quality`` objects as records (TypeError or
+    AttributeError on a malformed one, which the manifest reports in one line)."""
+    for key in ("parity", "speed", "quality"):
+        if not isinstance(d.get(key, {}), dict):
+            raise TypeError(f"{key} must be an object")
+    return {"parity": {k: GateRecord.from_json(v) for k, v in d.get("parity", {}).items()},
+            "speed": SpeedRecord.from_json(d.get("speed") or {}),
+            "quality": {k: QualityRecord.from_json(v) for k, v in d.get("quality", {}).items()}}
+
+
+def records_to_json(m) -> dict:
+    return {"parity": {k: v.to_json() for k, v in m.parity.items()},
+            "speed": m.speed.to_json() if m.speed else {},
+            "quality": {k: v.to_json() for k, v in m.quality.items()}}
+
+
+def finite_numbers(values) -> bool:
+    """A list of finite ints/floats (no bools)."""
+    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def hw_size(value) -> bool:
+    """None, or [h, w] of positive integers."""
+    return value is None or (isinstance(value, list) and len(value) == 2
+                             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def check_manifest(m, raw: dict, where: str) -> None:
+    """Raise SegrtError naming the first key that is wrong."""
+    def bad(key: str, need: str, got) -> SegrtError:
+        return SegrtError(f"{where}: {key} must be {need}, got {got!r}"[:300])
+
+    if not isinstance(m.name, str) or not m.name:
+        raise bad("name", "a non-empty string", m.name)
+    if not m.classes or not all(isinstance(c, str) and c for c in m.classes):
+        raise bad("classes", "a non-empty list of class names", m.classes)
+    declared = [raw.get("num_classes"), raw["output"].get("channels") if isinstance(raw.get("output"), dict) else None,
+                m.model_config.get("num_classes") if isinstance(m.model_config, dict) else None]
+    for key, n in zip(("num_classes", "output.channels", "model_config.num_classes"), declared):
+        if n is not None and n != len(m.classes):
+            raise bad(key, f"the number of classes ({len(m.classes)})", n)
+    if m.channels not in (1, 3) or not isinstance(raw["input"]["channels"], int):
+        raise bad("input.channels", "1 or 3", raw["input"]["channels"])
+    for key, values in (("normalization.mean", m.mean), ("normalization.std", m.std)):
+        if len(values) != m.channels or not finite_numbers(values):
+            raise bad(key, f"{m.channels} finite number(s), one per input channel", values)
+    if min(m.std) <= 0:
+        raise bad("normalization.std", "> 0", m.std)
+    if not isinstance(raw["input"]["size_multiple"], int) or m.size_multiple < 1:
+        raise bad("input.size_multiple", "an integer >= 1", raw["input"]["size_multiple"])
+    for key, value in (("input.size", m.input_size), ("input.fixed_size", m.fixed_size),
+                         ("input.crop_size", m.crop_size)):
+        if not hw_size(value):
+            raise bad(key, "null or [height, width] in positive integers", value)
+    for key in DICT_FIELDS:
+        if not isinstance(getattr(m, key), dict):
+            raise bad(key, "an object", getattr(m, key))
+    for key in ("train", "val"):
+        if key in m.split and not (isinstance(m.split[key], list) and all(isinstance(n, str) for n in m.split[key])):
+            raise bad(f"split.{key}", "a list of image names", m.split[key])
+    if m.tta not in (None, "hflip"):
+        raise bad("output.tta", "null or 'hflip'", m.tta)
+    for a in m.artifacts:
+        check_member(a.file, where=where)
+        if a.kind not in KINDS or a.precision not in PRECISIONS:
+            raise bad(f"artifact {a.file!r}", f"of a known kind {KINDS} and precision {PRECISIONS}",
+                      f"{a.kind}/{a.precision}")
+        if not isinstance(a.sha256, str) or not isinstance(a.companions, dict) or not isinstance(a.name, str):
+            raise bad(f"artifact {a.file!r}", "a sha256 string, a name and a companions object", a.companions)
+        for other in a.companions:
+            check_member(other, where=where)
