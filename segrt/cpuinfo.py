@@ -9,8 +9,10 @@ import os
 import platform
 from pathlib import Path
 
+__all__ = ["cpu_info", "same_cpu", "describe_cpu", "available_memory", "usable_cores", "module_available"]
+
 # the flags that matter for INT8 / bf16 / fp16 speed (names as Linux prints them)
-ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+_ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
 
 
@@ -30,7 +32,7 @@ def cpu_info() -> dict:
                 break
     except OSError:
         pass
-    return {"model": model or platform.processor() or platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count() or 1}
+    return {"model": model or platform.processor() or platform.machine(), "isa": [f for f in _ISA_FLAGS if f in flags], "cores": os.cpu_count() or 1}
 
 
 def same_cpu(record: dict | None) -> bool:

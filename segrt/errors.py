@@ -1,5 +1,7 @@
 """User-facing errors: one line that says what is wrong and, where possible, what to do."""
 
+__all__ = ["SegrtError", "ImageError", "CheckpointError", "ProviderError", "GateFailed", "first_line"]
+
 
 class SegrtError(Exception):
     """A problem with the user's input or environment (shown as one line, exit code 2)."""

@@ -17,6 +17,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from segrt.errors import SegrtError
 
+__all__ = ["umask", "temp_beside", "atomic_path", "atomic_dir", "write_bytes_atomic", "remove_stale_temps",
+           "remove_stale_temps_under", "cache_root", "writable_dir", "plain_name", "inside", "check_apart",
+           "check_replaceable", "check_file_output", "writable", "check_writable", "next_free", "check_member"]
+
 
 @functools.lru_cache(maxsize=1)
 def umask() -> int:
@@ -82,13 +86,13 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
 def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
     """Delete temp folders/files segrt left beside ``parent/name`` when its writer was killed (their
     pid no longer runs); returns what was removed."""
-    return _remove_stale(Path(parent).glob(f".{glob_escape(name)}.*.tmp*"), name)
+    return _remove_stale(Path(parent).glob(f".{_glob_escape(name)}.*.tmp*"), name)
 
 
 def remove_stale_temps_under(folder: str | os.PathLike) -> list[Path]:
@@ -100,7 +104,7 @@ def remove_stale_temps_under(folder: str | os.PathLike) -> list[Path]:
 def _remove_stale(paths, name: str | None = None) -> list[Path]:
     removed = []
     for p in paths:
-        match = STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
+        match = _STALE.match(p.name.split(".tmp", 1)[0] + ".tmp")
         if not match or (name is not None and match["name"] != name) or _alive(int(match["pid"])) \
                 or not os.path.lexists(p):
             continue
@@ -109,7 +113,7 @@ def _remove_stale(paths, name: str | None = None) -> list[Path]:
     return removed
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 

@@ -15,8 +15,10 @@ from segrt.errors import SegrtError
 from segrt.records import (GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json,
                            records_to_json)
 
+__all__ = ["FORMAT", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member", "sha256_file"]
+
 FORMAT = "segrt-manifest/1"
-META_PREFIX = "segrt."
+_META_PREFIX = "segrt."
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # For an ONNX file with no segrt metadata (exported elsewhere): ImageNet normalization,
 # classes named class0..N-1, size multiple 32, native resolution (pad). Override with flags.
@@ -204,7 +206,7 @@ class Manifest:
 
     # -- ONNX metadata ---------------------------------------------------------------------
     def metadata_props(self) -> dict[str, str]:
-        return {META_PREFIX + k: json.dumps(v) for k, v in {
+        return {_META_PREFIX + k: json.dumps(v) for k, v in {
             "format": self.format, "name": self.name, "classes": self.classes, "mean": self.mean,
             "std": self.std, "channels": self.channels, "size_multiple": self.size_multiple,
             "input_size": self.input_size, "crop_size": self.crop_size, "mask_values": self.mask_values,
@@ -219,10 +221,10 @@ class Manifest:
     @classmethod
     def from_metadata_props(cls, props: dict[str, str], name: str) -> "Manifest | None":
         """From an ONNX file's metadata; None when it carries no segrt metadata."""
-        if META_PREFIX + "format" not in props:
+        if _META_PREFIX + "format" not in props:
             return None
         try:
-            v = {k[len(META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(META_PREFIX)}
+            v = {k[len(_META_PREFIX):]: json.loads(s) for k, s in props.items() if k.startswith(_META_PREFIX)}
             m = cls(name=v.get("name", name), classes=v["classes"], mean=v["mean"], std=v["std"],
                     channels=v["channels"], size_multiple=v["size_multiple"], input_size=v.get("input_size"),
                     crop_size=v.get("crop_size"),

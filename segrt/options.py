@@ -11,6 +11,9 @@ import click
 
 from segrt.errors import SegrtError
 
+__all__ = ["numbers", "floats", "ints", "FloatList", "IntList", "Number", "OneLineErrors", "OneLineCommand",
+           "QuantizeOptions"]
+
 
 def numbers(text: str, option: str, cast, what: str) -> list:
     """'1,2' -> [cast('1'), cast('2')]; at least one, or a one-line error naming ``option``."""
@@ -98,17 +101,17 @@ class Number(click.ParamType):
         return "NUMBER"
 
 
-NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
-class OneLine:
+class _OneLine:
     """For a click group or command: usage errors are one line (``error: ...``, exit 2) instead of
     the usage block, and Ctrl-C outside a command's own handling exits 130."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except NO_ARGS_IS_HELP as exc:  # a bare `segrt` shows the help
+        except _NO_ARGS_IS_HELP as exc:  # a bare `segrt` shows the help
             click.echo(exc.format_message())
             raise SystemExit(0) from None
         except click.UsageError as exc:
@@ -124,11 +127,11 @@ class OneLine:
         raise SystemExit(rv if isinstance(rv, int) else 0)
 
 
-class OneLineErrors(OneLine, click.Group):
+class OneLineErrors(_OneLine, click.Group):
     """The segrt group (see OneLine)."""
 
 
-class OneLineCommand(OneLine, click.Command):
+class OneLineCommand(_OneLine, click.Command):
     """A command run on its own, e.g. `python -m segrt.training` under torchrun (see OneLine)."""
 
 

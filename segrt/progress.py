@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+__all__ = ["progress"]
+
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
     """A tqdm bar over ``iterable`` (or a manual one of ``total`` steps), shown only on a TTY."""

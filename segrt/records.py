@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from segrt.errors import SegrtError
 from segrt.fsutil import check_member
 
-KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DICT_FIELDS = ("versions", "model_config", "mask_values", "split")
+__all__ = ["Gates", "GateRecord", "SpeedRecord", "QualityRecord", "records_from_json", "records_to_json",
+           "finite_numbers", "hw_size", "check_manifest"]
+
+_KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
+_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+_DICT_FIELDS = ("versions", "model_config", "mask_values", "split")
 
 
 def _known(cls, d: dict) -> tuple[dict, dict]:
@@ -160,7 +163,7 @@ def check_manifest(m, raw: dict, where: str) -> None:
                          ("input.crop_size", m.crop_size)):
         if not hw_size(value):
             raise bad(key, "null or [height, width] in positive integers", value)
-    for key in DICT_FIELDS:
+    for key in _DICT_FIELDS:
         if not isinstance(getattr(m, key), dict):
             raise bad(key, "an object", getattr(m, key))
     for key in ("train", "val"):
@@ -170,8 +173,8 @@ def check_manifest(m, raw: dict, where: str) -> None:
         raise bad("output.tta", "null or 'hflip'", m.tta)
     for a in m.artifacts:
         check_member(a.file, where=where)
-        if a.kind not in KINDS or a.precision not in PRECISIONS:
-            raise bad(f"artifact {a.file!r}", f"of a known kind {KINDS} and precision {PRECISIONS}",
+        if a.kind not in _KINDS or a.precision not in _PRECISIONS:
+            raise bad(f"artifact {a.file!r}", f"of a known kind {_KINDS} and precision {_PRECISIONS}",
                       f"{a.kind}/{a.precision}")
         if not isinstance(a.sha256, str) or not isinstance(a.companions, dict) or not isinstance(a.name, str):
             raise bad(f"artifact {a.file!r}", "a sha256 string, a name and a companions object", a.companions)

@@ -1,1 +1,3 @@
 """Timing: bench tables, the speed records --provider auto reads."""
+
+__all__ = []

@@ -25,12 +25,14 @@ from segrt.runtime.backends import SessionOptions
 from segrt.runtime.session import Session, torch_available
 from segrt.bench.timing import peak_rss_mb, reset_peak_rss, timed
 
+__all__ = ["SCHEMA", "ROW_KEYS", "run_bench", "format_table", "speed_size", "record_speeds"]
+
 SCHEMA = "segrt-bench/1"
 ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height", "width", "open_ms", "first_run_ms",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
 
 
-def runnable_artifacts(manifest, provider: str) -> list:
+def _runnable_artifacts(manifest, provider: str) -> list:
     """Every artifact that can run here: ONNX always, OpenVINO and torch ones when installed;
     with provider openvino, its own artifacts (the fp32 ONNX when the export has none)."""
     kinds = {"onnx"} | ({"openvino"} if module_available("openvino") else set()) \
@@ -41,7 +43,7 @@ def runnable_artifacts(manifest, provider: str) -> list:
     return found
 
 
-def time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
+def _time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
     rng = np.random.default_rng(0)
     inputs = [session.feed(rng.standard_normal((batch, session.manifest.channels, h, w)).astype(np.float32))
               for _ in range(buffers)]  # what the artifact takes: a uint8-input variant's pixels are not converted here
@@ -99,7 +101,7 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
     if pick:
         log(f"{probe.auto_note}; bench times every runnable artifact, * marks that one")
     check_bench_memory(manifest, max(batch_sizes), [round_up(int(size), m) for size in sizes])
-    variants = runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
+    variants = _runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
     if artifacts:
         unknown = [n for n in artifacts if not any(n in (a.name, a.file) for a in variants)]
         if unknown:
@@ -117,15 +119,15 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
                 row = {"artifact": art.name, "kind": art.kind, "precision": art.precision,
                        "provider": session.provider, "batch_size": batch, "height": h, "width": w,
                        "open_ms": session.open_s * 1000}
-                row.update(time_variant(session, batch, h, w, warmup, runs))
+                row.update(_time_variant(session, batch, h, w, warmup, runs))
                 rows.append({k: row[k] for k in ROW_KEYS})
                 bar.update(1)
     bar.close()
-    return {"schema": SCHEMA, "model": str(model), "machine": machine_info(threads), "warmup": warmup,
+    return {"schema": SCHEMA, "model": str(model), "machine": _machine_info(threads), "warmup": warmup,
             "runs": runs, "rows": rows, "auto_pick": pick, "auto_note": probe.auto_note if pick else None}
 
 
-def machine_info(threads: int = 0) -> dict:
+def _machine_info(threads: int = 0) -> dict:
     import onnxruntime
 
     info = {"platform": platform.platform(), "cpu": cpu_info(), "cores": os.cpu_count(),

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+__all__ = ["timed", "reset_peak_rss", "peak_rss_mb"]
+
 
 def timed(fn, x, runs: int, warmup: int = 0) -> list[float]:
     """Seconds per call of ``fn(x)``, ``runs`` times after ``warmup`` untimed calls."""

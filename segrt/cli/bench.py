@@ -9,6 +9,8 @@ import click
 from segrt.cli.common import CORES, COUNT, NONNEG, THREADS, echo_out, gpu_options, provider_option, user_errors
 from segrt.options import IntList
 
+__all__ = ["bench"]
+
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True))

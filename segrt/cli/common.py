@@ -13,9 +13,13 @@ from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError, first_line
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
+__all__ = ["COUNT", "NONNEG", "CORES", "THREADS", "IO_THREADS", "user_errors", "echo_out", "gate_options",
+           "gpu_options", "quantize_options", "make_quantize_options", "DEFAULT_MODELS", "default_model",
+           "provider_option"]
+
 COUNT = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
-FRACTION = click.FloatRange(0.0, 1.0)
+_FRACTION = click.FloatRange(0.0, 1.0)
 CORES = usable_cores()
 THREADS = click.IntRange(0, CORES)  # compute threads: more than the cores only slows down
 IO_THREADS = click.IntRange(0, 4 * CORES)  # decode and write threads also wait on files
@@ -33,7 +37,7 @@ def user_errors(fn):
             click.echo(f"error: {exc}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
         except BrokenPipeError:
-            stdout_gone()
+            _stdout_gone()
             sys.exit(1)
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
@@ -49,10 +53,10 @@ def echo_out(text: str) -> None:
         click.echo(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        stdout_gone()
+        _stdout_gone()
 
 
-def stdout_gone() -> None:
+def _stdout_gone() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
     import os
 
@@ -60,7 +64,7 @@ def stdout_gone() -> None:
 
 
 def gate_options(fn):
-    fn = click.option("--gate-iou", type=FRACTION, default=FP32_MASK_IOU, show_default=True,
+    fn = click.option("--gate-iou", type=_FRACTION, default=FP32_MASK_IOU, show_default=True,
                       help="minimum mask IoU agreement for fp32 artifacts")(fn)
     return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=FP32_MAX_LOGIT_DIFF, show_default=True,
                         help="maximum |logit difference| for fp32 artifacts")(fn)
@@ -82,7 +86,7 @@ def quantize_options(fn):
         click.option("--val-images", type=click.Path(), help="held-out gate images (default: the calibration images that did not train the model, "
                                                           "or 20% of them when its split is unknown)"),
         click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),
-        click.option("--quant-gate", type=FRACTION,
+        click.option("--quant-gate", type=_FRACTION,
                      help=f"min mask IoU agreement (default int8 {DEFAULT_IOU_GATES['int8']}, fp16 and bf16 "
                           f"{DEFAULT_IOU_GATES['fp16']})"),
     ]):

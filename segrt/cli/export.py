@@ -10,6 +10,8 @@ import click
 from segrt.cli.common import echo_out, gate_options, make_quantize_options, quantize_options, user_errors
 from segrt.options import IntList
 
+__all__ = ["export", "quantize"]
+
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())

@@ -14,6 +14,8 @@ from segrt.manifest import Manifest
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
 from segrt.options import FloatList
 
+__all__ = ["predict", "exit_code"]
+
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
@@ -83,23 +85,23 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
         from segrt.fsutil import next_free
 
         out = str(next_free(Path("predictions")))
-    if engine == "ray":
-        from segrt.scale.ray import predict_from_cli
-
-        summary = predict_from_cli(inputs, model, out, batch_size, provider, precision, native, not no_color,
-                                   skip_existing, address, num_workers, max_pixels, locals(),
-                                   log=lambda m: click.echo(m, err=True))
-        echo_out(json.dumps(summary, indent=2) if as_json else "" if quiet else
-                   f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
-                   f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
-        sys.exit(1 if summary["failed"] else 0)
     from segrt.predict.inputs import parse_shard
 
-    opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color,
-                          overlay=overlay, save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
-                          writers=writers,
-                          max_pixels=max_pixels or None, progress=not quiet,
+    opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color, overlay=overlay,
+                          save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
+                          writers=writers, max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
+    if engine == "ray":
+        from segrt.scale.ray import predict as ray_predict, refuse_options
+
+        refuse_options({"--tile": tile, "--per-page": per_page, "--overlay": overlay, "--save-probs": save_probs,
+                        "--shard": shard, "--kind": kind, "--classes": classes, "--mean": mean, "--std": std})
+        summary = ray_predict(list(inputs), model, out, opts, provider=provider, precision=precision,
+                              num_workers=num_workers, address=address, log=lambda m: click.echo(m, err=True))
+        echo_out(json.dumps(summary, indent=2) if as_json else "" if quiet else
+                 f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
+                 f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
+        sys.exit(1 if summary["failed"] else 0)
     from segrt.runtime.backends import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,

@@ -7,6 +7,8 @@ import click
 
 from segrt.cli.common import COUNT, echo_out, user_errors
 
+__all__ = ["triton_repo"]
+
 
 @click.command("triton-repo")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))

@@ -9,6 +9,8 @@ import click
 from segrt.cli.common import COUNT, echo_out, gate_options, gpu_options, user_errors
 from segrt.errors import SegrtError
 
+__all__ = ["parity"]
+
 
 @click.command()
 @click.argument("export_dir", type=click.Path(file_okay=False))

@@ -7,10 +7,13 @@ from pathlib import Path
 
 from segrt.errors import SegrtError
 
-FORMATS = ("onnx", "openvino", "torchscript", "pt2")
+__all__ = ["DEFAULT_FORMATS", "quantize_jobs", "check_usage", "working_size", "check_opset", "check_formats",
+           "output_folder"]
+
+_FORMATS = ("onnx", "openvino", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
-BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}  # who quantizes an exported format
-MIN_OPSET = 13  # the oldest opset with the U-Net's ops as the exporters write them
+_BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino"}  # who quantizes an exported format
+_MIN_OPSET = 13  # the oldest opset with the U-Net's ops as the exporters write them
 
 
 def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -19,7 +22,7 @@ def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list
 
     jobs = []
     for p in precisions:
-        found = [(BACKEND_OF_FORMAT[f], p) for f in formats if (BACKEND_OF_FORMAT.get(f), p) in VARIANTS]
+        found = [(_BACKEND_OF_FORMAT[f], p) for f in formats if (_BACKEND_OF_FORMAT.get(f), p) in VARIANTS]
         if not found:
             raise SegrtError(f"--quantize {p}: none of the formats {', '.join(formats)} has a {p} variant "
                              "(int8: onnx, openvino; fp16: onnx; bf16: openvino)")
@@ -47,7 +50,7 @@ def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> 
                                                        "no images found"))
 
 
-def default_out(checkpoint: Path, force: bool, progress) -> Path:
+def _default_out(checkpoint: Path, force: bool, progress) -> Path:
     """No --out: an ``export`` folder beside the checkpoint (RUN/export for RUN/best.pt; NAME-export for
     an export folder NAME); when that
     exists, export-2, export-3, ... (said in one line), or with --force that one replaced."""
@@ -73,17 +76,17 @@ def check_opset(opset: int) -> None:
     import onnx
 
     top = onnx.defs.onnx_opset_version()
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise SegrtError(f"--opset {opset}: choose {MIN_OPSET}..{top} (this onnx package's newest opset)")
+    if not isinstance(opset, int) or not _MIN_OPSET <= opset <= top:
+        raise SegrtError(f"--opset {opset}: choose {_MIN_OPSET}..{top} (this onnx package's newest opset)")
 
 
 def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in _FORMATS]
     if unknown or not formats:
-        raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+        raise SegrtError(f"unknown export format(s) {unknown}; choose from {', '.join(_FORMATS)}")
     if "openvino" in formats and "onnx" not in formats:
         raise SegrtError("the OpenVINO IR is converted from the ONNX export: use --formats onnx,openvino")
-    return tuple(f for f in FORMATS if f in formats)  # onnx before openvino
+    return tuple(f for f in _FORMATS if f in formats)  # onnx before openvino
 
 
 def output_folder(out, checkpoint: Path, opts, force: bool, progress) -> Path:
@@ -91,7 +94,7 @@ def output_folder(out, checkpoint: Path, opts, force: bool, progress) -> Path:
     or exists and is not an export segrt made; temp folders of killed exports there are removed (said)."""
     from segrt.fsutil import check_apart, check_replaceable, remove_stale_temps
 
-    out = Path(out) if out else default_out(checkpoint, force, progress)
+    out = Path(out) if out else _default_out(checkpoint, force, progress)
     check_apart(out, {"checkpoint": checkpoint, "calibration images": opts.calib_images,
                       "gate images": opts.val_images, "gate masks": opts.val_masks})
     for stale in remove_stale_temps(out.parent, out.name):

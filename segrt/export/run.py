@@ -27,13 +27,15 @@ from segrt.model.unet import TTA_MODES, UNet, with_tta
 from segrt.imaging.splits import SPLIT_FILE, split_beside
 from segrt.export.torch_export import ExportGraph, export_onnx, export_pt2, export_torchscript
 
-FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
-DEFAULT_OPSET = 20
+__all__ = ["TORCHSCRIPT_NOTE", "ExportResult", "versions", "run_export", "add_variants", "describe_export"]
+
+_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts", "pt2": "model.pt2"}
+_DEFAULT_OPSET = 20
 TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model.ts is written for LibTorch "
                     "deployments, model.pt2 (torch.export) is the forward-compatible format")
 
 
-INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runtime's CUDA provider does not "
+_INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runtime's CUDA provider does not "
              "accelerate QDQ convolutions (on cuda use fp16: --quantize fp16 adds model.fp16.onnx)")
 
 
@@ -45,10 +47,10 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def export_openvino(path: Path) -> Artifact:
+def _export_openvino(path: Path) -> Artifact:
     from segrt.runtime.backends.openvino import write_ir
 
-    return write_ir(path.with_name(FILES["onnx"]), path.parent)
+    return write_ir(path.with_name(_FILES["onnx"]), path.parent)
 
 
 def versions() -> dict:
@@ -69,7 +71,7 @@ def versions() -> dict:
     return found
 
 
-def read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
+def _read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
     """-> (checkpoint dict, the training split, where the split came from). ``checkpoint``: a .pt
     file, or an export folder to export again (its checkpoint.pt, or where that is not in the copy,
     the U-Net rebuilt from its fp32 ONNX; its manifest's split)."""
@@ -83,7 +85,7 @@ def read_source(checkpoint: Path, progress) -> tuple[dict, dict, str | None]:
     return ckpt, manifest.split, (str(checkpoint / "manifest.json") if manifest.split else None)
 
 
-def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
+def _manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
     cfg = ckpt["model_config"]
     return Manifest(name=name, classes=list(ckpt["classes"]), mean=list(ckpt["normalization"]["mean"]),
                     std=list(ckpt["normalization"]["std"]), channels=int(cfg["in_channels"]),
@@ -95,7 +97,7 @@ def manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
 
 
 def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
-               formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = DEFAULT_OPSET, force: bool = False,
+               formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = _DEFAULT_OPSET, force: bool = False,
                gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
                size: list[int] | None = None, uint8_input: bool = False) -> ExportResult:
@@ -106,7 +108,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     from segrt.options import QuantizeOptions
 
     checkpoint = Path(checkpoint)
-    ckpt, split, source = read_source(checkpoint, progress)
+    ckpt, split, source = _read_source(checkpoint, progress)
     formats = check_formats(formats)
     check_opset(opset)
     if tta is not None and tta not in TTA_MODES:
@@ -116,7 +118,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     opts = quantize_options or QuantizeOptions()
     out = output_folder(out, checkpoint, opts, force, progress)
     model = model_from_checkpoint(ckpt)
-    manifest = manifest_from_checkpoint(ckpt, out.name)
+    manifest = _manifest_from_checkpoint(ckpt, out.name)
     manifest.tta = tta
     if size:
         manifest.input_size = working_size(size, manifest.size_multiple)
@@ -127,10 +129,10 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
-            write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
-            report = gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
+            _write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
+            report = _gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
             add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)
-            notes += [INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
+            notes += [_INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
                       if a.kind == "onnx" and a.opset not in (None, opset)]
             manifest = Manifest.load(tmp)
@@ -139,7 +141,7 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     return ExportResult(out, manifest, report, notes)
 
 
-def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, formats: tuple[str, ...], opset: int,
+def _write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, formats: tuple[str, ...], opset: int,
                     progress) -> None:
     """The weights-only checkpoint (the eager reference for parity, and for re-export), then each format."""
     save_checkpoint(folder / "checkpoint.pt", model=model, classes=ckpt["classes"], normalization=ckpt["normalization"],
@@ -148,16 +150,16 @@ def write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, f
                     mask_values=ckpt.get("mask_values"))
     manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
     graph = with_tta(ExportGraph(model), manifest.tta).eval()
-    writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": export_openvino,
+    writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": _export_openvino,
                "torchscript": lambda p: export_torchscript(graph, p, manifest),
                "pt2": lambda p: export_pt2(graph, p, manifest)}
     for fmt in formats:
         progress(f"exporting {fmt} ...")
-        manifest.add_artifact(folder, writers[fmt](folder / FILES[fmt]))
+        manifest.add_artifact(folder, writers[fmt](folder / _FILES[fmt]))
     manifest.save(folder)  # the runtime reads it; rewritten by the gate with the parity results
 
 
-def gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: float, gate_logit: float, progress) -> dict:
+def _gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: float, gate_logit: float, progress) -> dict:
     """Every artifact against eager PyTorch on random inputs; the results go into the manifest."""
     from segrt.verify.parity import ParityFailed, random_inputs, run_parity_on
 

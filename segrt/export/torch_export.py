@@ -15,6 +15,9 @@ from segrt.errors import first_line
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import UNet
 
+__all__ = ["ExportGraph", "example_input", "size_oblivious", "dynamic_shapes", "export_onnx", "export_torchscript",
+           "export_pt2"]
+
 
 class ExportGraph(nn.Module):
     """What gets exported: the UNet without its Python size check (the dynamic dims carry the rule)."""

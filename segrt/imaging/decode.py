@@ -19,12 +19,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segrt.errors import ImageError
 
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
+           "decoding", "read_model_input", "load_mask", "Geometry", "round_up", "prepare", "normalize",
+           "resize_mask", "list_images", "to_uint8"]
+
 # segrt checks the pixel count itself (max_pixels below), with a message that names the flag.
 Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo; raise with --max-pixels
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-GRAY_MODES = ("1", "L", "LA", "F", *SIXTEEN_BIT_MODES)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+GRAY_MODES = ("1", "L", "LA", "F", *_SIXTEEN_BIT_MODES)
 
 
 def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -51,14 +55,14 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
     its first page, and says so in ``notes`` (else as a warning).
     """
     path = Path(path)
-    check_regular_file(path)
+    _check_regular_file(path)
     try:
         f = path.open("rb")
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with decoding(path, "image data"), f, Image.open(f) as img:
         if page:
-            seek_page(img, page, path)
+            _seek_page(img, page, path)
         w, h = img.size
         pages = getattr(img, "n_frames", 1)
         if pages > 1 and page is None:
@@ -82,7 +86,7 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         return _to_array(img, channels, path), original
 
 
-def seek_page(img: Image.Image, page: int, path: Path) -> None:
+def _seek_page(img: Image.Image, page: int, path: Path) -> None:
     try:
         img.seek(page)
     except EOFError:
@@ -95,7 +99,7 @@ def page_count(path: str | os.PathLike) -> int:
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return 1
     try:
-        check_regular_file(Path(path))
+        _check_regular_file(Path(path))
         with Image.open(path) as img:
             return int(getattr(img, "n_frames", 1))
     except (ImageError, OSError, ValueError, SyntaxError):
@@ -127,7 +131,7 @@ def decoding(path: Path, what: str):
         raise ImageError(f"{path}: corrupt or truncated {what} ({exc})") from None
 
 
-def check_regular_file(path: Path) -> None:
+def _check_regular_file(path: Path) -> None:
     """Only regular files (symlinks followed) are read: a FIFO would block and a device (/dev/zero)
     never ends. Raises ImageError with the reason."""
     try:
@@ -159,7 +163,7 @@ def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
 
 
 def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
-    if img.mode in SIXTEEN_BIT_MODES:
+    if img.mode in _SIXTEEN_BIT_MODES:
         arr = np.asarray(img).astype(np.float64)
         img = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), mode="L")
     elif img.mode == "F":
@@ -173,7 +177,7 @@ def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
     raise ImageError(f"{path}: models with {channels} input channels are not supported (1 or 3)")
 
 
-STRIP_BYTES = 1 << 24
+_STRIP_BYTES = 1 << 24
 
 
 def _pixels(img: Image.Image) -> np.ndarray:
@@ -182,11 +186,11 @@ def _pixels(img: Image.Image) -> np.ndarray:
     (chunks, then their join), so a 16000 x 16000 image would peak at three times its size."""
     w, h = img.size
     bands = len(img.getbands())
-    if w * h * bands <= STRIP_BYTES:
+    if w * h * bands <= _STRIP_BYTES:
         return np.array(img)
     img.load()
     out = np.empty((h, w, bands) if bands > 1 else (h, w), np.uint8)
-    step = max(1, STRIP_BYTES // (w * bands))
+    step = max(1, _STRIP_BYTES // (w * bands))
     for y in range(0, h, step):
         out[y:y + step] = np.asarray(img.crop((0, y, w, min(h, y + step))))
     return out
@@ -196,10 +200,10 @@ def load_mask(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
     """Decode a label image (or one ``page`` of a label stack) to HW uint8 raw values (no EXIF
     rotation: masks carry none)."""
     path = Path(path)
-    check_regular_file(path)
+    _check_regular_file(path)
     with decoding(path, "mask"), Image.open(path) as img:
         if page:
-            seek_page(img, page, path)
+            _seek_page(img, page, path)
         if img.mode not in ("L", "P", "1", "I", "I;16"):
             img = img.convert("L")
         arr = np.asarray(img)
@@ -243,7 +247,7 @@ def prepare(
     original_hw = tuple(original_hw or (h, w))
     if size is not None:
         if (h, w) != tuple(size):
-            image = resize_uint8(image, size)
+            image = _resize_uint8(image, size)
         in_hw, padded = tuple(size), False
     else:
         in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
@@ -267,7 +271,7 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
     return ((levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None])
 
 
-def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HWC uint8 -> HWC uint8 at size (h, w), bilinear with antialiasing (Pillow)."""
     mode = "L" if image.shape[2] == 1 else "RGB"
     img = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode)

@@ -16,6 +16,8 @@ from PIL import Image
 
 from segrt.imaging.decode import Geometry
 
+__all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "encode_mask_pngs", "overlay"]
+
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax).
@@ -42,10 +44,10 @@ def restore_logits(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
         return logits[:, :h, :w]
     if logits.shape[1:] == (h, w):
         return logits
-    return np.stack([resize_plane(c, (h, w)) for c in logits])
+    return np.stack([_resize_plane(c, (h, w)) for c in logits])
 
 
-def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HW float32 -> HW float32 at size (h, w): Pillow's BILINEAR (antialiased when shrinking)."""
     img = Image.fromarray(np.ascontiguousarray(plane, np.float32), "F")
     return np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
@@ -123,7 +125,7 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return pal
 
 
-def color_mask_image(mask: np.ndarray) -> Image.Image:
+def _color_mask_image(mask: np.ndarray) -> Image.Image:
     """HW uint8 class ids -> palette ('P') image whose pixel values are still the class ids."""
     img = Image.fromarray(mask, "P")
     img.putpalette(voc_palette().tobytes())
@@ -136,7 +138,7 @@ def encode_mask_pngs(mask: np.ndarray) -> tuple[bytes, bytes]:
     Encoded once: the two files share their pixel data (IDAT) and differ only in the header's
     colour type and the palette chunk.
     """
-    color = _png(color_mask_image(mask))
+    color = _png(_color_mask_image(mask))
     chunks, pos = [color[:8]], 8
     while pos < len(color):
         (length,) = struct.unpack(">I", color[pos:pos + 4])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["ConfusionMatrix", "mask_iou"]
+
 
 class ConfusionMatrix:
     """Accumulates a (num_classes x num_classes) int64 confusion matrix over batches."""

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from segrt.errors import SegrtError, first_line
 
+__all__ = ["SPLIT_FILE", "read_split", "split_beside", "describe"]
+
 SPLIT_FILE = "split.json"
 
 

@@ -15,6 +15,8 @@ import numpy as np
 from segrt.errors import SegrtError
 from segrt.fsutil import temp_beside
 
+__all__ = ["SUFFIX", "require_tifffile", "page_paths", "stack_paths", "StackWriter"]
+
 SUFFIX = ".tif"  # the label stack: NAME.tif beside NAME.png-style outputs of single images
 
 

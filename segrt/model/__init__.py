@@ -1,1 +1,3 @@
 """The U-Net and its checkpoints (torch; imported only where a model is built or loaded)."""
+
+__all__ = []

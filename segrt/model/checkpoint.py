@@ -14,8 +14,10 @@ from segrt.fsutil import atomic_path
 from segrt.records import finite_numbers, hw_size
 from segrt.model.unet import UNet, UNetConfig
 
+__all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint"]
+
 FORMAT = "segrt-checkpoint/1"
-REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
+_REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
 
 
 def save_checkpoint(
@@ -75,7 +77,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    check_archive(path)
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling, truncated zip, not a torch file at all
@@ -90,15 +92,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path}: checkpoint format {ckpt['format']!r} is not supported (this segrt reads {FORMAT!r})"
         )
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    missing = [k for k in _REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    check_fields(ckpt, path)
+    _check_fields(ckpt, path)
     ckpt["path"] = str(path)  # in memory only: later errors name the file
     return ckpt
 
 
-def check_archive(path: Path) -> None:
+def _check_archive(path: Path) -> None:
     """A torch checkpoint is a zip archive: every member's CRC must match (a flipped byte, a bad copy)."""
     try:
         if not zipfile.is_zipfile(path):
@@ -113,7 +115,7 @@ def check_archive(path: Path) -> None:
                               "restore the file or use another checkpoint")
 
 
-def check_fields(ckpt: dict, path: Path) -> None:
+def _check_fields(ckpt: dict, path: Path) -> None:
     """The values export and training rely on, checked once, with the field named."""
     def need(ok: bool, field: str, what: str) -> None:
         if not ok:

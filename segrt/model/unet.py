@@ -9,7 +9,9 @@ from torch import nn
 
 from segrt.imaging.decode import round_up
 
-UPSAMPLING_MODES = ("transpose", "bilinear")
+__all__ = ["UNetConfig", "Up", "UNet", "TTA_MODES", "with_tta", "build_model", "count_parameters"]
+
+_UPSAMPLING_MODES = ("transpose", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,8 @@ class UNetConfig:
     upsampling: str = "transpose"
 
     def __post_init__(self):
-        if self.upsampling not in UPSAMPLING_MODES:
-            raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, not {self.upsampling!r}")
+        if self.upsampling not in _UPSAMPLING_MODES:
+            raise ValueError(f"upsampling must be one of {_UPSAMPLING_MODES}, not {self.upsampling!r}")
         if self.depth < 1 or self.base_channels < 1 or self.num_classes < 1 or self.in_channels < 1:
             raise ValueError(f"invalid UNetConfig: {self}")
 
@@ -42,7 +44,7 @@ class UNetConfig:
         return asdict(self)
 
 
-class DoubleConv(nn.Sequential):
+class _DoubleConv(nn.Sequential):
     """(conv 3x3 => BN => ReLU) * 2"""
 
     def __init__(self, in_ch: int, out_ch: int):
@@ -56,11 +58,11 @@ class DoubleConv(nn.Sequential):
         )
 
 
-class Down(nn.Sequential):
+class _Down(nn.Sequential):
     """maxpool 2x2 => DoubleConv"""
 
     def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(nn.MaxPool2d(2), DoubleConv(in_ch, out_ch))
+        super().__init__(nn.MaxPool2d(2), _DoubleConv(in_ch, out_ch))
 
 
 class Up(nn.Module):
@@ -75,7 +77,7 @@ class Up(nn.Module):
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_ch, in_ch // 2, kernel_size=1),
             )
-        self.conv = DoubleConv(in_ch, out_ch)
+        self.conv = _DoubleConv(in_ch, out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)  # N, in/2, 2H, 2W == skip's H, W
@@ -92,15 +94,15 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         widths = config.widths
-        self.inc = DoubleConv(config.in_channels, widths[0])
-        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(config.depth))
+        self.inc = _DoubleConv(config.in_channels, widths[0])
+        self.downs = nn.ModuleList(_Down(widths[i], widths[i + 1]) for i in range(config.depth))
         self.ups = nn.ModuleList(
             Up(widths[i + 1], widths[i], config.upsampling) for i in reversed(range(config.depth))
         )
         self.head = nn.Conv2d(widths[0], config.num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(tuple(x.shape), self.config)
+        _check_input_size(tuple(x.shape), self.config)
         return self.forward_unchecked(x)
 
     def forward_unchecked(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,7 @@ class UNet(nn.Module):
 TTA_MODES = ("hflip",)
 
 
-class FlipAveraged(nn.Module):
+class _FlipAveraged(nn.Module):
     """Horizontal-flip test-time augmentation inside the graph: the mean of the logits of the image
     and of its mirror image (mirrored back). Twice the compute."""
 
@@ -135,10 +137,10 @@ def with_tta(net: nn.Module, tta: str | None) -> nn.Module:
         return net
     if tta not in TTA_MODES:
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {', '.join(TTA_MODES)}")
-    return FlipAveraged(net)
+    return _FlipAveraged(net)
 
 
-def check_input_size(shape: tuple, config: UNetConfig) -> None:
+def _check_input_size(shape: tuple, config: UNetConfig) -> None:
     """Raise ValueError unless shape is (N, in_channels, H, W) with H, W multiples of 2**depth."""
     if len(shape) != 4 or shape[1] != config.in_channels:
         raise ValueError(f"expected input of shape (N, {config.in_channels}, H, W), got {tuple(shape)}")

@@ -13,11 +13,14 @@ from segrt import fsutil
 
 from segrt.imaging import decode
 from segrt.errors import SegrtError
+from segrt.predict.outputs import output_paths
+
+__all__ = ["gather_inputs", "real", "check_no_overwrite", "check_out_folder", "parse_shard", "select_shard"]
 
 if TYPE_CHECKING:
     from segrt.predict.options import PredictOptions
 
-OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
+_OWN_OUTPUTS = (".color.png", ".overlay.jpg")  # segrt's outputs, never read back as inputs
 
 
 def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: list | None = None
@@ -40,7 +43,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
             inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
-            files = [p for p in decode.list_images(src, problems) if not p.name.lower().endswith(OWN_OUTPUTS)
+            files = [p for p in decode.list_images(src, problems) if not p.name.lower().endswith(_OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
         elif not os.path.lexists(src):
@@ -48,7 +51,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
         elif src.suffix.lower() in decode.IMAGE_EXTENSIONS or not src.is_file():
             pairs.append((src, Path(src.stem)))
         else:
-            pairs += [(p, prefix / p.with_suffix("").name) for p in read_list(src)]
+            pairs += [(p, prefix / p.with_suffix("").name) for p in _read_list(src)]
     by_output: dict[Path, list[Path]] = {}
     for path, rel in pairs:
         by_output.setdefault(rel, []).append(path)
@@ -64,7 +67,7 @@ def real(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path))
 
 
-def read_list(path: Path) -> list[Path]:
+def _read_list(path: Path) -> list[Path]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError):
@@ -72,24 +75,6 @@ def read_list(path: Path) -> list[Path]:
     base = path.parent
     return [p if p.is_absolute() else base / p
             for p in (Path(ln.strip()) for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))]
-
-
-def output_paths(out: Path, rel: Path, opts: PredictOptions, pages: int = 1) -> dict[str, Path]:
-    """The files one input writes: NAME.png (class ids), NAME.color.png, ...; a stack of ``pages``
-    pages writes NAME.tif (segrt.imaging.stacks)."""
-    base = out / rel
-    if pages > 1:
-        from segrt.imaging.stacks import stack_paths
-
-        return stack_paths(base, pages, opts)
-    paths = {"mask": base.with_name(base.name + ".png")}
-    if opts.color:
-        paths["color"] = base.with_name(base.name + ".color.png")
-    if opts.overlay:
-        paths["overlay"] = base.with_name(base.name + ".overlay.jpg")
-    if opts.save_probs:
-        paths["probs"] = base.with_name(base.name + ".probs.npy")
-    return paths
 
 
 def check_no_overwrite(pairs, out: Path, opts: PredictOptions, stacks: dict[Path, int] | None = None) -> None:
@@ -139,7 +124,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard_of(rel: Path, n: int) -> int:
+def _shard_of(rel: Path, n: int) -> int:
     """A stable shard for an output stem: its hash, so adding files never moves others."""
     digest = hashlib.sha1(rel.as_posix().encode()).digest()
     return int.from_bytes(digest[:8], "big") % n
@@ -149,4 +134,4 @@ def select_shard(pairs: list[tuple[Path, Path]], shard: tuple[int, int] | None) 
     if shard is None:
         return pairs
     i, n = shard
-    return [(p, rel) for p, rel in pairs if shard_of(rel, n) == i]
+    return [(p, rel) for p, rel in pairs if _shard_of(rel, n) == i]

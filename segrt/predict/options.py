@@ -8,6 +8,8 @@ from pathlib import Path
 from segrt.imaging import decode
 from segrt.runtime.tiling import TileSpec
 
+__all__ = ["PredictOptions"]
+
 
 @dataclass(frozen=True)
 class PredictOptions:

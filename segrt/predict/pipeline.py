@@ -21,7 +21,7 @@ from PIL import Image
 from segrt.imaging import decode, masks
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.predict.inputs import output_paths
+from segrt.predict.outputs import mask_files, output_paths, outputs_exist
 from segrt.imaging.stacks import StackWriter, page_paths
 from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.progress import progress
@@ -30,12 +30,14 @@ from segrt.runtime.session import Session
 from segrt.runtime.tiling import TiledImage
 from segrt.predict.summary import Stats
 
+__all__ = ["Predictor"]
+
 if TYPE_CHECKING:
     from segrt.predict.options import PredictOptions
 
 
 @dataclass
-class Job:
+class _Job:
     path: Path
     rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
     x: np.ndarray | None = None
@@ -63,7 +65,7 @@ class Predictor:
             and (opts.native or not self.manifest.input_size) and not opts.save_probs
 
     # -- stages ----------------------------------------------------------------------------
-    def decode(self, job: Job) -> Job:
+    def decode(self, job: _Job) -> _Job:
         t0 = time.perf_counter()
         if self.opts.tile:  # uint8 at full size; tiles are cut and normalized one at a time
             fits = lambda h, w: check_tiled_memory(self.manifest, job.path, h, w, self.opts.tile.tile)  # noqa: E731
@@ -78,10 +80,10 @@ class Predictor:
         job.decode_s = time.perf_counter() - t0
         return job
 
-    def write(self, job: Job, logits: np.ndarray) -> float:
+    def write(self, job: _Job, logits: np.ndarray) -> float:
         return self.write_mask(job, masks.to_mask(logits, job.geometry), logits)
 
-    def write_mask(self, job: Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
+    def write_mask(self, job: _Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
         """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits); a
         page of a stack goes into its label TIFF (and, with --per-page, its own colour/overlay)."""
         t0 = time.perf_counter()
@@ -92,11 +94,8 @@ class Predictor:
         if not paths:
             return time.perf_counter() - t0
         paths[next(iter(paths))].parent.mkdir(parents=True, exist_ok=True)
-        grey_png, color_png = masks.encode_mask_pngs(mask)
-        if "mask" in paths:
-            write_bytes_atomic(paths["mask"], grey_png)
-        if "color" in paths:
-            write_bytes_atomic(paths["color"], color_png)
+        for path, data in mask_files(mask, paths).items():
+            write_bytes_atomic(path, data)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
             image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
             with atomic_path(paths["overlay"]) as tmp:
@@ -118,13 +117,13 @@ class Predictor:
                             enabled=opts.progress)
         workers = opts.workers or max(1, usable_cores() // 2)
         window = 2 if opts.tile else max(2 * opts.batch_size, workers * 2)  # bounded memory
-        self.batch: list[tuple[Job, np.ndarray]] = []  # (image, one model input)
-        self.inflight: collections.deque[tuple[list[Job], Future]] = collections.deque()
-        self.writes: collections.deque[tuple[Job, Future]] = collections.deque()
+        self.batch: list[tuple[_Job, np.ndarray]] = []  # (image, one model input)
+        self.inflight: collections.deque[tuple[list[_Job], Future]] = collections.deque()
+        self.writes: collections.deque[tuple[_Job, Future]] = collections.deque()
         decoders = ThreadPoolExecutor(workers, "segrt-decode")
         self.writers = ThreadPoolExecutor(opts.writers or max(1, usable_cores() // 4), "segrt-write")
         try:
-            pending: collections.deque[tuple[Job, Future]] = collections.deque()
+            pending: collections.deque[tuple[_Job, Future]] = collections.deque()
             while jobs or pending:
                 while jobs and len(pending) < window:
                     job = jobs.popleft()
@@ -155,27 +154,26 @@ class Predictor:
                     stack.abort()
         return self.stats
 
-    def _jobs(self, pairs: list[tuple[Path, Path]]) -> collections.deque[Job]:
+    def _jobs(self, pairs: list[tuple[Path, Path]]) -> collections.deque[_Job]:
         """One job per image, one per page of a stack (its pages share one StackWriter)."""
         jobs, self.open_stacks = collections.deque(), []
         for path, rel in pairs:
             pages = self.stacks.get(path, 1)
-            if self.opts.skip_existing and all(p.exists() for p in output_paths(self.opts.out, rel, self.opts,
-                                                                                pages).values()):
+            if self.opts.skip_existing and outputs_exist(self.opts.out, rel, self.opts, pages):
                 self.stats.skipped += 1
             elif pages == 1:
-                jobs.append(Job(path, rel))
+                jobs.append(_Job(path, rel))
             else:
                 stack = StackWriter(output_paths(self.opts.out, rel, self.opts, pages)["mask"], pages)
                 self.open_stacks.append(stack)
-                jobs.extend(Job(path, rel, page=i, stack=stack) for i in range(pages))
+                jobs.extend(_Job(path, rel, page=i, stack=stack) for i in range(pages))
         return jobs
 
-    def _done(self, job: Job) -> bool:
+    def _done(self, job: _Job) -> bool:
         """Did this write finish a file? An image, or the last page of a stack that did not fail."""
         return job.stack is None or (job.page == job.stack.pages - 1 and not job.stack.failed)
 
-    def _fail(self, job: Job, reason: str) -> None:
+    def _fail(self, job: _Job, reason: str) -> None:
         if job.stack is not None:  # a page failed: the stack's label TIFF is dropped
             reason = f"page {job.page} of {job.stack.pages}: {reason}"
             job.stack.abort()
@@ -184,7 +182,7 @@ class Predictor:
         if not self.opts.tile:
             self.bar.update(1)
 
-    def _model_inputs(self, job: Job):
+    def _model_inputs(self, job: _Job):
         """The CHW float32 inputs of one image: the image itself, or its tiles one by one."""
         if job.tiler is None:
             x, job.x = job.x, None
@@ -194,7 +192,7 @@ class Predictor:
         self.bar.refresh()
         yield from job.tiler.tiles()
 
-    def _decoded(self, job: Job, fut: Future) -> bool:
+    def _decoded(self, job: _Job, fut: Future) -> bool:
         t0 = time.perf_counter()
         try:
             fut.result()
@@ -249,7 +247,7 @@ class Predictor:
                 self._deliver(j, out)
         self._drain_writes(limit=2 * self.opts.batch_size)
 
-    def _deliver(self, job: Job, logits: np.ndarray) -> None:
+    def _deliver(self, job: _Job, logits: np.ndarray) -> None:
         """One model output: write the image's outputs, or add a tile to its image's band (and
         write the mask once the last tile is in)."""
         if self.masks_from_model:  # a padded mask: crop it to the image

@@ -4,7 +4,6 @@ pipeline (segrt.predict.pipeline) and write summary.json (no torch)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -19,11 +18,12 @@ from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.runtime.memory import check_batch_memory
 from segrt.predict.pipeline import Predictor
-from segrt.predict.summary import Stats
+from segrt.predict.summary import Stats, make_summary, summary_bytes, summary_name
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import tile_spec
 from segrt.predict.options import PredictOptions
-from segrt.predict.summary import make_summary, summary_name
+
+__all__ = ["run_predict"]
 
 
 def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = "auto", precision: str | None = None,
@@ -45,10 +45,10 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
                       **model_overrides)
     if tile is not None:
         opts = dataclasses.replace(opts, tile=tile_spec(tile, overlap, blend, session.manifest))
-    check_options(opts, session, model, log)
+    _check_options(opts, session, model, log)
     unread: list[tuple[Path, str]] = []
     pairs = gather_inputs(inputs, opts.out, unread)
-    stacks = find_stacks(pairs, opts)
+    stacks = _find_stacks(pairs, opts)
     check_no_overwrite(pairs, opts.out, opts, stacks)
     check_out_folder(opts.out, summary_name(opts.shard))
     for stale in remove_stale_temps_under(opts.out):
@@ -63,21 +63,21 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     stats = Stats(failures=[{"file": str(path), "reason": why} for path, why in unread])
     for _, why in unread:
         log(f"error: {why}")
-    with threadpool_limits(1, "blas"), terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's
+    with threadpool_limits(1, "blas"), _terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's
         Predictor(session, opts, log, stacks).run(pairs, stats)
     stats.stopped_by = stopped.get("signal") or ("SIGINT" if stats.interrupted else None)
     summary = make_summary(model, session, opts, len(pairs), stats, time.perf_counter() - t0)
     if stacks:
         summary["stacks"] = {"files": len(stacks), "pages": sum(stacks.values())}
     try:
-        write_bytes_atomic(opts.out / summary_name(opts.shard), (json.dumps(summary, indent=2) + "\n").encode())
+        write_bytes_atomic(opts.out / summary_name(opts.shard), summary_bytes(summary))
     except OSError as exc:
         summary["summary_error"] = f"{opts.out / summary_name(opts.shard)}: not written ({exc.strerror or exc})"
         log(f"error: {summary['summary_error']}")
     return summary
 
 
-def find_stacks(pairs, opts: PredictOptions) -> dict[Path, int]:
+def _find_stacks(pairs, opts: PredictOptions) -> dict[Path, int]:
     """Multi-page TIFF inputs -> their page counts (headers only); they are predicted page by page."""
     stacks = {p: n for p, _ in pairs if (n := decode.page_count(p)) > 1}
     if stacks:
@@ -90,7 +90,7 @@ def find_stacks(pairs, opts: PredictOptions) -> dict[Path, int]:
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt():
+def _terminate_as_interrupt():
     """SIGTERM (Slurm, Kubernetes, `kill`) stops predict like Ctrl-C: what is written stays, the
     summary says so. Yields a dict that gets {"signal": "SIGTERM"} when it came."""
     got: dict = {}
@@ -109,7 +109,7 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def check_options(opts: PredictOptions, session: Session, model, log) -> None:
+def _check_options(opts: PredictOptions, session: Session, model, log) -> None:
     """The options against the model, once, before any image is read (one-line errors)."""
     if opts.batch_size < 1:
         raise SegrtError("--batch-size must be at least 1")

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from segrt.predict.options import PredictOptions
 from segrt.runtime.session import Session
 
+__all__ = ["SUMMARY", "make_summary", "summary_name", "format_summary", "Stats", "summary_bytes"]
+
 SUMMARY = "summary.json"
-SUMMARY_FORMAT = "segrt-predictions/1"
+_SUMMARY_FORMAT = "segrt-predictions/1"
 
 
 def make_summary(model, session: Session, opts: PredictOptions, inputs: int, stats: Stats, wall: float) -> dict:
     summary = {
-        "format": SUMMARY_FORMAT, "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
+        "format": _SUMMARY_FORMAT, "model": str(model), "artifact": session.artifact.name, "kind": session.kind,
         "precision": session.artifact.precision, "provider": session.provider, "runtime": session.describe(),
         "auto_choice": session.auto_note,
         "inputs": inputs, "written": stats.ok, "skipped_existing": stats.skipped, "interrupted": stats.interrupted,
         "stopped_by": stats.stopped_by,
         "failed": len(stats.failures), "failures": stats.failures, "notes": stats.notes,
-        "batch_size": opts.batch_size, "mode": describe_mode(opts, session.manifest),
+        "batch_size": opts.batch_size, "mode": _describe_mode(opts, session.manifest),
         # decode and write: summed over their threads; inference: time with a batch in flight;
         # waits: the main thread stalled on a decoded image or on logits (where the time goes)
         "timings_s": {"wall": wall, "decode": stats.decode_s, "inference": stats.inference_busy_s(),
@@ -38,7 +41,7 @@ def summary_name(shard: tuple[int, int] | None) -> str:
     return SUMMARY if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}.json"
 
 
-def describe_mode(opts: PredictOptions, manifest) -> str:
+def _describe_mode(opts: PredictOptions, manifest) -> str:
     if opts.tile:
         t = opts.tile
         return f"tiled {t.tile}x{t.tile} (overlap {t.overlap:g}, stride {t.stride}, {t.blend} blending)"
@@ -88,3 +91,7 @@ class Stats:
             busy += max(0.0, stop - max(start, end))
             end = max(end, stop)
         return busy
+
+
+def summary_bytes(summary: dict) -> bytes:
+    return (json.dumps(summary, indent=2) + "\n").encode()

@@ -11,7 +11,9 @@ from fractions import Fraction
 
 import numpy as np
 
-PROBE = 1024  # input size for shape inference when measuring each node's scale
+__all__ = ["opset_of", "convtranspose_to_pixel_shuffle", "head_to_matmul", "uint8_input"]
+
+_PROBE = 1024  # input size for shape inference when measuring each node's scale
 
 
 def _attrs(node) -> dict:
@@ -46,7 +48,7 @@ def _output_scales(model, tensors: set[str]) -> dict[str, Fraction]:
     for i, d in enumerate(dims):
         if i != 1:  # batch and spatial dims fixed, channels kept
             d.Clear()
-            d.dim_value = PROBE if i >= 2 else 1
+            d.dim_value = _PROBE if i >= 2 else 1
     del probe.graph.value_info[:]
     for o in probe.graph.output:
         o.type.tensor_type.ClearField("shape")
@@ -58,7 +60,7 @@ def _output_scales(model, tensors: set[str]) -> dict[str, Fraction]:
     for v in [*probe.graph.value_info, *probe.graph.output]:
         d = [x.dim_value for x in v.type.tensor_type.shape.dim]
         if v.name in tensors and len(d) == 4 and d[2] and d[2] == d[3]:
-            out[v.name] = Fraction(d[2], PROBE)
+            out[v.name] = Fraction(d[2], _PROBE)
     return out
 
 

@@ -39,10 +39,12 @@ from segrt.verify.compare import Batch, compare
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.runtime.backends.openvino import IR_FILE, ir_artifact, save_ir, write_ir
 
+__all__ = ["QUANTIZABLE_OPS", "quantize_int8", "gate_bf16"]
+
 QUANTIZABLE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 
 
-def ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference, ref_name: str, log) -> Artifact:
+def _ensure_ir(folder: Path, manifest: Manifest, batches: list[Batch], reference, ref_name: str, log) -> Artifact:
     """The export's fp32 IR; converted from model.onnx and gated at fp32 parity when missing."""
     have = next((a for a in manifest.artifacts if a.kind == "openvino" and a.precision == "fp32"), None)
     if have:
@@ -75,7 +77,7 @@ def _setup(folder, opts: QuantizeOptions, precision: str) -> tuple[Path, Manifes
 def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
     """Add model.int8.xml/.bin: NNCF INT8 with its defaults, gated; below the gate, NNCF's accuracy
     control keeps the quantizer groups that cost the most agreement in float."""
-    nncf = import_nncf()
+    nncf = _import_nncf()
     ov = import_openvino()
     folder, manifest, gate = _setup(folder, opts, "int8")
     if opts.calib_method != "minmax":
@@ -97,11 +99,11 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
                "ms_per_image": best.ms_per_image}]
     log(f"  NNCF defaults: mask IoU {best.mask_iou:.5f}")
     if best.mask_iou < gate:
-        budget = max(1, int(len(float_ops(read())) * opts.max_fp32_nodes))
+        budget = max(1, int(len(_float_ops(read())) * opts.max_fp32_nodes))
         with contextlib.redirect_stdout(sys.stderr):
-            model = accuracy_control(read, dataset, batches, reference, manifest.num_classes, gate, budget, log)
+            model = _accuracy_control(read, dataset, batches, reference, manifest.num_classes, gate, budget, log)
         best = score(model)
-        best.excluded = float_ops(model)
+        best.excluded = _float_ops(model)
         search.append({"method": "nncf.quantize_with_accuracy_control", "excluded": best.excluded,
                        "mask_iou": best.mask_iou, "ms_per_image": best.ms_per_image})
         log(f"  accuracy control: {len(best.excluded)} node(s) left in float: mask IoU {best.mask_iou:.5f}")
@@ -110,7 +112,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     save_ir(model, folder, "model.int8.xml")
     art = ir_artifact("model.int8.xml", "int8", inference_precision=hint, measured_on=cpu_info(), source=source,
                       calibration={"method": "nncf defaults (min-max, preset performance)", "count": len(calib)},
-                      excluded_nodes=best.excluded, quantizable_nodes=len(float_ops(read())), search=search,
+                      excluded_nodes=best.excluded, quantizable_nodes=len(_float_ops(read())), search=search,
                       ms_per_image=ms)
     save_variant(folder, art, best.record(gate, ref_name))
     log(f"model.int8.xml: mask IoU {best.mask_iou:.5f} (gate {gate}), {len(best.excluded)} node(s) in float "
@@ -118,7 +120,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     return art
 
 
-def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes: int, gate: float, budget: int,
+def _accuracy_control(read, dataset, batches: list[Batch], reference, num_classes: int, gate: float, budget: int,
                      log):
     """nncf.quantize_with_accuracy_control with segrt's metric: mask IoU agreement with the same
     reference on the same held-out batches, allowed to drop from the fp32 IR's agreement to the gate.
@@ -126,7 +128,7 @@ def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes
     its weights), which a node-by-node IgnoredScope search cannot: on the bundled model, ignoring
     the first convolution by name left agreement at 0.9885, while reverting its group gave 0.9919.
     At most ``budget`` groups are reverted (as the ONNX Runtime fallback's --max-fp32-nodes share)."""
-    nncf = import_nncf()
+    nncf = _import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     def agreement(compiled, items) -> float:
@@ -144,7 +146,7 @@ def accuracy_control(read, dataset, batches: list[Batch], reference, num_classes
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=budget))
 
 
-def import_nncf():
+def _import_nncf():
     """nncf, quiet: its INFO log off, and torch's CUDA-probe warning (nncf imports torch when it is
     installed) silenced."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -156,7 +158,7 @@ def import_nncf():
     return nncf
 
 
-def float_ops(model) -> list[str]:
+def _float_ops(model) -> list[str]:
     """Quantizable ops (convolutions, matmuls) whose weights are still a float constant (an INT8
     op reads them through a dequantizing Multiply)."""
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in QUANTIZABLE_OPS
@@ -190,7 +192,7 @@ def gate_bf16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Ar
         raise SegrtError("bf16 is gated on real photos: pass --val-images DIR (held-out images)")
     batches = gate_batches(opts, manifest)
     reference, ref_name = reference_logits(folder, manifest, batches)
-    ir = ensure_ir(folder, manifest, batches, reference, ref_name, log)
+    ir = _ensure_ir(folder, manifest, batches, reference, ref_name, log)
     bf16 = OpenVinoBackend(folder / ir.file, "bf16", SessionOptions(), label=str(folder / ir.file))
     r = evaluate(bf16.run, reference, batches, manifest.num_classes)
     x = batches[0].x[:1]

@@ -27,9 +27,11 @@ from segrt.manifest import Artifact, Manifest
 from segrt.verify.thresholds import DEFAULT_IOU_GATES
 from segrt.progress import progress
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+__all__ = ["QUANTIZABLE_OPS", "entropy_ranges", "quantize_int8", "quantize_fp16"]
+
+_CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-ENTROPY_BINS = 2048  # histogram bins for entropy calibration (TensorRT's choice), 128 quantized bins
+_ENTROPY_BINS = 2048  # histogram bins for entropy calibration (TensorRT's choice), 128 quantized bins
 # (backend, precision) -> what makes it; the OpenVINO ones live in segrt.quantize.openvino
 
 
@@ -51,19 +53,19 @@ def entropy_ranges(model: Path, calib: list[np.ndarray], input_name: str, cache:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     calibrator = create_calibrator(model, augmented_model_path=str(cache.with_suffix(".augmented.onnx")),
-                                   calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": ENTROPY_BINS})
+                                   calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": _ENTROPY_BINS})
     calibrator.collect_data(_Reader(calib, input_name))
     save_tensors_data(calibrator.compute_data(), cache)
 
 
-def ort_run(path: Path):
+def _ort_run(path: Path):
     """The CPU ONNX Runtime backend's run() for a candidate file (segrt.runtime.backends.ort)."""
     from segrt.runtime.backends.ort import OrtBackend
 
     return OrtBackend(path, "cpu", SessionOptions()).run
 
 
-def write_metadata(path: Path, manifest: Manifest) -> None:
+def _write_metadata(path: Path, manifest: Manifest) -> None:
     import onnx
 
     model = onnx.load(str(path))
@@ -80,25 +82,25 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     folder = Path(folder)
     manifest = Manifest.load(folder)
     Session(folder, provider="cpu", kind="onnx")  # the fp32 model opens and matches its manifest (channels, NCHW)
-    if opts.calib_method not in CALIB_METHODS:
-        raise SegrtError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
+    if opts.calib_method not in _CALIB_METHODS:
+        raise SegrtError(f"--calib-method must be one of {', '.join(_CALIB_METHODS)}")
     fp32 = folder / manifest.artifact("onnx", "fp32").file
     gate = opts.gate if opts.gate is not None else DEFAULT_IOU_GATES["int8"]
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
-        prepared = prepare_graph(fp32, Path(tmp))
-        build = Candidates(prepared, calib, opts.calib_method, manifest, reference, batches)
+        prepared = _prepare_graph(fp32, Path(tmp))
+        build = _Candidates(prepared, calib, opts.calib_method, manifest, reference, batches)
         log(f"quantizing ({opts.calib_method} calibration) and gating at mask IoU >= {gate} vs {ref_name} ...")
         best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
-        fp32_ms = run_batches(ort_run(fp32), batches)[1]
+        fp32_ms = run_batches(_ort_run(fp32), batches)[1]
         require(best, gate, "INT8", search)
         target = folder / "model.int8.onnx"
         with atomic_path(target) as t:
             os.replace(build.files[tuple(best.excluded)], t)
-            write_metadata(t, manifest)
+            _write_metadata(t, manifest)
     art = Artifact(file=target.name, kind="onnx", precision="int8", exporter="onnxruntime.quantization (QDQ)",
-                   opset=fp32_opset(fp32), extra={
+                   opset=_fp32_opset(fp32), extra={
                        "calibration": {"method": opts.calib_method, "count": len(calib)},
                        "activations": "uint8", "weights": "int8 per-channel",
                        "rewrites": {"ConvTranspose -> Conv 1x1 + pixel shuffle": prepared["n_rewritten"],
@@ -112,7 +114,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     return art
 
 
-def prepare_graph(fp32: Path, tmp: Path) -> dict:
+def _prepare_graph(fp32: Path, tmp: Path) -> dict:
     """The fp32 graph rewritten for ORT's INT8 kernels (segrt.quantize.onnx_rewrites), then quant_pre_process'ed.
     -> {pre: path, candidates: quantizable node names, float_tail, n_rewritten, tmp}."""
     import onnx
@@ -127,7 +129,7 @@ def prepare_graph(fp32: Path, tmp: Path) -> dict:
             "tmp": tmp}
 
 
-class Candidates:
+class _Candidates:
     """``build(excluded)``: the prepared graph quantized with those nodes left fp32, evaluated against
     the reference; every candidate file is kept in ``files`` until the search is over. Calibration
     runs once: its ranges are cached (entropy calibration is done here, with ENTROPY_BINS)."""
@@ -153,7 +155,7 @@ class Candidates:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=self.method,
                         nodes_to_exclude=excluded + tail, calibration_cache_path=str(self.cache),
                         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if tail else {})
-        result = evaluate(ort_run(out), self.reference, self.batches, self.manifest.num_classes)
+        result = evaluate(_ort_run(out), self.reference, self.batches, self.manifest.num_classes)
         result.excluded = list(excluded)
         return result
 
@@ -176,18 +178,18 @@ def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         converted = OnnxModel(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True))
         converted.topological_sort()  # the converter appends its I/O casts at the end
         onnx.save(converted.model, str(t))
-        write_metadata(t, manifest)
-        r = evaluate(ort_run(t), reference, batches, manifest.num_classes)
+        _write_metadata(t, manifest)
+        r = evaluate(_ort_run(t), reference, batches, manifest.num_classes)
         require(r, gate, "FP16")
     art = Artifact(file=target.name, kind="onnx", precision="fp16", exporter="onnxruntime float16 converter",
-                   opset=fp32_opset(fp32), extra={"io": "float32", "intended_provider": "cuda/tensorrt"})
+                   opset=_fp32_opset(fp32), extra={"io": "float32", "intended_provider": "cuda/tensorrt"})
     save_variant(folder, art, r.record(gate, ref_name))
     log(f"model.fp16.onnx: mask IoU {r.mask_iou:.5f} (gate {gate}); note: the CPU provider runs fp16 by casting "
         "back to fp32 (no speed-up on CPU); use it on cuda/tensorrt")
     return art
 
 
-def fp32_opset(path: Path) -> int:
+def _fp32_opset(path: Path) -> int:
     import onnx
 
     from segrt.quantize.onnx_rewrites import opset_of

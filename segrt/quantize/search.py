@@ -8,6 +8,8 @@ from typing import Callable
 from segrt.progress import progress
 from segrt.verify.gate import GateResult
 
+__all__ = ["fallback_search"]
+
 
 def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[str], gate: float,
                     max_fraction: float, log) -> tuple[GateResult, list[dict]]:

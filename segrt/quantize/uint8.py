@@ -14,6 +14,8 @@ from pathlib import Path
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 
+__all__ = ["SUFFIX", "u8_name", "add_uint8_variants"]
+
 SUFFIX = ".u8"
 
 
@@ -23,7 +25,7 @@ def u8_name(file: str) -> str:
     return f"{stem}{SUFFIX}.{rest}"
 
 
-def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
+def _write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
     import onnx
 
     from segrt.quantize.onnx_rewrites import uint8_input
@@ -35,7 +37,7 @@ def write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
                     extra={"input_dtype": "uint8", "base": base.name})
 
 
-def write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
+def _write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
     from segrt.runtime.backends.openvino import import_openvino
     from segrt.runtime.backends.openvino import save_ir
 
@@ -72,7 +74,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     reference, ref_name = reference_logits(folder, manifest, batches)
     made = []
     for base in chosen:
-        art = (write_openvino if base.kind == "openvino" else write_onnx)(folder, base, manifest)
+        art = (_write_openvino if base.kind == "openvino" else _write_onnx)(folder, base, manifest)
         manifest.add_artifact(folder, art)
         manifest.save(folder)
         gate = manifest.parity[base.name].gates.mask_iou_min or DEFAULT_IOU_GATES[base.precision]

@@ -1,1 +1,3 @@
 """Serving: open an artifact for a provider and run batches (and tiles). Never imports torch."""
+
+__all__ = []

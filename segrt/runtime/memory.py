@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from segrt.errors import SegrtError
 
-MEMORY_SHARE = 0.8  # a batch may use at most this share of the memory available when it starts
+__all__ = ["batch_bytes", "memory_budget", "gb", "check_batch_memory", "check_tiled_memory", "check_bench_memory"]
+
+_MEMORY_SHARE = 0.8  # a batch may use at most this share of the memory available when it starts
 
 
 def batch_bytes(manifest, n: int, h: int, w: int) -> int:
@@ -19,7 +21,7 @@ def memory_budget() -> int | None:
     from segrt.cpuinfo import available_memory
 
     free = available_memory()
-    return int(free * MEMORY_SHARE) if free else None
+    return int(free * _MEMORY_SHARE) if free else None
 
 
 def gb(n: int) -> str:

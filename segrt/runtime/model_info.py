@@ -13,7 +13,9 @@ from pathlib import Path
 from segrt.errors import SegrtError, first_line
 from segrt.manifest import DEFAULT_MULTIPLE, IMAGENET_MEAN, IMAGENET_STD, Artifact, Manifest
 
-PROBE_SIZE = 128  # spatial size of the probe run that finds a symbolic class count
+__all__ = ["load_model_info"]
+
+_PROBE_SIZE = 128  # spatial size of the probe run that finds a symbolic class count
 
 
 def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None,
@@ -97,7 +99,7 @@ def _probe_classes(path: Path, in_dims: list, channels: int, name: str) -> int:
     import numpy as np
     import onnxruntime as ort
 
-    shape = [in_dims[0] or 1, channels, in_dims[2] or PROBE_SIZE, in_dims[3] or PROBE_SIZE]
+    shape = [in_dims[0] or 1, channels, in_dims[2] or _PROBE_SIZE, in_dims[3] or _PROBE_SIZE]
     try:
         so = ort.SessionOptions()
         so.log_severity_level = 3

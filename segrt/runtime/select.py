@@ -17,7 +17,9 @@ from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.records import SpeedRecord
 
-SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
+__all__ = ["candidates", "choose_cpu_variant"]
+
+_SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
 
 
 
@@ -38,7 +40,7 @@ def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | N
 
 
 def candidates(manifest: Manifest, precision: str | None = None, folder: Path | None = None,
-               kinds: tuple[str, ...] = SERVING_KINDS) -> tuple[list[Artifact], list[str]]:
+               kinds: tuple[str, ...] = _SERVING_KINDS) -> tuple[list[Artifact], list[str]]:
     """-> (gated CPU variants that can run here, 'name (why not)' for the others). With ``folder``,
     a variant whose files are not there (e.g. the packaged default model ships a subset) is skipped."""
     ok, skipped = [], []
@@ -53,14 +55,14 @@ def candidates(manifest: Manifest, precision: str | None = None, folder: Path | 
     return ok, skipped
 
 
-def default_rank(art: Artifact) -> tuple[int, int]:
+def _default_rank(art: Artifact) -> tuple[int, int]:
     amx = "amx_bf16" in cpu_info()["isa"]
     order = {"int8": 0, "bf16": 1 if amx else 3, "fp32": 2}
     return order.get(art.precision, 4), 0 if art.kind == "openvino" else 1
 
 
 def choose_cpu_variant(manifest: Manifest, precision: str | None = None, folder: Path | None = None,
-                       kinds: tuple[str, ...] = SERVING_KINDS, label: str = "auto") -> tuple[Artifact, str]:
+                       kinds: tuple[str, ...] = _SERVING_KINDS, label: str = "auto") -> tuple[Artifact, str]:
     """-> (the artifact, one line saying what was picked and why)."""
     ok, skipped = candidates(manifest, precision, folder, kinds)
     if not ok:
@@ -75,7 +77,7 @@ def choose_cpu_variant(manifest: Manifest, precision: str | None = None, folder:
         why = (f"the fastest gated variant measured on this CPU, {ms[ranked[0].name]:.1f} ms/image at {shape}"
                + (f" (others: {others})" if others else ""))
     else:
-        ranked = sorted(ok, key=default_rank)
+        ranked = sorted(ok, key=_default_rank)
         where = f"measured on {describe_cpu(speed.cpu)}" if speed.cpu else "none recorded"
         why = f"no speeds measured on this CPU ({where}): default order int8 > fp32, OpenVINO first"
     best, gate = ranked[0], manifest.parity[ranked[0].name]

@@ -24,9 +24,11 @@ import numpy as np
 from segrt.errors import SegrtError
 from segrt.imaging.decode import normalize, round_up
 
-BLENDS = ("gaussian", "constant")
-MAX_OVERLAP = 0.9
-SIGMA_SCALE = 0.125  # gaussian sigma as a fraction of the tile side (MONAI's default)
+__all__ = ["TileSpec", "tile_spec", "starts", "window", "TiledImage", "segment"]
+
+_BLENDS = ("gaussian", "constant")
+_MAX_OVERLAP = 0.9
+_SIGMA_SCALE = 0.125  # gaussian sigma as a fraction of the tile side (MONAI's default)
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,10 @@ def tile_spec(tile: str | int, overlap: float, blend: str, manifest) -> TileSpec
         raise SegrtError(f"--tile: expected a size in pixels or 'auto', got {tile!r}") from None
     if tile < m or tile % m:
         raise SegrtError(f"--tile {tile}: must be a multiple of {m} (the model's size multiple), at least {m}")
-    if not 0 <= overlap < MAX_OVERLAP:
-        raise SegrtError(f"--overlap {overlap}: must be in [0, {MAX_OVERLAP})")
-    if blend not in BLENDS:
-        raise SegrtError(f"--blend {blend!r}: choose {' or '.join(BLENDS)}")
+    if not 0 <= overlap < _MAX_OVERLAP:
+        raise SegrtError(f"--overlap {overlap}: must be in [0, {_MAX_OVERLAP})")
+    if blend not in _BLENDS:
+        raise SegrtError(f"--blend {blend!r}: choose {' or '.join(_BLENDS)}")
     return TileSpec(tile, overlap, blend)
 
 
@@ -79,7 +81,7 @@ def window(h: int, w: int, blend: str) -> np.ndarray:
     is kept >= 1e-3 so that every pixel a tile covers has weight."""
     if blend == "constant":
         return np.ones((h, w), np.float32)
-    axes = [np.exp(-0.5 * ((np.arange(n) - (n - 1) / 2) / (SIGMA_SCALE * n)) ** 2) for n in (h, w)]
+    axes = [np.exp(-0.5 * ((np.arange(n) - (n - 1) / 2) / (_SIGMA_SCALE * n)) ** 2) for n in (h, w)]
     win = np.outer(*axes).astype(np.float32)
     return np.maximum(win / win.max(), 1e-3)
 

@@ -12,7 +12,6 @@ Needs ``pip install 'segrt[ray]'``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,9 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import ImageError, SegrtError
+from segrt.predict.options import PredictOptions
+from segrt.predict.outputs import mask_files, output_paths, outputs_exist
+from segrt.predict.summary import SUMMARY, Stats, make_summary, summary_bytes
+
+__all__ = ["Output", "predict", "refuse_options"]
 
 
-def import_ray():
+def _import_ray():
     try:
         import ray
         import ray.data  # noqa: F401
@@ -57,18 +61,19 @@ class Output:
         self.fs.move(tmp, final)
 
 
-class SegmentBatches:
+class _SegmentBatches:
     """Ray Data actor: one Session per worker; ``__call__`` maps a batch of {path, rel} rows to
-    status rows {path, ok, reason, decode_s, inference_s, write_s} after writing each image's outputs."""
+    status rows {path, ok, reason, decode_s, inference_s, write_s} after writing each image's outputs
+    (the files local predict writes, through segrt.predict.outputs)."""
 
-    def __init__(self, model: str, out: str, provider: str = "auto", precision: str | None = None,
-                 color: bool = True, native: bool = False, threads: int = 0, max_pixels: int | None = None):
+    def __init__(self, model: str, out: str, opts: PredictOptions, provider: str = "auto",
+                 precision: str | None = None, threads: int = 0):
         from segrt.runtime.backends import SessionOptions
         from segrt.runtime.session import Session
 
         self.session = Session(model, provider=provider, precision=precision,
                                options=SessionOptions(threads=threads, spin=False))
-        self.output, self.color, self.native, self.max_pixels = Output(out), color, native, max_pixels
+        self.output, self.opts = Output(out), opts
 
     def __call__(self, batch: dict) -> dict:
         from segrt.imaging import decode
@@ -78,7 +83,7 @@ class SegmentBatches:
             row = {"path": str(path), "ok": False, "reason": "", "decode_s": 0.0, "inference_s": 0.0, "write_s": 0.0}
             t0 = time.perf_counter()
             try:
-                x, geo = decode.read_model_input(path, self.session.manifest, self.native, self.max_pixels)
+                x, geo = decode.read_model_input(path, self.session.manifest, self.opts.native, self.opts.max_pixels)
                 ready.append((row, str(rel), x, geo))
             except ImageError as exc:
                 row["reason"] = str(exc)
@@ -98,72 +103,66 @@ class SegmentBatches:
             row["inference_s"] = share
             t0 = time.perf_counter()
             try:
-                grey, color = masks.encode_mask_pngs(masks.to_mask(out, geo))
-                self.output.write(f"{rel}.png", grey)
-                if self.color:
-                    self.output.write(f"{rel}.color.png", color)
+                paths = output_paths(Path(), Path(rel), self.opts)
+                for path, data in mask_files(masks.to_mask(out, geo), paths).items():
+                    self.output.write(path.as_posix(), data)
                 row["ok"] = True
             except OSError as exc:
                 row["reason"] = f"{row['path']}: cannot write outputs ({exc.strerror or exc})"
             row["write_s"] = time.perf_counter() - t0
 
 
-def predict(inputs: list[str], model: str | os.PathLike, out: str, *, provider: str = "auto",
-            precision: str | None = None, batch_size: int = 4, num_workers: int = 1, address: str | None = None,
-            color: bool = True, native: bool = False, skip_existing: bool = False,
-            max_pixels: int | None = None, log=print) -> dict:
+def predict(inputs: list[str], model: str | os.PathLike, out: str, opts: PredictOptions | None = None, *,
+            provider: str = "auto", precision: str | None = None, num_workers: int = 1, address: str | None = None,
+            log=print) -> dict:
     """Segment ``inputs`` (files, folders, path lists, as local predict) on Ray and write the
-    outputs and a merged summary.json under ``out`` (a folder or a pyarrow filesystem URI)."""
-    from types import SimpleNamespace
-
-    from segrt.predict.inputs import check_no_overwrite, gather_inputs
-    from segrt.predict.summary import SUMMARY_FORMAT
+    outputs and summary.json under ``out`` (a folder or a pyarrow filesystem URI), as local predict
+    does: the same files, the same --skip-existing rule, the same summary (plus engine and workers)."""
     from segrt.cpuinfo import usable_cores
+    from segrt.predict.inputs import check_no_overwrite, gather_inputs
     from segrt.runtime.session import Session
 
-    ray = import_ray()
-    model = str(Path(model).resolve())
+    ray = _import_ray()
+    model, local = str(Path(model).resolve()), "://" not in str(out)
+    opts = opts or PredictOptions(out=Path(out) if local else Path("predictions"))
     probe = Session(model, provider=provider, precision=precision)  # errors before Ray starts
-    local = "://" not in str(out)
-    pairs = refuse_stacks(gather_inputs(inputs, Path(out) if local else None))
+    pairs = _refuse_stacks(gather_inputs(inputs, Path(out) if local else None))
     if local:
-        check_no_overwrite(pairs, Path(out), SimpleNamespace(color=color, overlay=False, save_probs=False,
-                                                           skip_existing=skip_existing))
-    if skip_existing and local:
-        pairs = [(p, r) for p, r in pairs if not (Path(out) / f"{r}.png").exists()]
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else usable_cores(), log_to_driver=False,
-                 include_dashboard=False, logging_level=logging.ERROR)
-    for name in ("ray", "ray.data"):  # segrt reports; Ray's per-operator log lines are noise here
-        logging.getLogger(name).setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+        check_no_overwrite(pairs, Path(out), opts)
+    todo = [(p, r) for p, r in pairs if not (opts.skip_existing and local and outputs_exist(Path(out), r, opts))]
+    _start(ray, address, usable_cores())
     cores = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, num_workers))
     gpu = probe.provider in ("cuda", "tensorrt")
     t0 = time.perf_counter()
-    ds = ray.data.from_items([{"path": str(p), "rel": r.as_posix()} for p, r in pairs])
-    config = {"model": model, "out": str(out), "provider": probe.provider, "precision": probe.artifact.precision,
-              "color": color, "native": native, "threads": cores, "max_pixels": max_pixels}
+    ds = ray.data.from_items([{"path": str(p), "rel": r.as_posix()} for p, r in todo])
+    config = {"model": model, "out": str(out), "opts": opts, "provider": probe.provider,
+              "precision": probe.artifact.precision, "threads": cores}
     results = ds.map_batches(
-        SegmentBatches, fn_constructor_kwargs=config, batch_size=batch_size,
+        _SegmentBatches, fn_constructor_kwargs=config, batch_size=opts.batch_size,
         compute=ray.data.ActorPoolStrategy(size=num_workers),
-        num_cpus=1 if gpu else cores, num_gpus=1 if gpu else 0).take_all() if pairs else []
-    wall = time.perf_counter() - t0
-    failures = [{"file": r["path"], "reason": str(r["reason"])} for r in results if not r["ok"]]
-    for f in failures:
+        num_cpus=1 if gpu else cores, num_gpus=1 if gpu else 0).take_all() if todo else []
+    stats = Stats(ok=sum(bool(r["ok"]) for r in results), skipped=len(pairs) - len(todo),
+                  failures=[{"file": r["path"], "reason": str(r["reason"])} for r in results if not r["ok"]],
+                  decode_s=sum(r["decode_s"] for r in results), write_s=sum(r["write_s"] for r in results),
+                  spans=[(0.0, float(sum(r["inference_s"] for r in results)))])  # summed over the workers
+    for f in stats.failures:
         log(f"error: {f['reason']}")
-    summary = {"format": SUMMARY_FORMAT, "model": model, "artifact": probe.artifact.name, "kind": probe.kind,
-               "precision": probe.artifact.precision, "provider": probe.provider, "engine": "ray",
-               "workers": num_workers, "inputs": len(pairs), "written": sum(bool(r["ok"]) for r in results),
-               "failed": len(failures), "failures": failures, "batch_size": batch_size,
-               "timings_s": {"wall": wall, **{k: float(sum(r[f"{k}_s"] for r in results))
-                                              for k in ("decode", "inference", "write")}},
-               "images_per_s": len(results) / wall if wall > 0 and results else 0.0, "out": str(out)}
-    Output(str(out)).write("summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    summary = {**make_summary(model, probe, opts, len(pairs), stats, time.perf_counter() - t0),
+               "engine": "ray", "workers": num_workers, "out": str(out)}
+    Output(str(out)).write(SUMMARY, summary_bytes(summary))
     return summary
 
 
-def refuse_stacks(pairs):
+def _start(ray, address: str | None, cores: int) -> None:
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else cores, log_to_driver=False,
+                 include_dashboard=False, logging_level=logging.ERROR)
+    for name in ("ray", "ray.data"):  # segrt reports; Ray's per-operator log lines are noise here
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _refuse_stacks(pairs):
     """Multi-page TIFF stacks are the local engine's (page by page into one label TIFF)."""
     from segrt.imaging.decode import page_count
 
@@ -173,17 +172,13 @@ def refuse_stacks(pairs):
     return pairs
 
 
-RAY_UNSUPPORTED = {"tile": "--tile", "per_page": "--per-page", "overlay": "--overlay", "save_probs": "--save-probs", "shard": "--shard",
-                   "kind": "--kind", "classes": "--classes", "mean": "--mean", "std": "--std"}
+_RAY_UNSUPPORTED = ("--tile", "--per-page", "--overlay", "--save-probs", "--shard", "--kind", "--classes", "--mean",
+                   "--std")
 
 
-def predict_from_cli(inputs, model, out, batch_size, provider, precision, native, color, skip_existing, address,
-                     num_workers, max_pixels, given: dict, log=print) -> dict:
-    """`segrt predict --engine ray`: refuse the options the Ray path does not have, then predict()."""
-    refused = [flag for key, flag in RAY_UNSUPPORTED.items() if given.get(key)]
+def refuse_options(given: dict) -> None:
+    """`segrt predict --engine ray`: refuse the options the Ray path does not have ({flag: value})."""
+    refused = [flag for flag in _RAY_UNSUPPORTED if given.get(flag)]
     if refused:
         raise SegrtError(f"{refused[0]} is not available with --engine ray (use the local engine, or --shard with "
                          "a job array)")
-    return predict(list(inputs), model, out, provider=provider, precision=precision, batch_size=batch_size,
-                   num_workers=num_workers, address=address, color=color, native=native,
-                   skip_existing=skip_existing, max_pixels=max_pixels or None, log=log)

@@ -20,6 +20,8 @@ from segrt.errors import SegrtError
 from segrt.fsutil import atomic_dir, check_apart, check_replaceable, plain_name
 from segrt.manifest import Manifest
 
+__all__ = ["TritonOptions", "write_repo"]
+
 
 @dataclass
 class TritonOptions:
@@ -31,7 +33,7 @@ class TritonOptions:
     max_queue_delay_us: int = 100
 
 
-def config_pbtxt(manifest: Manifest, opts: TritonOptions, name: str) -> str:
+def _config_pbtxt(manifest: Manifest, opts: TritonOptions, name: str) -> str:
     """The config.pbtxt text for an export's fp32 ONNX model."""
     hw = manifest.fixed_size or [-1, -1]
 
@@ -77,5 +79,5 @@ def write_repo(export_dir: str | os.PathLike, repo: str | os.PathLike, opts: Tri
         (tmp / "1").mkdir()
         shutil.copy2(export_dir / manifest.artifact("onnx", "fp32").file, tmp / "1" / "model.onnx")
         shutil.copy2(export_dir / "manifest.json", tmp / "manifest.json")
-        (tmp / "config.pbtxt").write_text(config_pbtxt(manifest, opts, name))
+        (tmp / "config.pbtxt").write_text(_config_pbtxt(manifest, opts, name))
     return entry

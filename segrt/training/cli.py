@@ -14,8 +14,10 @@ from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError
 from segrt.options import Number, OneLineCommand
 
+__all__ = ["CORES", "options", "DATA", "MODEL", "RUN", "train_command", "parse", "main"]
+
 CORES = usable_cores()
-POSITIVE = Number(0, low_open=True)
+_POSITIVE = Number(0, low_open=True)
 
 
 def options(specs):
@@ -59,15 +61,15 @@ MODEL = [
     click.option("--depth", type=click.IntRange(min=1), default=4),
     click.option("--upsampling", type=click.Choice(["transpose", "bilinear"]), default="transpose"),
 ]
-OPTIMISATION = [
+_OPTIMISATION = [
     click.option("--epochs", type=click.IntRange(min=1), default=20),
     click.option("--batch-size", type=click.IntRange(min=1), default=8),
-    click.option("--lr", type=POSITIVE, default=3e-3),
+    click.option("--lr", type=_POSITIVE, default=3e-3),
     click.option("--weight-decay", type=Number(0), default=1e-4),
     click.option("--loss", type=click.Choice(["ce", "dice", "ce+dice"]), default="ce+dice"),
     click.option("--dice-weight", type=Number(0), default=1.0, help="weight of Dice in ce+dice"),
     click.option("--class-weights", help="'auto' (median frequency) or comma-separated weights, one per class"),
-    click.option("--grad-clip", type=POSITIVE, default=1.0, help="max gradient norm"),
+    click.option("--grad-clip", type=_POSITIVE, default=1.0, help="max gradient norm"),
     click.option("--no-amp", is_flag=True, help="disable mixed precision on CUDA"),
     click.option("--bf16", is_flag=True, help="bfloat16 autocast on CPU (fast on AVX512-BF16/AMX CPUs)"),
     click.option("--channels-last/--no-channels-last", default=True,
@@ -93,7 +95,7 @@ RUN = [
 
 @click.command("train", cls=OneLineCommand, context_settings={"show_default": True,
                                                               "help_option_names": ["-h", "--help"]})
-@options(DATA + MODEL + OPTIMISATION + RUN)
+@options(DATA + MODEL + _OPTIMISATION + RUN)
 def train_command(**kwargs):
     """Train a U-Net on image/mask folders (or the pets / ISBI layouts); also: python -m segrt.training
     (torchrun --nproc_per_node=N -m segrt.training ... for DDP)."""

@@ -22,6 +22,11 @@ from segrt.errors import ImageError, SegrtError
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 from segrt.imaging.decode import list_images, load_image, load_mask, page_count, prepare, resize_mask
 
+__all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
+           "find_pairs", "load_pair", "load_all", "train_transform", "native_train_transform", "TrainDataset",
+           "EvalDataset", "split_pairs", "read_split", "split_from_file", "split_record", "write_split",
+           "label_counts"]
+
 IGNORE_INDEX = 255
 GRAY_MEAN, GRAY_STD = [0.5], [0.25]
 
@@ -69,13 +74,13 @@ def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
     mask_map = mask_map or {i: i for i in range(len(classes))}
     note = None
     if channels is None:
-        channels, note = detect_channels(Path(images))
+        channels, note = _detect_channels(Path(images))
     gray = channels == 1
     return Layout(Path(images), Path(masks), classes, mask_map, channels,
                   list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD), note)
 
 
-def detect_channels(folder: Path) -> tuple[int, str | None]:
+def _detect_channels(folder: Path) -> tuple[int, str | None]:
     """-> (1 if every image in the folder is grayscale else 3, the line that says so). Reads headers only."""
     from PIL import Image
 
@@ -119,7 +124,7 @@ def parse_mask_map(text: str, num_classes: int | None = None) -> dict[int, int]:
     return out
 
 
-class Pair(NamedTuple):
+class _Pair(NamedTuple):
     """An image and its mask, or one page of an image stack and the same page of its mask stack."""
 
     image: Path
@@ -132,7 +137,7 @@ class Pair(NamedTuple):
         return self.image.stem if self.page is None else f"{self.image.stem}[{self.page}]"
 
 
-def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[Pair], list[str]]:
+def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[_Pair], list[str]]:
     """Match images to masks by file stem; a multi-page TIFF pairs page by page with its mask stack.
     Returns (pairs, problems skipped)."""
     for folder in (layout.images, layout.masks):
@@ -145,8 +150,8 @@ def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[Pair], list
         if img.stem in masks:
             pages, mask_pages = page_count(img), page_count(masks[img.stem])
             if pages == mask_pages:
-                pairs += [Pair(img, masks[img.stem])] if pages == 1 else \
-                    [Pair(img, masks[img.stem], i) for i in range(pages)]
+                pairs += [_Pair(img, masks[img.stem])] if pages == 1 else \
+                    [_Pair(img, masks[img.stem], i) for i in range(pages)]
                 continue
             problem = f"{img}: {pages} page(s) but its mask {masks[img.stem].name} has {mask_pages}"
         if not skip_bad:

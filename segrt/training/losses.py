@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["soft_dice_loss", "SegmentationLoss", "LOSS_WEIGHTS", "median_frequency_weights"]
+
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
                    class_weights: torch.Tensor | None = None, eps: float = 1.0) -> torch.Tensor:

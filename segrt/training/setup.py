@@ -13,6 +13,9 @@ from segrt.model.unet import UNet, UNetConfig
 from . import data
 from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
 
+__all__ = ["build_layout", "check_before_data", "class_weights", "build_data", "make_loader", "build_model",
+           "build_loss", "build_optimisation", "build_loaders"]
+
 
 def build_layout(args) -> data.Layout:
     from segrt.options import floats

@@ -30,6 +30,8 @@ from .setup import (build_data, build_layout, build_loaders, build_loss, build_m
                     check_before_data)
 from .widen import can_widen, widen
 
+__all__ = ["Dist", "Run", "train", "setup", "resume", "train_step", "evaluate"]
+
 
 class Dist:
     """Rank/world info; initialises torch.distributed when launched by torchrun."""
@@ -101,14 +103,14 @@ def _train(args, d: Dist) -> dict:
     resume(run)
     row = {}
     for epoch in range(run.start_epoch, args.epochs + 1):
-        row = finish_epoch(run, epoch, *train_one_epoch(run, epoch))
+        row = _finish_epoch(run, epoch, *_train_one_epoch(run, epoch))
     if d.main and row:
         print(f"done: best val mIoU {run.best:.4f}; checkpoints in {run.out}/ (best.pt, last.pt), curves in "
               f"{run.out}/curves.png")
     return row
 
 
-def show_progress(args, d: Dist) -> bool:
+def _show_progress(args, d: Dist) -> bool:
     """Progress bars on a terminal only (a piped log gets the per-epoch lines, not bar redraws)."""
     return d.main and not args.quiet and sys.stderr.isatty()
 
@@ -124,8 +126,8 @@ def setup(args, d: Dist) -> Run:
     check_before_data(args, layout)
     model = build_model(args, layout, d)
     if args.init:
-        init_weights(model, args.init, d, args.seed)
-    train_samples, val_samples, problems, split = build_data(args, layout, show=show_progress(args, d))
+        _init_weights(model, args.init, d, args.seed)
+    train_samples, val_samples, problems, split = build_data(args, layout, show=_show_progress(args, d))
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
@@ -152,11 +154,11 @@ def setup(args, d: Dist) -> Run:
     return run
 
 
-def init_weights(model, path: str, d: Dist, seed: int) -> None:
+def _init_weights(model, path: str, d: Dist, seed: int) -> None:
     """--init: the weights of a checkpoint (the average, if it was trained with --ema), widened
     (segrt/training/widen.py) where this model has more base channels."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    state, old = ckpt["state_dict"], stored_config(ckpt)
+    state, old = ckpt["state_dict"], _stored_config(ckpt)
     wider = old is not None and can_widen(old, model.config)
     if wider:  # the same function in the wider net; the same seed on every rank
         state = widen(state, old, model.config, torch.Generator().manual_seed(seed))
@@ -170,7 +172,7 @@ def init_weights(model, path: str, d: Dist, seed: int) -> None:
         print(f"starting from the weights of {path} (epoch {ckpt['epoch']}{how})")
 
 
-def stored_config(ckpt: dict) -> UNetConfig | None:
+def _stored_config(ckpt: dict) -> UNetConfig | None:
     try:
         return UNetConfig(**ckpt["model_config"])
     except (TypeError, ValueError):
@@ -201,7 +203,7 @@ def resume(run: Run) -> None:
             run.model, device_ids=[run.d.local_rank] if run.d.cuda else None)
 
 
-def train_one_epoch(run: Run, epoch: int) -> tuple[float, float, float, float]:
+def _train_one_epoch(run: Run, epoch: int) -> tuple[float, float, float, float]:
     """-> (summed loss, images seen, training seconds, start time), summed over ranks."""
     args, d, loader = run.args, run.d, run.train_loader
     # per-epoch seeds: a resumed run sees exactly the batches and augmentations it would have
@@ -211,7 +213,7 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[float, float, float, float]:
         loader.sampler.set_epoch(epoch)
     run.model.train()
     t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", disable=not show_progress(args, d),
+    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", disable=not _show_progress(args, d),
                leave=False)
     for x, y in bar:
         x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
@@ -258,7 +260,7 @@ def evaluate(model, loader, loss_fn, num_classes, d: Dist, amp) -> tuple[Confusi
     return cm, float(loss_sum / max(n, 1))
 
 
-def finish_epoch(run: Run, epoch: int, loss_sum: float, seen: float, train_time: float, t0: float) -> dict:
+def _finish_epoch(run: Run, epoch: int, loss_sum: float, seen: float, train_time: float, t0: float) -> dict:
     """Validate, then on the main rank: last.pt (and best.pt), metrics.csv, curves.png, one line."""
     args, classes = run.args, run.layout.classes
     validated = run.ema.module if run.ema is not None else run.model  # what the checkpoints hold

@@ -11,6 +11,8 @@ import torch
 
 from segrt.model.unet import UNetConfig
 
+__all__ = ["can_widen", "widen"]
+
 
 def can_widen(old: UNetConfig, new: UNetConfig) -> bool:
     """The same U-Net but with more base channels."""
@@ -21,7 +23,7 @@ def can_widen(old: UNetConfig, new: UNetConfig) -> bool:
 def widen(state: dict, old: UNetConfig, new: UNetConfig, generator: torch.Generator, noise: float = 0.01) -> dict:
     """A state dict of ``old`` -> one of ``new`` (see can_widen) computing the same function, plus
     Gaussian noise of ``noise`` times each conv weight's std."""
-    w = Widener(state, new.base_channels / old.base_channels, generator)
+    w = _Widener(state, new.base_channels / old.base_channels, generator)
     widths = old.widths
     ident = torch.arange(old.in_channels), torch.ones(old.in_channels)
     skips = [w.double_conv("inc", ident, widths[0])]
@@ -39,7 +41,7 @@ def widen(state: dict, old: UNetConfig, new: UNetConfig, generator: torch.Genera
     return w.new
 
 
-class Widener:
+class _Widener:
     """Builds the wide state dict layer by layer; a mapping is (new -> old channel index, copies of
     each old channel)."""
 

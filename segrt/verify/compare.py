@@ -16,6 +16,8 @@ from segrt.imaging.masks import to_mask
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.imaging.decode import Geometry
 
+__all__ = ["Batch", "compare"]
+
 
 @dataclass
 class Batch:

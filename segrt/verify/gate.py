@@ -27,7 +27,10 @@ from segrt.imaging.decode import list_images, read_model_input
 from segrt.progress import progress
 from segrt.options import QuantizeOptions
 
-MIN_CALIB_WARN = 100
+__all__ = ["GateResult", "split_images", "split_paths", "write_gate_report", "gate_batches", "run_batches",
+           "evaluate", "reference_logits", "save_variant", "require"]
+
+_MIN_CALIB_WARN = 100
 
 
 @dataclass
@@ -54,7 +57,7 @@ def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
     return read
 
 
-def image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
+def _image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
     """Validation images read like predict, in batches of ``batch_size`` (same-size inputs only)."""
     read = _read_set(paths, manifest, "validation")
     return [Batch(f"val {i}", np.stack([x for x, _ in read[i:i + batch_size]]),
@@ -70,11 +73,11 @@ def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[n
         calib_paths = calib_paths[: opts.calib_count]
     if not calib_paths or not val_paths:
         raise SegrtError(f"{folder}: no images left for calibration or validation")
-    if len(calib_paths) < MIN_CALIB_WARN:
-        log(f"warning: only {len(calib_paths)} calibration images; ~{MIN_CALIB_WARN}+ give more reliable ranges")
+    if len(calib_paths) < _MIN_CALIB_WARN:
+        log(f"warning: only {len(calib_paths)} calibration images; ~{_MIN_CALIB_WARN}+ give more reliable ranges")
     calib = [x for x, _ in _read_set(calib_paths, manifest, "calibration")]
     log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
-    return calib, validation_batches(opts, manifest, val_paths)
+    return calib, _validation_batches(opts, manifest, val_paths)
 
 
 def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[list[Path], list[Path]]:
@@ -122,7 +125,7 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    batches = (validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
+    batches = (_validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
                if opts.calib_images
                else gate_batches(opts, manifest))
     reference, ref_name = reference_logits(folder, manifest, batches)
@@ -140,9 +143,9 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     return path
 
 
-def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
+def _validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
     if not opts.val_masks:
-        return image_batches(paths, manifest, opts.batch_size)
+        return _image_batches(paths, manifest, opts.batch_size)
     from segrt.verify.parity import image_inputs
 
     return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, opts.batch_size)]
@@ -160,7 +163,7 @@ def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:
     paths = [p for p in list_images(folder) if p.stem not in train]  # held out only
     if not paths:
         raise SegrtError(f"{folder}: no images found" + (" that did not train the model (its split)" if train else ""))
-    return validation_batches(opts, manifest, paths)
+    return _validation_batches(opts, manifest, paths)
 
 
 def run_batches(run: Callable[[np.ndarray], np.ndarray], batches: list[Batch]) -> tuple[list[np.ndarray], float]:
@@ -201,11 +204,11 @@ def save_variant(folder: Path, art, gate_record: GateRecord) -> None:
     manifest.save(folder)
 
 
-CALIB_HINT = "try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
+_CALIB_HINT = "try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
 
 
 def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None,
-            hint: str = CALIB_HINT) -> None:
+            hint: str = _CALIB_HINT) -> None:
     """Raise GateFailed (exit 1, nothing written) when ``result`` misses the gate; ``search``: the
     fallback's record, for INT8."""
     if result.mask_iou >= gate:

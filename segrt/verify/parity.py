@@ -22,9 +22,12 @@ from segrt.progress import progress
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
 
-RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
+__all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
+           "run_parity", "check_outputs", "format_report"]
+
+_RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 # precision -> minimum mask IoU agreement; fp32 also has the logit gate
-NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
+_NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
 
 
 class ParityFailed(GateFailed):
@@ -32,7 +35,7 @@ class ParityFailed(GateFailed):
         super().__init__("parity gate failed: " + "; ".join(report["failures"]), report)
 
 
-def random_inputs(manifest: Manifest, seed: int = 0, sizes=RANDOM_SIZES, batches=(1, 3)) -> list[Batch]:
+def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batches=(1, 3)) -> list[Batch]:
     rng = np.random.default_rng(seed)
     m, c, out = manifest.size_multiple, manifest.channels, []
     for h, w in sizes:
@@ -116,7 +119,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     for art in manifest.artifacts:
         if art.kind == "checkpoint" or (names and art.name not in names):
             continue
-        why_not = skip_reason(art, provider, real, module_available("openvino")) or \
+        why_not = _skip_reason(art, provider, real, module_available("openvino")) or \
             (None if manifest.in_copy(folder, art) else "not in this copy")
         if why_not:
             report["skipped"][art.name] = why_not
@@ -135,18 +138,18 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         recorded = recorded.mask_iou_min if recorded else None
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
-        problems = gate_problems(s, res, art.precision == "fp32")
+        problems = _gate_problems(s, res, art.precision == "fp32")
         s["passed"] = not problems
         report["failures"] += [f"{art.name}: {p}" for p in problems]
         report["artifacts"][art.name] = res
         if visuals and real and art.precision != "fp32":
-            report.setdefault("visuals", {})[art.name] = worst_visuals(res["per_image"][:visuals], batches, eager,
+            report.setdefault("visuals", {})[art.name] = _worst_visuals(res["per_image"][:visuals], batches, eager,
                                                                      outs, manifest)
     report["passed"] = not report["failures"]
     return report
 
 
-def gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
+def _gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
     """What fails in one artifact's summary ``s`` against its gates (empty: it passes)."""
     problems, min_iou = [], s["gates"]["mask_iou_min"]
     worst = res["worst"][0] if res["worst"] else {}
@@ -162,7 +165,7 @@ def gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
     return problems
 
 
-def worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest: Manifest) -> list[dict]:
+def _worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest: Manifest) -> list[dict]:
     """For the report: each listed image's photo (HWC uint8 at the model's input size, rebuilt from
     the normalized input) and the eager and artifact masks (HW uint8, argmax of the logits)."""
     where = {name: (bi, i) for bi, b in enumerate(batches) for i, name in enumerate(b.names)}
@@ -176,13 +179,13 @@ def worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifest
     return found
 
 
-def skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
+def _skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
     """Why an artifact is not compared here, or None."""
     from segrt.cpuinfo import module_available
 
     if art.kind in ("torchscript", "pt2") and not module_available("torch"):
         return f"{art.kind} artifacts need torch (pip install 'segrt[torch]')"
-    if art.precision in NEEDS_REAL_IMAGES and not real:
+    if art.precision in _NEEDS_REAL_IMAGES and not real:
         return f"{art.precision} is gated on real images; random inputs say nothing: pass --images"
     if art.kind == "openvino" and not have_openvino:
         return "OpenVINO is not installed: pip install 'segrt[openvino]'"
@@ -211,7 +214,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if record and not masks:
         raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
-    bench = load_bench(bench_path) if bench_path else None
+    bench = _load_bench(bench_path) if bench_path else None
     report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
                            visuals=worst if report_path else 0)
     report["export"] = str(folder)
@@ -229,7 +232,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
         write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench).encode())
     report.pop("visuals", None)
     if record:
-        record_quality(folder, manifest, report, record)
+        _record_quality(folder, manifest, report, record)
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(report, indent=2) + "\n").encode())
     return report
@@ -247,7 +250,7 @@ def check_outputs(folder: Path, manifest: Manifest, images, masks, json_path, re
         check_writable(folder, "--record writes the quality into its manifest")
 
 
-def record_quality(folder: Path, manifest: Manifest, report: dict, name: str) -> None:
+def _record_quality(folder: Path, manifest: Manifest, report: dict, name: str) -> None:
     """--record NAME: each artifact's mIoU and per-class IoU against ground truth (and its agreement
     with eager) into manifest.quality[NAME]."""
     import datetime as dt
@@ -262,7 +265,7 @@ def record_quality(folder: Path, manifest: Manifest, report: dict, name: str) ->
     manifest.save(folder)
 
 
-def load_bench(path) -> dict:
+def _load_bench(path) -> dict:
     try:
         data = json.loads(Path(path).read_text())
         data["rows"]

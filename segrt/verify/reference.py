@@ -15,8 +15,10 @@ from segrt.progress import progress
 from segrt.verify.compare import Batch
 from segrt.verify.thresholds import FP32_MAX_LOGIT_DIFF
 
+__all__ = ["eager_model", "export_checkpoint", "eager_logits"]
 
-def rebuild_from_onnx(onnx_path: str | os.PathLike, manifest) -> dict:
+
+def _rebuild_from_onnx(onnx_path: str | os.PathLike, manifest) -> dict:
     """A checkpoint dict (as load_checkpoint gives) whose U-Net computes what an export's fp32 ONNX
     computes, from the ONNX's weights: the exporter folded each BatchNorm into the convolution before
     it (weight W', bias b'), so the conv gets W' and the BatchNorm becomes the identity plus b'. For
@@ -107,7 +109,7 @@ def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str |
     what = f"eager PyTorch rebuilt from {onnx.file}'s weights ({ref.file if ref else 'checkpoint.pt'} is not in this copy)"
     if log:
         log(f"reference: {what}")
-    return rebuild_from_onnx(folder / onnx.file, manifest), what
+    return _rebuild_from_onnx(folder / onnx.file, manifest), what
 
 
 def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:

@@ -19,7 +19,9 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import overlay, voc_palette
 from segrt.verify.thresholds import FP32_MASK_IOU
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
+__all__ = ["fmt", "render"]
+
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:6px 0 12px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#176d2e;font-weight:600}
@@ -28,26 +30,26 @@ figure{margin:0;border:1px solid #ddd;padding:6px}figure img{width:138px;height:
 figcaption{font-size:12px;max-width:560px}.legend span{display:inline-block;width:12px;height:12px;margin:0 4px}"""
 
 
-MAX_SIDE = 256  # embedded images are shown at 138 px; this keeps a 100-photo report small
+_MAX_SIDE = 256  # embedded images are shown at 138 px; this keeps a 100-photo report small
 
 
-def data_uri(image: np.ndarray, quality: int = 80) -> str:
+def _data_uri(image: np.ndarray, quality: int = 80) -> str:
     """HWC uint8 -> an embedded JPEG, at most MAX_SIDE pixels a side."""
     img = Image.fromarray(image)
-    img.thumbnail((MAX_SIDE, MAX_SIDE), Image.BILINEAR)
+    img.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def disagreement(photo: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _disagreement(photo: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The photo dimmed, with the pixels where the two masks differ in red."""
     out = (photo.astype(np.float32) * 0.45).astype(np.uint8)
     out[a != b] = (230, 30, 30)
     return out
 
 
-def histogram_svg(values: list[float], bins: int = 20, width: int = 360, height: int = 90) -> str:
+def _histogram_svg(values: list[float], bins: int = 20, width: int = 360, height: int = 90) -> str:
     """Per-image agreement (mask IoU) as an inline SVG bar chart from the lowest value to 1."""
     if not values:
         return ""
@@ -70,7 +72,7 @@ def fmt(value, digits: int = 5) -> str:
     return html.escape(str(value))
 
 
-def artifact_table(name: str, res: dict, classes: list[str], speed: dict | None) -> str:
+def _artifact_table(name: str, res: dict, classes: list[str], speed: dict | None) -> str:
     s = res["summary"]
     rows = [("max |logit diff|", fmt(s["max_abs_logit_diff"])), ("mean |logit diff|", fmt(s["mean_abs_logit_diff"])),
             ("pixel agreement", fmt(s["pixel_agreement"])), ("mask IoU agreement", fmt(s["mask_iou"]))]
@@ -90,17 +92,17 @@ def artifact_table(name: str, res: dict, classes: list[str], speed: dict | None)
     return (f'<h2 id="{html.escape(name)}">{html.escape(name)} <span class="muted">{html.escape(s["kind"])} '
             f'{html.escape(s["precision"])} on {html.escape(s["provider"])}</span> {verdict}</h2>'
             f"<table>{body}</table><p>Per-image mask IoU agreement ({s['inputs']} images):</p>"
-            + histogram_svg([r["mask_iou"] for r in res.get("per_image", [])]))
+            + _histogram_svg([r["mask_iou"] for r in res.get("per_image", [])]))
 
 
-def worst_figures(items: list[dict], skip_class: int | None) -> str:
+def _worst_figures(items: list[dict], skip_class: int | None) -> str:
     figs = []
     for it in items:
         photo = it["photo"]
         imgs = [("photo", photo), ("eager", overlay(photo, it["eager"], skip_class=skip_class)),
                 ("artifact", overlay(photo, it["mask"], skip_class=skip_class)),
-                ("disagreement", disagreement(photo, it["eager"], it["mask"]))]
-        tags = "".join(f'<img src="{data_uri(a)}" alt="{k}" title="{k}">' for k, a in imgs)
+                ("disagreement", _disagreement(photo, it["eager"], it["mask"]))]
+        tags = "".join(f'<img src="{_data_uri(a)}" alt="{k}" title="{k}">' for k, a in imgs)
         figs.append(f"<figure>{tags}<figcaption><b>{html.escape(it['input'])}</b>: mask IoU {it['mask_iou']:.4f}, "
                     f"pixels {it['pixel_agreement']:.4f}, max |logit diff| {it['max_abs_logit_diff']:.3g}"
                     "</figcaption></figure>")
@@ -133,11 +135,11 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None) -> 
     parts = [head, f"<ul class='muted'>{skipped}</ul>" if skipped else ""]
     skip_class = 0 if classes and classes[0].lower() in ("background", "bg") else None
     for name, res in report["artifacts"].items():
-        parts.append(artifact_table(name, res, classes, speed.get(name)))
+        parts.append(_artifact_table(name, res, classes, speed.get(name)))
         worst = report.get("visuals", {}).get(name)
         if worst:
             parts.append(f"<p>The {len(worst)} images where it agrees least with eager: photo, eager mask, its "
                          f"mask, and in red the pixels that differ. <span class='legend'>{legend}</span></p>")
-            parts.append(worst_figures(worst, skip_class))
+            parts.append(_worst_figures(worst, skip_class))
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>parity: "
-            f"{html.escape(manifest.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"{html.escape(manifest.name)}</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -5,6 +5,8 @@ fp32 artifacts: mask IoU agreement >= FP32_MASK_IOU and max |logit difference| <
 held-out photos >= DEFAULT_IOU_GATES[precision] (`--quant-gate`).
 """
 
+__all__ = ["FP32_MASK_IOU", "FP32_MAX_LOGIT_DIFF", "DEFAULT_IOU_GATES"]
+
 FP32_MASK_IOU = 0.999
 FP32_MAX_LOGIT_DIFF = 1e-3
 DEFAULT_IOU_GATES = {"fp32": FP32_MASK_IOU, "fp16": 0.995, "bf16": 0.995, "int8": 0.98}

@@ -16,6 +16,8 @@ from segrt.imaging.decode import list_images, load_image, load_mask, prepare
 from segrt.progress import progress
 from segrt.runtime.tiling import segment, tile_spec
 
+__all__ = ["run_tile_parity", "format_tile_report"]
+
 
 def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="auto", overlap: float = 0.25,
                     blend: str = "gaussian", provider: str = "cpu", artifact: str | None = None,
@@ -38,7 +40,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     agree, gt_whole, gt_tiled = ConfusionMatrix(n), ConfusionMatrix(n, 255), ConfusionMatrix(n, 255)
     per_image, skipped = [], {}
     for p in progress(paths, desc="tiled vs whole", unit="img"):
-        pair = whole_and_tiled(session, p, spec, batch_size)
+        pair = _whole_and_tiled(session, p, spec, batch_size)
         if isinstance(pair, str):
             skipped[p.name] = pair
             continue
@@ -65,7 +67,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     return report
 
 
-def whole_and_tiled(session, path: Path, spec, batch_size: int):
+def _whole_and_tiled(session, path: Path, spec, batch_size: int):
     """-> (whole-image mask, tiled mask) of one image, or why the whole-image run is skipped."""
     manifest = session.manifest
     try:

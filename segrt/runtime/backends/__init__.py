@@ -22,8 +22,10 @@ import numpy as np
 
 from segrt.errors import SegrtError, first_line
 
+__all__ = ["PROVIDERS", "SessionOptions", "Backend", "run_failed", "finished", "open_backend"]
+
 PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino")
-MODULE_BY_KIND = {"onnx": "ort", "openvino": "openvino", "torchscript": "torch", "pt2": "torch"}
+_MODULE_BY_KIND = {"onnx": "ort", "openvino": "openvino", "torchscript": "torch", "pt2": "torch"}
 
 
 @dataclass
@@ -89,16 +91,16 @@ def finished(fn, x: np.ndarray) -> Future:
     return fut
 
 
-def backend_module(kind: str, provider: str) -> str:
+def _backend_module(kind: str, provider: str) -> str:
     """Which module runs an artifact: by its kind; an ONNX file on provider 'openvino' runs on
     native OpenVINO (it reads ONNX), not through an ONNX Runtime execution provider."""
     if kind == "onnx" and provider == "openvino":
         return "openvino"
-    if kind not in MODULE_BY_KIND:
+    if kind not in _MODULE_BY_KIND:
         raise SegrtError(f"cannot run an artifact of kind {kind!r}")
-    return MODULE_BY_KIND[kind]
+    return _MODULE_BY_KIND[kind]
 
 
 def open_backend(path: Path, artifact, provider: str, options: SessionOptions, manifest) -> Backend:
-    module = importlib.import_module(f"segrt.runtime.backends.{backend_module(artifact.kind, provider)}")
+    module = importlib.import_module(f"segrt.runtime.backends.{_backend_module(artifact.kind, provider)}")
     return module.open_artifact(path, artifact, provider, options, manifest)

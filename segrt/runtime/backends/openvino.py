@@ -19,19 +19,22 @@ from segrt.runtime.backends import Backend, SessionOptions
 from segrt.errors import ProviderError, SegrtError, first_line
 from segrt.manifest import Artifact
 
-INSTALL = "pip install 'segrt[openvino]'"
-HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the precision of its non-INT8 layers
+__all__ = ["import_openvino", "reason", "cpu_capabilities", "inference_precision", "OpenVinoBackend",
+           "open_artifact", "IR_FILE", "save_ir", "ir_artifact", "write_ir"]
+
+_INSTALL = "pip install 'segrt[openvino]'"
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the precision of its non-INT8 layers
 
 
 def import_openvino():
     try:
         import openvino
     except ImportError:
-        raise SegrtError(f"OpenVINO is not installed; {INSTALL} (openvino, nncf)") from None
+        raise SegrtError(f"OpenVINO is not installed; {_INSTALL} (openvino, nncf)") from None
     return openvino
 
 
-def cache_dir() -> Path | None:
+def _cache_dir() -> Path | None:
     """Where compiled models are cached: $SEGRT_CACHE_DIR/openvino, else ~/.cache/segrt/openvino;
     None if it cannot be created (then every start compiles)."""
     from segrt.fsutil import cache_root, writable_dir
@@ -52,7 +55,7 @@ def cpu_capabilities() -> list[str]:
 
 def inference_precision(artifact) -> str:
     """The precision hint a variant was gated with (recorded at quantize time)."""
-    return artifact.extra.get("inference_precision") or HINTS[artifact.precision]
+    return artifact.extra.get("inference_precision") or _HINTS[artifact.precision]
 
 
 class OpenVinoBackend(Backend):
@@ -73,7 +76,7 @@ class OpenVinoBackend(Backend):
         self.hint = hint
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": opts.threads or usable_cores(),
                   "PERFORMANCE_HINT": "THROUGHPUT" if opts.throughput else "LATENCY"}
-        self.cache = cache_dir() if not isinstance(model, ov.Model) else None
+        self.cache = _cache_dir() if not isinstance(model, ov.Model) else None
         if self.cache:
             config["CACHE_DIR"] = str(self.cache)
         t0 = time.perf_counter()
@@ -92,7 +95,7 @@ class OpenVinoBackend(Backend):
         self.in_flight = self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if opts.throughput else 1
         # plain requests, not an AsyncInferQueue: a failed job there aborts the process
         self._requests = [self.compiled.create_infer_request() for _ in range(self.in_flight)]
-        self._pending: list[Pending | None] = [None] * self.in_flight
+        self._pending: list[_Pending | None] = [None] * self.in_flight
         self._next = 0
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -101,11 +104,11 @@ class OpenVinoBackend(Backend):
         except RuntimeError as exc:
             raise SegrtError(f"{self.label}: OpenVINO inference failed ({reason(exc)})") from None
 
-    def submit(self, x: np.ndarray) -> "Pending":
+    def submit(self, x: np.ndarray) -> "_Pending":
         i, self._next = self._next, (self._next + 1) % self.in_flight
         if self._pending[i] is not None:
             self._pending[i].done(wait=True)  # its logits are copied out before the request is reused
-        self._pending[i] = Pending(self._requests[i], x, self.label)
+        self._pending[i] = _Pending(self._requests[i], x, self.label)
         return self._pending[i]
 
     def describe(self) -> str:
@@ -113,7 +116,7 @@ class OpenVinoBackend(Backend):
         return f"OpenVINO {self.version.split('-')[0]} CPU, inference precision {self.hint}{streams}"
 
 
-class Pending:
+class _Pending:
     """A started infer request, used like a Future: ``done()``, ``result()``; ``span`` is (start,
     end) in perf_counter seconds once done (end from the request's own latency)."""
 

@@ -12,16 +12,19 @@ from segrt.cpuinfo import usable_cores
 from segrt.runtime.backends import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError, first_line
 
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+__all__ = ["available_ort_providers", "session_options", "provider_list", "OrtBackend", "open_artifact",
+           "append_argmax"]
+
+_ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
-AUTO_ORDER = ("cuda", "cpu")  # TensorRT only when asked for: engine builds take minutes
-GRAPH_OPT = ("disable", "basic", "extended", "all")
+_AUTO_ORDER = ("cuda", "cpu")  # TensorRT only when asked for: engine builds take minutes
+_GRAPH_OPT = ("disable", "basic", "extended", "all")
 
 
 def available_ort_providers() -> list[str]:
     import onnxruntime as ort
 
-    names = {v: k for k, v in ORT_PROVIDERS.items()}
+    names = {v: k for k, v in _ORT_PROVIDERS.items()}
     return [names[p] for p in ort.get_available_providers() if p in names]
 
 
@@ -44,7 +47,7 @@ def session_options(opts: SessionOptions):
 TRT_MAX_BATCH, TRT_MAX_SIDE = 64, 2048  # the largest input a TensorRT engine profile accepts (native/tiles)
 
 
-def tensorrt_options(manifest, path: Path, opts: SessionOptions) -> dict:
+def _tensorrt_options(manifest, path: Path, opts: SessionOptions) -> dict:
     """ONNX Runtime's TensorRT provider options: engine and timing caches beside the export (the
     second start loads the engine instead of building it), fp16, workspace, and the dynamic-shape
     profile (min/opt/max) from the manifest's input rules: any multiple of the size multiple from one
@@ -74,11 +77,11 @@ def provider_list(name: str, opts: SessionOptions, manifest, path: Path) -> list
     """What to give ONNX Runtime for a provider: CUDA and TensorRT on --device N; TensorRT with CUDA
     behind it for the nodes TensorRT does not take."""
     if name == "cpu":
-        return [ORT_PROVIDERS["cpu"]]
-    cuda = (ORT_PROVIDERS["cuda"], {"device_id": opts.device})
+        return [_ORT_PROVIDERS["cpu"]]
+    cuda = (_ORT_PROVIDERS["cuda"], {"device_id": opts.device})
     if name == "cuda":
         return [cuda]
-    return [(ORT_PROVIDERS["tensorrt"], tensorrt_options(manifest, path, opts)), cuda]
+    return [(_ORT_PROVIDERS["tensorrt"], _tensorrt_options(manifest, path, opts)), cuda]
 
 
 class OrtBackend(Backend):
@@ -88,13 +91,13 @@ class OrtBackend(Backend):
         self.ort, self.path = ort, path
         available = available_ort_providers()
         if provider == "auto":
-            candidates = [p for p in AUTO_ORDER if p in available]
-        elif provider not in ORT_PROVIDERS:
+            candidates = [p for p in _AUTO_ORDER if p in available]
+        elif provider not in _ORT_PROVIDERS:
             raise ProviderError(f"provider {provider!r} does not run ONNX Runtime artifacts; "
-                                f"choose from {', '.join(ORT_PROVIDERS)}")
+                                f"choose from {', '.join(_ORT_PROVIDERS)}")
         elif provider not in available:
             raise ProviderError(
-                f"provider {provider!r} ({ORT_PROVIDERS[provider]}) is not available in this onnxruntime "
+                f"provider {provider!r} ({_ORT_PROVIDERS[provider]}) is not available in this onnxruntime "
                 f"build; available: {', '.join(available)}"
                 + (" (install onnxruntime-gpu and a CUDA driver for cuda)" if provider in ("cuda", "tensorrt") else ""))
         else:
@@ -105,15 +108,15 @@ class OrtBackend(Backend):
         for name in candidates:
             try:
                 sess = ort.InferenceSession(str(path), so, providers=provider_list(name, opts, manifest, path)
-                                            if manifest is not None else [ORT_PROVIDERS[name]])
+                                            if manifest is not None else [_ORT_PROVIDERS[name]])
             except Exception as exc:  # ORT raises plain RuntimeError/Fail subclasses
                 errors.append(f"{name}: {first_line(exc)}")
                 continue
-            if sess.get_providers()[0] != ORT_PROVIDERS[name]:  # ORT fell back silently
+            if sess.get_providers()[0] != _ORT_PROVIDERS[name]:  # ORT fell back silently
                 errors.append(f"{name}: failed to initialise (ONNX Runtime fell back to {sess.get_providers()[0]})")
                 continue
             self.sess, self.provider = sess, name
-            self._providers = provider_list(name, opts, manifest, path) if manifest is not None else [ORT_PROVIDERS[name]]
+            self._providers = provider_list(name, opts, manifest, path) if manifest is not None else [_ORT_PROVIDERS[name]]
             break
         else:
             if provider == "auto" or len(errors) != 1:

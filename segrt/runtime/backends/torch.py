@@ -11,8 +11,10 @@ import numpy as np
 from segrt.runtime.backends import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError
 
+__all__ = ["open_artifact"]
 
-class TorchBackend(Backend):
+
+class _TorchBackend(Backend):
     def __init__(self, path: Path, kind: str, provider: str, opts: SessionOptions):
         try:
             import torch
@@ -54,5 +56,5 @@ class TorchBackend(Backend):
         return f"torch {self.torch.__version__} on {self.provider}"
 
 
-def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> TorchBackend:
-    return TorchBackend(path, artifact.kind, provider, opts)
+def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> _TorchBackend:
+    return _TorchBackend(path, artifact.kind, provider, opts)
