@@ -41,7 +41,7 @@ from segrt.imaging.metrics import ConfusionMatrix
 from segrt.model.unet import UNet, UNetConfig
 from segrt.verify.reference import eager_model, export_checkpoint
 from segrt.imaging.decode import list_images, read_model_input
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.session import Session
 
 from common import save

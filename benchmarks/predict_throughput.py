@@ -24,7 +24,7 @@ import numpy as np
 from segrt.imaging import decode
 from segrt.predict.options import PredictOptions
 from segrt.predict.run import run_predict
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.session import Session
 
 RSS_CHILD = """

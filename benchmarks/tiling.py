@@ -35,7 +35,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import to_mask
 from segrt.verify.tiles import run_tile_parity
 from segrt.imaging.decode import list_images, prepare
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import segment, tile_spec
 

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import PETS, ROOT, one_line_error, train_args
+from synthetic import conv_onnx
 from segrt.cli import main
 from segrt.errors import CheckpointError, SegrtError
 from segrt.runtime.session import Session
@@ -137,16 +138,6 @@ def test_bad_bench_options(exported, args, fragment):
 
 
 # 4. foreign ONNX models -------------------------------------------------------------------------------
-def conv_model(path, in_shape, out_shape, classes=2, extra=None):
-    """image -> 1x1 Conv to ``classes`` channels, with the declared input/output shapes."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((classes, 3, 1, 1)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["image", "w"], ["logits"])] + (extra or [])
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
 def test_foreign_models(tmp_path):
     two = tmp_path / "two.onnx"
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"])], "g",
@@ -156,7 +147,7 @@ def test_foreign_models(tmp_path):
     res = run("predict", IMAGES, "--model", two, "--out", tmp_path / "o")
     one_line_error(res, "two.onnx: the model has 2 inputs (a, b)")
 
-    fixed = conv_model(tmp_path / "fixed.onnx", [1, 3, 64, 64], [1, 2, 64, 64])
+    fixed = conv_onnx(tmp_path / "fixed.onnx", in_shape=[1, 3, 64, 64], out_shape=[1, 2, 64, 64])
     s = Session(fixed, provider="cpu")
     assert s.manifest.input_size == [64, 64] and s.manifest.fixed_size == [64, 64]
     assert s.run(np.zeros((3, 3, 64, 64), np.float32)).shape == (3, 2, 64, 64)  # fixed batch 1: chunked
@@ -168,10 +159,10 @@ def test_foreign_models(tmp_path):
     res = run("predict", IMAGES, "--model", fixed, "--out", tmp_path / "n", "--native")
     one_line_error(res, "fixed 64x64 input, so --native cannot apply")
 
-    symbolic = conv_model(tmp_path / "sym.onnx", ["n", 3, "h", "w"], ["n", "classes", "h", "w"], classes=4)
+    symbolic = conv_onnx(tmp_path / "sym.onnx", in_shape=["n", 3, "h", "w"], out_shape=["n", "classes", "h", "w"], classes=4)
     assert Session(symbolic, provider="cpu").manifest.num_classes == 4  # found by a probe run
 
-    failing = conv_model(tmp_path / "fail.onnx", ["n", 3, "h", "w"], ["n", 2, 8, 8], extra=[])
+    failing = conv_onnx(tmp_path / "fail.onnx", in_shape=["n", 3, "h", "w"], out_shape=["n", 2, 8, 8], extra=[])
     model = onnx.load(failing)  # logits reshaped to a fixed size: fails on any other input
     model.graph.node[0].output[0] = "conv"
     model.graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 8, 8], np.int64), "shape"))

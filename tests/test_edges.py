@@ -12,47 +12,23 @@ import time
 import zipfile
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import PETS, ROOT
 from conftest import one_line_error as one_line
+from synthetic import conv_onnx, tiny_export
 from segrt.cli import main
 from segrt.errors import SegrtError
-from segrt.manifest import Artifact, Manifest
+from segrt.manifest import Manifest
 
 PHOTO = PETS / "images" / "Abyssinian_11.jpg"
 
 
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def conv_onnx(path, classes=2, channels=3):
-    """image (N, C, H, W) -> 1x1 conv -> logits (N, classes, H, W), all dims but C symbolic."""
-    w = np.random.default_rng(0).standard_normal((classes, channels, 1, 1)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "w"], ["logits"])], "g",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", channels, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", classes, "h", "w"])],
-        [numpy_helper.from_array(w, "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
-def tiny_export(folder, name="tiny", classes=("background", "cat")):
-    """A segrt export folder around conv_onnx: manifest with hashes, nothing trained."""
-    folder.mkdir(parents=True)
-    conv_onnx(folder / "model.onnx", len(classes))
-    m = Manifest(name=name, classes=list(classes), mean=[0.5] * 3, std=[0.25] * 3, channels=3, size_multiple=1,
-                 input_size=[32, 32])
-    m.add_artifact(folder, Artifact(file="model.onnx", kind="onnx"))
-    m.save(folder)
-    return folder
 
 
 def tiny_checkpoint(path, **fields):
@@ -367,6 +343,7 @@ def train(tmp_path, *args):
                            "--quiet", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_training_options_are_checked_before_any_work(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -116,7 +116,7 @@ def test_gpu_check_runs_on_a_gpu():
 
 
 def test_tensorrt_and_cuda_options(tmp_path):
-    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.base import SessionOptions
     from segrt.runtime.backends.ort import provider_list
     from segrt.manifest import Manifest
 

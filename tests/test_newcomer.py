@@ -51,6 +51,7 @@ def gray_run(tmp_path_factory):
     return root / "run", res.stdout
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_gray_folders_train_a_one_channel_model_and_save_the_split(gray_run):
     import torch
 
@@ -63,11 +64,13 @@ def test_gray_folders_train_a_one_channel_model_and_save_the_split(gray_run):
     assert not set(split["train"]) & set(split["val"])
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_mixed_folders_say_they_are_read_as_rgb(tmp_path):
     res = train_gray(gray_folders(tmp_path / "data", rgb=3), tmp_path / "run")
     assert res.returncode == 0 and "5 of 8 image files are grayscale: all are read as RGB" in res.stdout, res.stderr
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_export_beside_the_run_carries_the_split_and_gates_on_held_out_images(gray_run, tmp_path):
     run, _ = gray_run
     data = gray_folders(tmp_path / "data")
@@ -142,6 +145,7 @@ def test_gray_photos_into_an_rgb_model_are_said_once(tmp_path):
     assert sum("converted" in n for n in summary["notes"]) == 2
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_tiles_are_not_held_to_the_pixel_limit(tmp_path):
     exp = tiny_export(tmp_path / "exp")
     (tmp_path / "in").mkdir()
@@ -186,6 +190,7 @@ def test_tiff_stacks_are_predicted_page_by_page(tmp_path):
     assert not any("only the first was read" in n for n in summary["notes"])
 
 
+@pytest.mark.slow  # trains or runs the CLI in subprocesses
 def test_training_reads_stacks_page_by_page(tmp_path):
     import torch
 

@@ -80,7 +80,7 @@ def test_openvino_matches_eager_and_onnx_runtime(ov_export):
 
 
 def test_failed_request_is_an_error_not_a_hang(ov_export):
-    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.base import SessionOptions
 
     s = Session(ov_export, provider="openvino", options=SessionOptions(throughput=True))
     bad = s.submit(np.zeros((1, 3, 65, 64), np.float32))  # not a multiple of 8: the skip concat fails

@@ -21,7 +21,7 @@ from segrt.runtime.memory import check_bench_memory
 from segrt.imaging.decode import prepare, round_up
 from segrt.progress import progress
 from segrt.cpuinfo import usable_cores
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.session import Session, torch_available
 from segrt.bench.timing import peak_rss_mb, reset_peak_rss, timed
 

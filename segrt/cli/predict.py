@@ -102,7 +102,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                  f"{summary['written']} of {summary['inputs']} image(s) segmented on Ray ({num_workers} worker(s), "
                  f"{summary['images_per_s']:.1f} img/s); summary in {out}/summary.json")
         sys.exit(1 if summary["failed"] else 0)
-    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.base import SessionOptions
 
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,

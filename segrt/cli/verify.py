@@ -50,7 +50,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
         return
     from segrt.verify.parity import format_report, run_parity
 
-    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.base import SessionOptions
 
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,

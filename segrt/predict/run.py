@@ -34,7 +34,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     ``tile`` (pixels or 'auto'), ``overlap``, ``blend``: sliding-window inference (segrt.runtime.tiling)."""
     from threadpoolctl import threadpool_limits
 
-    from segrt.runtime.backends import SessionOptions
+    from segrt.runtime.backends.base import SessionOptions
 
     opts = opts or PredictOptions()
     log = log or (lambda msg: print(msg, file=sys.stderr))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.bench.timing import timed
 from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import SessionOptions
+from segrt.runtime.backends.base import SessionOptions
 from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
 from segrt.options import QuantizeOptions

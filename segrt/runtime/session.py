@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.cpuinfo import module_available
-from segrt.runtime.backends import Backend, PROVIDERS, SessionOptions, finished, open_backend
+from segrt.runtime.backends.base import Backend, PROVIDERS, SessionOptions, finished, open_backend
 from segrt.errors import ProviderError, SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.runtime.model_info import load_model_info

@@ -68,7 +68,7 @@ class _SegmentBatches:
 
     def __init__(self, model: str, out: str, opts: PredictOptions, provider: str = "auto",
                  precision: str | None = None, threads: int = 0):
-        from segrt.runtime.backends import SessionOptions
+        from segrt.runtime.backends.base import SessionOptions
         from segrt.runtime.session import Session
 
         self.session = Session(model, provider=provider, precision=precision,

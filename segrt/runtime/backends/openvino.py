@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.cpuinfo import usable_cores
-from segrt.runtime.backends import Backend, SessionOptions
+from segrt.runtime.backends.base import Backend, SessionOptions
 from segrt.errors import ProviderError, SegrtError, first_line
 from segrt.manifest import Artifact
 

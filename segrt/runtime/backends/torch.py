@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends import Backend, SessionOptions, run_failed
+from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError
 
 __all__ = ["open_artifact"]
