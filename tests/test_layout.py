@@ -152,3 +152,20 @@ def test_entry_points_load_lazily_without_torch():
             "assert set(segrt.__all__) <= set(dir(segrt))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert res.returncode == 0, res.stderr
+
+
+def test_every_package_is_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, found - listed
+
+
+if __name__ == "__main__":  # python tests/test_layout.py: the wings and what each imports
+    deps: dict[str, set] = {}
+    for a, targets in GRAPH.items():
+        deps.setdefault(wing(a), set()).update(wing(b) for b in targets if wing(b) != wing(a))
+    for w, d in sorted(deps.items(), key=lambda kv: len(kv[1])):
+        print(f"{w:9} -> {', '.join(sorted(d)) or '-'}")
+    print("cycle:", " -> ".join(cycle() or []) or "none")
