@@ -30,22 +30,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from segrt.bench.timing import timed
-from segrt.errors import first_line
-from segrt.model.checkpoint import save_checkpoint
-from segrt.runtime.select import gate_of
-from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
-from segrt.imaging.metrics import ConfusionMatrix
-from segrt.model.unet import UNet, UNetConfig
-from segrt.verify.reference import eager_model, export_checkpoint
-from segrt.imaging.decode import list_images, read_model_input
-from segrt.runtime.backends.base import SessionOptions
-from segrt.runtime.session import Session
-
 from common import save
 
+from segrt.bench.timing import timed
+from segrt.cpuinfo import cpu_info, describe_cpu
+from segrt.errors import first_line
+from segrt.imaging.decode import list_images, read_model_input
+from segrt.imaging.metrics import ConfusionMatrix
+from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
+from segrt.model.checkpoint import save_checkpoint
+from segrt.model.unet import UNet, UNetConfig
+from segrt.runtime.backends.base import SessionOptions
+from segrt.runtime.select import gate_of
+from segrt.runtime.session import Session
+from segrt.verify.reference import eager_model, export_checkpoint
 
 
 def matmul_peak_gflops(sizes=(1024, 2048, 3072, 4096), reps: int = 3) -> float:

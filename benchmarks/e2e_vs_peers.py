@@ -97,8 +97,8 @@ def nncf_defaults(export: Path, calib: Path, count: int, out: Path) -> Path:
     import nncf
     import openvino as ov
 
-    from segrt.manifest import Manifest
     from segrt.imaging.decode import list_images, read_model_input
+    from segrt.manifest import Manifest
 
     manifest = Manifest.load(export)
     data = [read_model_input(p, manifest)[0][None] for p in list_images(calib)[:count]]
@@ -111,10 +111,10 @@ def reference_masks(export: Path, photos: list[Path]) -> dict[str, np.ndarray]:
     """Eager fp32 masks at each photo's size (segrt.imaging.masks.to_mask: resize the logits, then argmax)."""
     import torch
 
-    from segrt.manifest import Manifest
-    from segrt.imaging.masks import to_mask
-    from segrt.verify.reference import eager_model, export_checkpoint
     from segrt.imaging.decode import read_model_input
+    from segrt.imaging.masks import to_mask
+    from segrt.manifest import Manifest
+    from segrt.verify.reference import eager_model, export_checkpoint
 
     manifest = Manifest.load(export)
     model = eager_model(export_checkpoint(export, manifest)[0], manifest).eval()
@@ -147,8 +147,8 @@ def child_command(name: str, args, work: Path, photos: Path, out: Path) -> list[
 
 def measure(args, work: Path) -> dict:
     from segrt.cpuinfo import cpu_info
-    from segrt.manifest import Manifest
     from segrt.imaging.decode import list_images
+    from segrt.manifest import Manifest
 
     manifest = Manifest.load(args.export)
     photos = links(args.images, work / "photos", args.count)

@@ -71,8 +71,8 @@ def aoti_check(export: Path, images: Path, out: Path, batches=(1, 32), sizes=(25
     import numpy as np
     import torch
 
-    from segrt.verify.compare import compare
     from segrt.export.torch_export import ExportGraph, dynamic_shapes, example_input, size_oblivious
+    from segrt.verify.compare import compare
     from segrt.verify.parity import image_inputs
     from segrt.verify.reference import eager_logits
     from segrt.verify.thresholds import DEFAULT_IOU_GATES

@@ -16,11 +16,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from common import link_photos, photo_args, save
+
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.predict.options import PredictOptions
 from segrt.predict.run import run_predict
-
-from common import link_photos, photo_args, save
 
 
 def main():

@@ -32,16 +32,16 @@ import numpy as np
 from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.imaging.masks import to_mask
-from segrt.verify.tiles import run_tile_parity
 from segrt.imaging.decode import list_images, prepare
+from segrt.imaging.masks import to_mask
 from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import segment, tile_spec
+from segrt.verify.tiles import run_tile_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from make_mosaic import mosaic  # noqa: E402 - the README's example makes the same mosaic
 from common import save  # noqa: E402
+from make_mosaic import mosaic  # noqa: E402 - the README's example makes the same mosaic
 
 
 def peak_rss_predict(model: Path, image: Path, out: Path, tile: int, overlap: float, blend: str) -> dict:

@@ -14,10 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from segrt.imaging import masks
-from segrt.imaging import decode
-from segrt.verify.parity import truth_lut
+from segrt.imaging import decode, masks
 from segrt.runtime.session import Session
+from segrt.verify.parity import truth_lut
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,8 +20,8 @@ def segment(client, model: str, manifest, path: Path) -> np.ndarray:
     """preprocess (segrt.imaging.decode) -> infer on Triton -> HW uint8 mask (segrt.imaging.masks)."""
     import tritonclient.grpc as grpcclient
 
-    from segrt.imaging.masks import to_mask
     from segrt.imaging.decode import read_model_input
+    from segrt.imaging.masks import to_mask
 
     x, geometry = read_model_input(path, manifest)
     request = grpcclient.InferInput(manifest.input_name, [1, *x.shape], "FP32")
@@ -33,8 +33,8 @@ def segment(client, model: str, manifest, path: Path) -> np.ndarray:
 def main():
     import tritonclient.grpc as grpcclient
 
-    from segrt.manifest import Manifest
     from segrt.imaging.masks import encode_mask_pngs
+    from segrt.manifest import Manifest
 
     p = argparse.ArgumentParser()
     p.add_argument("images", nargs="+", type=Path)

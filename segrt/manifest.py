@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segrt.errors import SegrtError
-from segrt.records import (GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json,
-                           records_to_json)
+from segrt.records import GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json, records_to_json
 
 __all__ = ["FORMAT", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member", "sha256_file"]
 

@@ -12,11 +12,11 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import PETS, ROOT, one_line_error, train_args
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-
-from conftest import PETS, ROOT, one_line_error, train_args
 from synthetic import conv_onnx
+
 from segrt.cli import main
 from segrt.errors import CheckpointError, SegrtError
 from segrt.runtime.session import Session

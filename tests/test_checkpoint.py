@@ -3,8 +3,8 @@ import argparse
 import pytest
 import torch
 
-from segrt.model.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import CheckpointError
+from segrt.model.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.model.unet import UNet, UNetConfig
 
 

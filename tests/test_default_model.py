@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
-from segrt.manifest import Manifest
 from segrt.imaging.metrics import ConfusionMatrix
+from segrt.manifest import Manifest
 from segrt.verify.parity import truth_lut
 
 MODEL = ROOT / "exported" / "pets"

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from conftest import PETS, ROOT
 from conftest import one_line_error as one_line
+from PIL import Image
 from synthetic import conv_onnx, tiny_export
+
 from segrt.cli import main
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest

@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import PETS, ROOT
-from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
+
 from segrt.cli import main
 from segrt.manifest import Manifest, sha256_file
+from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
 from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow

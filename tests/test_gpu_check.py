@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -116,9 +115,9 @@ def test_gpu_check_runs_on_a_gpu():
 
 
 def test_tensorrt_and_cuda_options(tmp_path):
+    from segrt.manifest import Manifest
     from segrt.runtime.backends.base import SessionOptions
     from segrt.runtime.backends.ort import provider_list
-    from segrt.manifest import Manifest
 
     m = Manifest(name="m", classes=["a", "b"], mean=[0.5], std=[0.25],
                  channels=1, size_multiple=16, input_size=[160, 160])

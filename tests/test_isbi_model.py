@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from segrt.cli import main
-from segrt.manifest import Manifest
 from segrt.imaging.metrics import ConfusionMatrix
+from segrt.manifest import Manifest
 from segrt.verify.parity import truth_lut
 
 MODEL = ROOT / "exported" / "isbi"

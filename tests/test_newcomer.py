@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from conftest import ROOT, one_line_error
+from PIL import Image
+from test_edges import photos, tiny_export
+
 from segrt.cli import main
 from segrt.errors import SegrtError
-from segrt.records import Gates, GateRecord, SpeedRecord
-from test_edges import photos, tiny_export
+from segrt.records import GateRecord, Gates, SpeedRecord
 
 
 def cli(*args):
@@ -213,9 +213,9 @@ def test_training_reads_stacks_page_by_page(tmp_path):
 
 def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
     from segrt.bench.bench import speed_size
-    from segrt.runtime.select import choose_cpu_variant
     from segrt.cpuinfo import cpu_info
     from segrt.manifest import Artifact, Manifest
+    from segrt.runtime.select import choose_cpu_variant
 
     native = Manifest(name="em", classes=["a", "b"], mean=[0.5], std=[0.25], channels=1, size_multiple=16,
                       input_size=None, crop_size=[128, 128])

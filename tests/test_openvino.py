@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import PETS, ROOT
+
 from segrt.cli import main
 from segrt.errors import GateFailed, ProviderError, SegrtError
-from segrt.options import QuantizeOptions
 from segrt.manifest import Manifest, sha256_file
-from segrt.runtime.session import Session
+from segrt.options import QuantizeOptions
 from segrt.records import SpeedRecord
+from segrt.runtime.session import Session
 
 pytestmark = pytest.mark.slow
 IMAGES = PETS / "images"
@@ -237,8 +237,7 @@ def test_predict_streams_through_openvino_without_torch(ov_export, tmp_path):
     """Several requests in flight, outputs identical to one-at-a-time runs, torch never imported."""
     from PIL import Image
 
-    from segrt.imaging import masks
-    from segrt.imaging import decode
+    from segrt.imaging import decode, masks
 
     code = ("import sys, json; sys.modules['torch'] = None\n"
             "from segrt.predict.options import PredictOptions\nfrom segrt.predict.run import run_predict\n"

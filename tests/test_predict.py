@@ -6,13 +6,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from conftest import PETS, ROOT
 from onnx import TensorProto, helper
 from PIL import Image
 
-from conftest import PETS, ROOT
-from segrt.imaging import masks
-from segrt.imaging import decode
 from segrt.errors import ImageError, ProviderError, SegrtError
+from segrt.imaging import decode, masks
 from segrt.predict.options import PredictOptions
 from segrt.predict.run import run_predict
 from segrt.runtime.session import Session

@@ -1,9 +1,8 @@
 import numpy as np
+from conftest import PETS
 from PIL import Image
 
-from conftest import PETS
-from segrt.imaging import masks
-from segrt.imaging import decode
+from segrt.imaging import decode, masks
 from segrt.manifest import Manifest
 
 

@@ -5,13 +5,13 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
 from conftest import PETS
+
 from segrt.cli import main
-from segrt.options import QuantizeOptions
-from segrt.verify.gate import split_paths
 from segrt.manifest import Manifest
+from segrt.options import QuantizeOptions
 from segrt.runtime.session import Session
+from segrt.verify.gate import split_paths
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,8 @@ def test_impossible_gate_fails_with_best_result_and_fallback(export_copy):
 def test_fallback_passes_a_gate_that_full_int8_misses(export_copy):
     """Find a gate between full INT8 and the best fallback result; the fallback must then pass it."""
     from segrt.errors import GateFailed
-    from segrt.quantize.ort import quantize_int8
     from segrt.options import QuantizeOptions
+    from segrt.quantize.ort import quantize_int8
 
     opts = QuantizeOptions(calib_images=PETS / "images", gate=1.0)
     with pytest.raises(GateFailed) as info:

@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from conftest import PETS
 from PIL import Image
 
-from conftest import PETS
 from segrt.cli import main
 from segrt.manifest import Manifest
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import PETS, ROOT
+
 from segrt.cli import main
 from segrt.errors import SegrtError
 from segrt.predict.inputs import gather_inputs, parse_shard, select_shard
@@ -130,9 +130,9 @@ def test_triton_client_example_end_to_end_with_a_stand_in_server(exported):
     py_compile.compile(str(ROOT / "examples" / "triton_client.py"), doraise=True)
     from triton_client import segment
 
-    from segrt.manifest import Manifest
-    from segrt.imaging.masks import to_mask
     from segrt.imaging.decode import read_model_input
+    from segrt.imaging.masks import to_mask
+    from segrt.manifest import Manifest
     from segrt.runtime.session import Session
 
     session = Session(exported, provider="cpu", kind="onnx")

@@ -3,6 +3,7 @@
 import ast
 
 from conftest import ROOT
+
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 GATE_VALUES = {FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF, *DEFAULT_IOU_GATES.values()}

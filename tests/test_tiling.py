@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import PETS
 from PIL import Image
 
-from conftest import PETS
 from segrt.cli import main
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
@@ -92,8 +92,8 @@ def test_spec_checks():
 
 @pytest.mark.slow
 def test_predict_tiled_on_the_tiny_model(exported, tmp_path):
-    from segrt.imaging.masks import to_mask
     from segrt.imaging.decode import load_image, prepare
+    from segrt.imaging.masks import to_mask
     from segrt.runtime.session import Session
 
     out = tmp_path / "out"

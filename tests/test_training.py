@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import PETS, ROOT, train_args
 from PIL import Image
 
-from conftest import PETS, ROOT, train_args
 from segrt.model.checkpoint import load_checkpoint
 from segrt.model.unet import UNet, UNetConfig
 from segrt.training.__main__ import main

@@ -10,14 +10,13 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from test_edges import photos, tiny_export
 
 from segrt.cli import main
+from segrt.imaging.decode import normalize, prepare, to_uint8
 from segrt.quantize.onnx_rewrites import uint8_input
-from segrt.imaging.decode import normalize, prepare
-from segrt.imaging.decode import to_uint8
 from segrt.quantize.uint8 import u8_name
-from segrt.records import Gates, GateRecord
-from test_edges import photos, tiny_export
+from segrt.records import GateRecord, Gates
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -9,8 +9,8 @@ import venv
 import zipfile
 
 import pytest
-
 from conftest import ROOT
+
 from segrt.cli.common import DEFAULT_MODELS
 from segrt.manifest import Manifest
 

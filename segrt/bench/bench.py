@@ -12,18 +12,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrt.cpuinfo import module_available
-from segrt.cpuinfo import cpu_info
-from segrt.errors import SegrtError
-from segrt.manifest import Manifest
-from segrt.records import SpeedRecord
-from segrt.runtime.memory import check_bench_memory
-from segrt.imaging.decode import prepare, round_up
-from segrt.progress import progress
-from segrt.cpuinfo import usable_cores
-from segrt.runtime.backends.base import SessionOptions
-from segrt.runtime.session import Session, torch_available
 from segrt.bench.timing import peak_rss_mb, reset_peak_rss, timed
+from segrt.cpuinfo import cpu_info, module_available, usable_cores
+from segrt.errors import SegrtError
+from segrt.imaging.decode import prepare, round_up
+from segrt.manifest import Manifest
+from segrt.progress import progress
+from segrt.records import SpeedRecord
+from segrt.runtime.backends.base import SessionOptions
+from segrt.runtime.memory import check_bench_memory
+from segrt.runtime.session import Session, torch_available
 
 __all__ = ["SCHEMA", "ROW_KEYS", "run_bench", "format_table", "speed_size", "record_speeds"]
 

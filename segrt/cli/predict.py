@@ -10,8 +10,8 @@ import click
 
 from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default_model, echo_out, gpu_options,
                               provider_option, user_errors)
-from segrt.manifest import Manifest
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
+from segrt.manifest import Manifest
 from segrt.options import FloatList
 
 __all__ = ["predict", "exit_code"]
@@ -92,7 +92,8 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                           writers=writers, max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
     if engine == "ray":
-        from segrt.scale.ray import predict as ray_predict, refuse_options
+        from segrt.scale.ray import predict as ray_predict
+        from segrt.scale.ray import refuse_options
 
         refuse_options({"--tile": tile, "--per-page": per_page, "--overlay": overlay, "--save-probs": save_probs,
                         "--shard": shard, "--kind": kind, "--classes": classes, "--mean": mean, "--std": std})

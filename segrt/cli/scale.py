@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from segrt.cli.common import COUNT, echo_out, user_errors

@@ -15,17 +15,17 @@ import torch
 from torch import nn
 
 from segrt import __version__
-from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segrt.errors import SegrtError
-from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder,
-                                 quantize_jobs, working_size)
-from segrt.fsutil import atomic_dir
-from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
-from segrt.manifest import Artifact, Manifest
-from segrt.records import GateRecord
-from segrt.model.unet import TTA_MODES, UNet, with_tta
-from segrt.imaging.splits import SPLIT_FILE, split_beside
+from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder, quantize_jobs,
+                                 working_size)
 from segrt.export.torch_export import ExportGraph, export_onnx, export_pt2, export_torchscript
+from segrt.fsutil import atomic_dir
+from segrt.imaging.splits import SPLIT_FILE, split_beside
+from segrt.manifest import Artifact, Manifest
+from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from segrt.model.unet import TTA_MODES, UNet, with_tta
+from segrt.records import GateRecord
+from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["TORCHSCRIPT_NOTE", "ExportResult", "versions", "run_export", "add_variants", "describe_export"]
 
@@ -54,12 +54,12 @@ def _export_openvino(path: Path) -> Artifact:
 
 
 def versions() -> dict:
+    import datetime as dt
+
     import onnx
     import onnxruntime
 
     from segrt.cpuinfo import module_available
-
-    import datetime as dt
 
     found = {"exported": dt.date.today().isoformat(), "segrt": __version__, "torch": torch.__version__,
              "onnx": onnx.__version__,
@@ -177,9 +177,9 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
     from segrt.bench.bench import record_speeds
-    from segrt.verify.gate import write_gate_report
     from segrt.quantize import run_quantize
     from segrt.quantize.uint8 import add_uint8_variants
+    from segrt.verify.gate import write_gate_report
 
     made = [run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs]
     if uint8:

@@ -11,8 +11,8 @@ import torch
 
 from segrt.errors import CheckpointError, first_line
 from segrt.fsutil import atomic_path
-from segrt.records import finite_numbers, hw_size
 from segrt.model.unet import UNet, UNetConfig
+from segrt.records import finite_numbers, hw_size
 
 __all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint"]
 

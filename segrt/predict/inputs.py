@@ -6,13 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from segrt import fsutil
-
-from segrt.imaging import decode
 from segrt.errors import SegrtError
+from segrt.imaging import decode
 from segrt.predict.outputs import output_paths
 
 __all__ = ["gather_inputs", "real", "check_no_overwrite", "check_out_folder", "parse_shard", "select_shard"]

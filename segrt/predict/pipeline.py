@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from segrt.imaging import decode, masks
+from segrt.cpuinfo import usable_cores
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.predict.outputs import mask_files, output_paths, outputs_exist
+from segrt.imaging import decode, masks
 from segrt.imaging.stacks import StackWriter, page_paths
-from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
+from segrt.predict.outputs import mask_files, output_paths, outputs_exist
+from segrt.predict.summary import Stats
 from segrt.progress import progress
-from segrt.cpuinfo import usable_cores
+from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import TiledImage
-from segrt.predict.summary import Stats
 
 __all__ = ["Predictor"]
 

@@ -4,24 +4,24 @@ pipeline (segrt.predict.pipeline) and write summary.json (no torch)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
 import threading
 import time
-import dataclasses
 from pathlib import Path
 
-from segrt.imaging import decode
 from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
+from segrt.imaging import decode
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
-from segrt.runtime.memory import check_batch_memory
+from segrt.predict.options import PredictOptions
 from segrt.predict.pipeline import Predictor
 from segrt.predict.summary import Stats, make_summary, summary_bytes, summary_name
+from segrt.runtime.memory import check_batch_memory
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import tile_spec
-from segrt.predict.options import PredictOptions
 
 __all__ = ["run_predict"]
 

@@ -26,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends.base import SessionOptions
 from segrt.bench.timing import timed
-from segrt.runtime.backends.openvino import OpenVinoBackend, cpu_capabilities, import_openvino
 from segrt.cpuinfo import cpu_info
 from segrt.errors import SegrtError
-from segrt.options import QuantizeOptions
-from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_logits, require, save_variant,
-                               split_images)
 from segrt.manifest import Artifact, Manifest
+from segrt.options import QuantizeOptions
+from segrt.runtime.backends.base import SessionOptions
+from segrt.runtime.backends.openvino import (IR_FILE, OpenVinoBackend, cpu_capabilities, import_openvino, ir_artifact,
+                                             save_ir, write_ir)
 from segrt.verify.compare import Batch, compare
+from segrt.verify.gate import GateResult, evaluate, gate_batches, reference_logits, require, save_variant, split_images
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
-from segrt.runtime.backends.openvino import IR_FILE, ir_artifact, save_ir, write_ir
 
 __all__ = ["QUANTIZABLE_OPS", "quantize_int8", "gate_bf16"]
 

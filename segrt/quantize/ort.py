@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends.base import SessionOptions
 from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
-from segrt.options import QuantizeOptions
-from segrt.quantize.search import fallback_search
-from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_logits, require, run_batches,
-                               save_variant, split_images)
-from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.manifest import Artifact, Manifest
-from segrt.verify.thresholds import DEFAULT_IOU_GATES
+from segrt.options import QuantizeOptions
 from segrt.progress import progress
+from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
+from segrt.quantize.search import fallback_search
+from segrt.runtime.backends.base import SessionOptions
+from segrt.verify.gate import (GateResult, evaluate, gate_batches, reference_logits, require, run_batches, save_variant,
+                               split_images)
+from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
 __all__ = ["QUANTIZABLE_OPS", "entropy_ranges", "quantize_int8", "quantize_fp16"]
 

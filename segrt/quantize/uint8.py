@@ -38,8 +38,7 @@ def _write_onnx(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
 
 
 def _write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifact:
-    from segrt.runtime.backends.openvino import import_openvino
-    from segrt.runtime.backends.openvino import save_ir
+    from segrt.runtime.backends.openvino import import_openvino, save_ir
 
     ov = import_openvino()
     model = ov.Core().read_model(str(folder / base.file))
@@ -58,9 +57,9 @@ def _write_openvino(folder: Path, base: Artifact, manifest: Manifest) -> Artifac
 def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[str] | None = None) -> list[Artifact]:
     """A uint8-input copy of each gated ONNX / OpenVINO variant (or of ``bases``), gated at its
     base's gate on held-out images against the export's reference."""
+    from segrt.runtime.session import Session
     from segrt.verify.gate import evaluate, gate_batches, reference_logits, require, save_variant
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
-    from segrt.runtime.session import Session
 
     folder = Path(folder)
     manifest = Manifest.load(folder)

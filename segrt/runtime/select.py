@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segrt.cpuinfo import module_available
-from segrt.cpuinfo import cpu_info, describe_cpu, same_cpu
+from segrt.cpuinfo import cpu_info, describe_cpu, module_available, same_cpu
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.records import SpeedRecord

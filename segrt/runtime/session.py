@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from segrt.cpuinfo import module_available
-from segrt.runtime.backends.base import Backend, PROVIDERS, SessionOptions, finished, open_backend
 from segrt.errors import ProviderError, SegrtError
 from segrt.manifest import Artifact, Manifest
+from segrt.runtime.backends.base import PROVIDERS, Backend, SessionOptions, finished, open_backend
 from segrt.runtime.model_info import load_model_info
 
 __all__ = ["Session", "torch_available"]
@@ -49,7 +49,8 @@ class Session:
         elif provider == "auto" and kind is None:
             self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder)
         elif provider == "openvino" and kind is None and precision is None and _gated_ir(self.manifest, self.folder):
-            from segrt.runtime.select import choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
+            from segrt.runtime.select import \
+                choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
 
             self.artifact, note = choose_cpu_variant(self.manifest, None, self.folder, ("openvino",), "openvino")
         else:

@@ -19,8 +19,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from segrt.errors import ImageError, SegrtError
-from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 from segrt.imaging.decode import list_images, load_image, load_mask, page_count, prepare, resize_mask
+from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
            "find_pairs", "load_pair", "load_all", "train_transform", "native_train_transform", "TrainDataset",

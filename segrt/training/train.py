@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from segrt.model.checkpoint import load_checkpoint, save_checkpoint
 from segrt.errors import first_line
 from segrt.fsutil import write_bytes_atomic
 from segrt.imaging.metrics import ConfusionMatrix
-from segrt.model.unet import UNetConfig
 from segrt.imaging.splits import SPLIT_FILE
+from segrt.model.checkpoint import load_checkpoint, save_checkpoint
+from segrt.model.unet import UNetConfig
 
 from . import data
 from .log import append_csv, plain_args, plot_curves

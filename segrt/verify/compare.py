@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segrt.imaging.decode import Geometry
 from segrt.imaging.masks import to_mask
 from segrt.imaging.metrics import ConfusionMatrix
-from segrt.imaging.decode import Geometry
 
 __all__ = ["Batch", "compare"]
 

@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
+from segrt.imaging.decode import list_images, read_model_input
 from segrt.manifest import Manifest
+from segrt.options import QuantizeOptions
+from segrt.progress import progress
 from segrt.records import GateRecord
 from segrt.verify.compare import Batch, compare
-from segrt.imaging.decode import list_images, read_model_input
-from segrt.progress import progress
-from segrt.options import QuantizeOptions
 
 __all__ = ["GateResult", "split_images", "split_paths", "write_gate_report", "gate_batches", "run_batches",
            "evaluate", "reference_logits", "save_variant", "require"]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.verify.compare import Batch, compare
 from segrt.errors import GateFailed, ImageError, SegrtError
-from segrt.manifest import Manifest
-from segrt.records import QualityRecord
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
+from segrt.manifest import Manifest
 from segrt.progress import progress
-from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.records import QualityRecord
+from segrt.verify.compare import Batch, compare
 from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
            "run_parity", "check_outputs", "format_report"]

@@ -7,13 +7,12 @@ import json
 import os
 from pathlib import Path
 
-
 from segrt.errors import ImageError, SegrtError
-from segrt.imaging.masks import to_mask
-from segrt.runtime.memory import batch_bytes, gb, memory_budget
-from segrt.imaging.metrics import ConfusionMatrix
 from segrt.imaging.decode import list_images, load_image, load_mask, prepare
+from segrt.imaging.masks import to_mask
+from segrt.imaging.metrics import ConfusionMatrix
 from segrt.progress import progress
+from segrt.runtime.memory import batch_bytes, gb, memory_budget
 from segrt.runtime.tiling import segment, tile_spec
 
 __all__ = ["run_tile_parity", "format_tile_report"]
@@ -24,8 +23,8 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
                     batch_size: int = 4, limit: int | None = None, json_path=None) -> dict:
     """Per image: the whole-image mask (native resolution, padded) and the tiled one; their mask IoU
     and pixel agreement, and with ``masks`` the mIoU of each against the ground truth."""
-    from segrt.verify.parity import truth_lut
     from segrt.runtime.session import Session
+    from segrt.verify.parity import truth_lut
 
     session = Session(export_dir, provider=provider, artifact=artifact,
                       kind=None if artifact else "onnx", precision=None if artifact else "fp32")

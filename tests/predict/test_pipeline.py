@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from PIL import Image
+from synthetic import tiny_export
 
 from segrt.imaging import decode, masks
 from segrt.predict.options import PredictOptions
@@ -14,7 +15,6 @@ from segrt.predict.run import run_predict
 from segrt.predict.summary import Stats
 from segrt.runtime.session import Session
 from segrt.runtime.tiling import TileSpec
-from synthetic import tiny_export
 
 
 def photos(folder, n=5):

@@ -3,11 +3,11 @@ documented defaults for a foreign ONNX (with the overrides that must fit it)."""
 
 import onnx
 import pytest
+from synthetic import conv_onnx, tiny_export
 
 from segrt.errors import SegrtError
 from segrt.manifest import IMAGENET_MEAN, Manifest
 from segrt.runtime.model_info import load_model_info
-from synthetic import conv_onnx, tiny_export
 
 
 def test_a_foreign_onnx_gets_the_documented_defaults(tmp_path):

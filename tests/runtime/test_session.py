@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from synthetic import conv_onnx, conv_weights, tiny_export
 
 from segrt.errors import ProviderError, SegrtError
 from segrt.runtime.backends.base import SessionOptions, finished, open_backend, run_failed
 from segrt.runtime.session import Session
-from synthetic import conv_onnx, conv_weights, tiny_export
 
 X = np.random.default_rng(1).standard_normal((2, 3, 8, 12)).astype(np.float32)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from segrt.cpuinfo import usable_cores
-from segrt.runtime.backends.base import Backend, SessionOptions
 from segrt.errors import ProviderError, SegrtError, first_line
 from segrt.manifest import Artifact
+from segrt.runtime.backends.base import Backend, SessionOptions
 
 __all__ = ["import_openvino", "reason", "cpu_capabilities", "inference_precision", "OpenVinoBackend",
            "open_artifact", "IR_FILE", "save_ir", "ir_artifact", "write_ir"]

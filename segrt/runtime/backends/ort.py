@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.cpuinfo import usable_cores
-from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError, first_line
+from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 
 __all__ = ["available_ort_providers", "session_options", "provider_list", "OrtBackend", "open_artifact",
            "append_argmax"]

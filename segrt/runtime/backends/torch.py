@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 from segrt.errors import ProviderError, SegrtError
+from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 
 __all__ = ["open_artifact"]
 
