@@ -107,7 +107,7 @@ def test_int8_without_calibration_is_refused_before_any_work(gray_run, tmp_path)
 
 def test_gates_never_use_training_images(tmp_path):
     from segrt.options import QuantizeOptions
-    from segrt.verify.gate import split_paths
+    from segrt.verify.imagesets import split_paths
 
     folder = photos(tmp_path / "calib", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
     calib, held = split_paths(QuantizeOptions(calib_images=folder), train=["a", "b"])
@@ -212,7 +212,7 @@ def test_training_reads_stacks_page_by_page(tmp_path):
 
 
 def test_speeds_are_timed_at_the_size_predict_runs(tmp_path):
-    from segrt.bench.bench import speed_size
+    from segrt.bench.speeds import speed_size
     from segrt.cpuinfo import cpu_info
     from segrt.manifest import Artifact, Manifest
     from segrt.runtime.select import choose_cpu_variant

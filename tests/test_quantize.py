@@ -11,7 +11,7 @@ from segrt.cli import main
 from segrt.manifest import Manifest
 from segrt.options import QuantizeOptions
 from segrt.runtime.session import Session
-from segrt.verify.gate import split_paths
+from segrt.verify.imagesets import split_paths
 
 pytestmark = pytest.mark.slow
 

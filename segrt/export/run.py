@@ -176,7 +176,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
                  uint8: bool | list[str] = False) -> list[Artifact]:
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
     the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
-    from segrt.bench.bench import record_speeds
+    from segrt.bench.speeds import record_speeds
     from segrt.quantize import run_quantize
     from segrt.quantize.uint8 import add_uint8_variants
     from segrt.verify.gate import write_gate_report

@@ -58,7 +58,8 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     """A uint8-input copy of each gated ONNX / OpenVINO variant (or of ``bases``), gated at its
     base's gate on held-out images against the export's reference."""
     from segrt.runtime.session import Session
-    from segrt.verify.gate import evaluate, gate_batches, reference_logits, require, save_variant
+    from segrt.verify.gate import evaluate, reference_logits, require, save_variant
+    from segrt.verify.imagesets import gate_batches
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
     folder = Path(folder)

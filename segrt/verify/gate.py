@@ -11,7 +11,6 @@ OpenVINO/NNCF: IgnoredScope).
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +18,16 @@ from typing import Callable
 
 import numpy as np
 
-from segrt.errors import GateFailed, ImageError, SegrtError
-from segrt.imaging.decode import list_images, read_model_input
+from segrt.errors import GateFailed
 from segrt.manifest import Manifest
 from segrt.options import QuantizeOptions
-from segrt.progress import progress
 from segrt.records import GateRecord
 from segrt.verify.compare import Batch, compare
+from segrt.verify.imagesets import gate_batches, split_paths, validation_batches
 
-__all__ = ["GateResult", "split_images", "split_paths", "write_gate_report", "gate_batches", "run_batches",
-           "evaluate", "reference_logits", "save_variant", "require"]
+__all__ = ["GateResult", "write_gate_report", "run_batches", "evaluate", "reference_logits", "save_variant",
+           "require"]
 
-_MIN_CALIB_WARN = 100
 
 
 @dataclass
@@ -46,73 +43,6 @@ class GateResult:
                                      "gates": {"mask_iou_min": gate, "max_abs_logit_diff_max": max_logit_diff}})
 
 
-def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
-    """[(CHW float32 input, Geometry)] read like predict; an unreadable file is a one-line error."""
-    read = []
-    for p in progress(paths, desc=f"reading {what} images", unit="img"):
-        try:
-            read.append(read_model_input(p, manifest))
-        except ImageError as exc:
-            raise SegrtError(f"{what} image unusable: {exc}") from None
-    return read
-
-
-def _image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
-    """Validation images read like predict, in batches of ``batch_size`` (same-size inputs only)."""
-    read = _read_set(paths, manifest, "validation")
-    return [Batch(f"val {i}", np.stack([x for x, _ in read[i:i + batch_size]]),
-                  [p.name for p in paths[i:i + batch_size]], [g for _, g in read[i:i + batch_size]])
-            for i in range(0, len(read), batch_size)]
-
-
-def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
-    """-> (calibration inputs, held-out validation batches); validation never overlaps calibration."""
-    calib_paths, val_paths = split_paths(opts, manifest.split.get("train"))
-    folder = opts.calib_images
-    if opts.calib_count:
-        calib_paths = calib_paths[: opts.calib_count]
-    if not calib_paths or not val_paths:
-        raise SegrtError(f"{folder}: no images left for calibration or validation")
-    if len(calib_paths) < _MIN_CALIB_WARN:
-        log(f"warning: only {len(calib_paths)} calibration images; ~{_MIN_CALIB_WARN}+ give more reliable ranges")
-    calib = [x for x, _ in _read_set(calib_paths, manifest, "calibration")]
-    log(f"calibration: {len(calib)} images, held-out validation: {len(val_paths)} images")
-    return calib, _validation_batches(opts, manifest, val_paths)
-
-
-def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[list[Path], list[Path]]:
-    """-> (calibration paths, held-out paths): --val-images, else a seeded share of --calib-images.
-    ``train``: the model's training images (stems, from its split): calibration may use them, the
-    held-out gate images never do."""
-    folder, train = opts.calib_images, set(train or ())
-    if folder is None:
-        raise SegrtError("INT8 needs calibration images: pass --calib-images DIR")
-    if not Path(folder).is_dir():
-        raise SegrtError(f"{folder}: calibration folder not found")
-    paths = list_images(folder)
-    if not paths:
-        raise SegrtError(f"{folder}: no images found for calibration")
-    if opts.val_images:
-        val_paths = list_images(opts.val_images)
-        seen = [v.name for v in val_paths if v.stem in train]
-        if seen:
-            raise SegrtError(f"--val-images {opts.val_images}: {len(seen)} of them trained this model (its split), "
-                             f"e.g. {', '.join(seen[:3])}; the gate needs held-out images")
-        return [p for p in paths if p.stem not in {v.stem for v in val_paths}], val_paths
-    held = [p for p in paths if p.stem not in train]
-    if not held:
-        raise SegrtError(f"{folder}: all {len(paths)} calibration images trained this model (its split); pass "
-                         "--val-images with held-out images for the gate")
-    if len(held) < len(paths):  # training images calibrate, the others are the gate's
-        return [p for p in paths if p.stem in train], held
-    if len(paths) < 2:
-        raise SegrtError(f"{folder}: need at least 2 images (calibration + held-out), or pass --val-images")
-    shuffled = sorted(paths)
-    random.Random(opts.seed).shuffle(shuffled)
-    n_val = max(1, round(len(shuffled) * opts.val_fraction))
-    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
-
-
 def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=print,
                       final: str | os.PathLike | None = None) -> Path:
     """parity.html beside the manifest, which names it: every artifact against the reference on the
@@ -125,7 +55,7 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    batches = (_validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
+    batches = (validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
                if opts.calib_images
                else gate_batches(opts, manifest))
     reference, ref_name = reference_logits(folder, manifest, batches)
@@ -141,29 +71,6 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     manifest.save(folder)
     log(f"gate report: {Path(final or folder) / path.name} ({'all gates passed' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])})")
     return path
-
-
-def _validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
-    if not opts.val_masks:
-        return _image_batches(paths, manifest, opts.batch_size)
-    from segrt.verify.parity import image_inputs
-
-    return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, opts.batch_size)]
-
-
-def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:
-    """Real images for a gate without calibration (fp16, bf16): --val-images, else --calib-images,
-    else random inputs."""
-    folder = opts.val_images or opts.calib_images
-    if not folder:
-        from segrt.verify.parity import random_inputs
-
-        return random_inputs(manifest)
-    train = set(manifest.split.get("train", []))
-    paths = [p for p in list_images(folder) if p.stem not in train]  # held out only
-    if not paths:
-        raise SegrtError(f"{folder}: no images found" + (" that did not train the model (its split)" if train else ""))
-    return _validation_batches(opts, manifest, paths)
 
 
 def run_batches(run: Callable[[np.ndarray], np.ndarray], batches: list[Batch]) -> tuple[list[np.ndarray], float]:
