@@ -105,29 +105,41 @@ class Predictor:
                 np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))
         return time.perf_counter() - t0
 
-    # -- pipeline --------------------------------------------------------------------------
     def run(self, pairs: list[tuple[Path, Path]], stats: Stats | None = None) -> Stats:
         """Decode (thread pool, bounded window) -> batch -> Session.submit (up to its in_flight
-        batches at once) -> write (one thread), in input order. Counts go into ``stats``."""
-        self.stats, opts = stats or Stats(), self.opts
-        jobs = self._jobs(pairs)
+        batches at once) -> write (writer threads), in input order. Counts go into ``stats``."""
+        return _Run(self, pairs, stats or Stats()).stream()
+
+
+class _Run:
+    """One run's state, all of it made here: the counts, the jobs, the progress bar, the batch being
+    filled, the batches in flight, the writes, the thread pools and the stacks still open."""
+
+    def __init__(self, predictor: Predictor, pairs: list[tuple[Path, Path]], stats: Stats):
+        self.p, self.opts, self.stats = predictor, predictor.opts, stats
+        self.open_stacks: list[StackWriter] = []
+        self.jobs = self._jobs(pairs)
         # tiled: the bar counts tiles (known once each image is decoded), and at most two images are
         # decoded at a time (one being tiled, the next): a decoded image can be gigabytes
-        self.bar = progress(total=0 if opts.tile else len(jobs), desc="predict", unit="tile" if opts.tile else "img",
-                            enabled=opts.progress)
-        workers = opts.workers or max(1, usable_cores() // 2)
-        window = 2 if opts.tile else max(2 * opts.batch_size, workers * 2)  # bounded memory
+        tiled = self.opts.tile is not None
+        self.bar = progress(total=0 if tiled else len(self.jobs), desc="predict", unit="tile" if tiled else "img",
+                            enabled=self.opts.progress)
+        workers = self.opts.workers or max(1, usable_cores() // 2)
+        self.window = 2 if tiled else max(2 * self.opts.batch_size, workers * 2)  # bounded memory
         self.batch: list[tuple[_Job, np.ndarray]] = []  # (image, one model input)
         self.inflight: collections.deque[tuple[list[_Job], Future]] = collections.deque()
         self.writes: collections.deque[tuple[_Job, Future]] = collections.deque()
-        decoders = ThreadPoolExecutor(workers, "segrt-decode")
-        self.writers = ThreadPoolExecutor(opts.writers or max(1, usable_cores() // 4), "segrt-write")
+        self.decoders = ThreadPoolExecutor(workers, "segrt-decode")
+        self.writers = ThreadPoolExecutor(self.opts.writers or max(1, usable_cores() // 4), "segrt-write")
+
+    def stream(self) -> Stats:
+        jobs, opts = self.jobs, self.opts
         try:
             pending: collections.deque[tuple[_Job, Future]] = collections.deque()
             while jobs or pending:
-                while jobs and len(pending) < window:
+                while jobs and len(pending) < self.window:
                     job = jobs.popleft()
-                    pending.append((job, decoders.submit(self.decode, job)))
+                    pending.append((job, self.decoders.submit(self.p.decode, job)))
                 job, fut = pending.popleft()
                 if not self._decoded(job, fut):
                     continue
@@ -142,11 +154,11 @@ class Predictor:
             self._drain_writes(limit=0)
         except KeyboardInterrupt:  # stop: what is written stays written, nothing half-written
             self.stats.interrupted = True
-            decoders.shutdown(cancel_futures=True)
+            self.decoders.shutdown(cancel_futures=True)
             self.writers.shutdown(cancel_futures=True)  # running writes finish (atomically)
             self._drain_writes(limit=0, finished_only=True)
         finally:
-            decoders.shutdown()
+            self.decoders.shutdown()
             self.writers.shutdown()
             self.bar.close()
             for stack in self.open_stacks:  # interrupted: no half-written label TIFF stays
@@ -156,9 +168,9 @@ class Predictor:
 
     def _jobs(self, pairs: list[tuple[Path, Path]]) -> collections.deque[_Job]:
         """One job per image, one per page of a stack (its pages share one StackWriter)."""
-        jobs, self.open_stacks = collections.deque(), []
+        jobs = collections.deque()
         for path, rel in pairs:
-            pages = self.stacks.get(path, 1)
+            pages = self.p.stacks.get(path, 1)
             if self.opts.skip_existing and outputs_exist(self.opts.out, rel, self.opts, pages):
                 self.stats.skipped += 1
             elif pages == 1:
@@ -178,7 +190,7 @@ class Predictor:
             reason = f"page {job.page} of {job.stack.pages}: {reason}"
             job.stack.abort()
         self.stats.failures.append({"file": str(job.path), "reason": reason})
-        self.log(f"error: {reason}")
+        self.p.log(f"error: {reason}")
         if not self.opts.tile:
             self.bar.update(1)
 
@@ -208,9 +220,9 @@ class Predictor:
         for note in job.notes:  # each kind said once (summary.json keeps every one)
             self.stats.notes.append(note)
             kind = note.split(": ", 1)[-1]
-            if kind not in self.said:
-                self.said.add(kind)
-                self.log(f"note: {note}" + (" (said once; summary.json lists every file)" if
+            if kind not in self.p.said:
+                self.p.said.add(kind)
+                self.p.log(f"note: {note}" + (" (said once; summary.json lists every file)" if
                                             "converted" in note else ""))
         return True
 
@@ -221,7 +233,7 @@ class Predictor:
         if not items:
             return
         h, w = items[0][1].shape[1:]
-        budget, one = memory_budget(), batch_bytes(self.manifest, 1, h, w)
+        budget, one = memory_budget(), batch_bytes(self.p.manifest, 1, h, w)
         fit = len(items) if budget is None else budget // one
         if fit == 0:  # only at native size: tiles and resized inputs were checked up front
             for job, _ in items:
@@ -231,9 +243,9 @@ class Predictor:
         for i in range(0, len(items), fit):
             part = items[i:i + fit]
             x = np.stack([item[1] for item in part])
-            submit = self.session.submit_masks if self.masks_from_model else self.session.submit
+            submit = self.p.session.submit_masks if self.p.masks_from_model else self.p.session.submit
             self.inflight.append(([job for job, _ in part], submit(x)))
-            self._collect(keep=self.session.in_flight - 1)
+            self._collect(keep=self.p.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
         """Hand finished batches (in order) to the writer; wait while more than ``keep`` are out."""
@@ -250,18 +262,18 @@ class Predictor:
     def _deliver(self, job: _Job, logits: np.ndarray) -> None:
         """One model output: write the image's outputs, or add a tile to its image's band (and
         write the mask once the last tile is in)."""
-        if self.masks_from_model:  # a padded mask: crop it to the image
+        if self.p.masks_from_model:  # a padded mask: crop it to the image
             h, w = job.geometry.original_hw
-            self.writes.append((job, self.writers.submit(self.write_mask, job, logits[:h, :w])))
+            self.writes.append((job, self.writers.submit(self.p.write_mask, job, logits[:h, :w])))
             return
         if job.tiler is None:
-            self.writes.append((job, self.writers.submit(self.write, job, logits)))
+            self.writes.append((job, self.writers.submit(self.p.write, job, logits)))
             return
         job.tiler.add(logits)
         self.bar.update(1)
         if job.tiler.done:
             mask, job.tiler = job.tiler.mask, None
-            self.writes.append((job, self.writers.submit(self.write_mask, job, mask)))
+            self.writes.append((job, self.writers.submit(self.p.write_mask, job, mask)))
 
     def _drain_writes(self, limit: int, finished_only: bool = False) -> None:
         while len(self.writes) > limit:
