@@ -41,7 +41,6 @@ from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.model.checkpoint import save_checkpoint
 from segrt.model.unet import UNet, UNetConfig
 from segrt.runtime.backends.base import SessionOptions
-from segrt.runtime.select import gate_of
 from segrt.runtime.session import Session
 from segrt.verify.reference import eager_model, export_checkpoint
 
@@ -116,7 +115,7 @@ def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, calib: 
             provider = "openvino" if art.kind == "openvino" else "cpu"
             backends[label] = Session(export_dir, artifact=art.name, provider=provider,
                                       options=SessionOptions(threads=threads)).run
-            if art.kind != "torchscript" and gate_of(manifest, art).get("passed"):
+            if art.kind != "torchscript" and getattr(manifest.parity.get(art.name), "passed", False):
                 gated.add(label)
     backends.update(openvino_by_hand(export_dir / manifest.artifact("onnx", "fp32").file, calib, threads, log))
     return backends, gated

@@ -14,7 +14,7 @@ from pathlib import Path
 from segrt.errors import SegrtError
 from segrt.records import GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json, records_to_json
 
-__all__ = ["FORMAT", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member", "sha256_file"]
+__all__ = ["FORMAT", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member", "sha256_file"]
 
 FORMAT = "segrt-manifest/1"
 _META_PREFIX = "segrt."

@@ -57,6 +57,16 @@ def imports(name: str, path: Path, known: dict) -> set[str]:
     return out
 
 
+def defined_names(tree) -> set[str]:
+    """What a module defines at its top level: functions, classes, assigned names (tuples too)."""
+    out = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+    for n in tree.body:
+        if isinstance(n, (ast.Assign, ast.AnnAssign)):
+            for target in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                out |= {x.id for x in ast.walk(target) if isinstance(x, ast.Name)}
+    return out
+
+
 def wing(name: str) -> str:
     parts = name.split(".")
     return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else "basics"
@@ -132,9 +142,7 @@ def test_module_declares_all(name):
     names = ast.literal_eval(declared[0].value)
     assert not [n for n in names if n.startswith("_")], names
     if name != "segrt":  # the package's entry points are loaded lazily
-        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        defined |= {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
-                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        defined = defined_names(tree)
         assert set(names) <= defined, f"not defined here (a re-export?): {set(names) - defined}"
 
 
@@ -158,6 +166,31 @@ def test_every_package_is_in_the_wheel():
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, found - listed
+
+
+
+def test_every_segrt_import_names_something_that_exists():
+    """In the package, the tests, benchmarks and examples: ``from segrt.M import N`` finds N where M
+    defines it (a moved name breaks here, not when a benchmark runs)."""
+    known, wrong = modules(), []
+    defined = {}
+    for name, path in known.items():
+        tree = ast.parse(path.read_text())
+        defined[name] = defined_names(tree) | {a.asname or a.name for n in tree.body
+                                               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    root = PACKAGE.parent
+    for path in [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), *(root / "benchmarks").glob("*.py"),
+                 *(root / "examples").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "segrt":
+                if node.module not in known:
+                    wrong.append(f"{path.name}: no module {node.module}")
+                    continue
+                for a in node.names:
+                    if a.name not in defined[node.module] and f"{node.module}.{a.name}" not in known \
+                            and not (node.module == "segrt" and a.name in ("__version__",)):
+                        wrong.append(f"{path.relative_to(root)}: {node.module} has no {a.name}")
+    assert not wrong, wrong
 
 
 if __name__ == "__main__":  # python tests/test_layout.py: the wings and what each imports

@@ -28,7 +28,7 @@ __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", 
            "label_counts"]
 
 IGNORE_INDEX = 255
-GRAY_MEAN, GRAY_STD = [0.5], [0.25]
+_GRAY_MEAN, _GRAY_STD = [0.5], [0.25]
 
 
 class DataError(SegrtError):
@@ -64,7 +64,7 @@ def isbi_layout(root: str | Path) -> Layout:
     """ISBI 2012 membranes: 8-bit grayscale; mask 0 membrane -> class 0, 255 interior -> class 1."""
     root = Path(root)
     return Layout(root / "images", root / "masks", ["membrane", "interior"], {0: 0, 255: 1},
-                  channels=1, mean=list(GRAY_MEAN), std=list(GRAY_STD))
+                  channels=1, mean=list(_GRAY_MEAN), std=list(_GRAY_STD))
 
 
 def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
@@ -77,7 +77,7 @@ def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
         channels, note = _detect_channels(Path(images))
     gray = channels == 1
     return Layout(Path(images), Path(masks), classes, mask_map, channels,
-                  list(GRAY_MEAN if gray else IMAGENET_MEAN), list(GRAY_STD if gray else IMAGENET_STD), note)
+                  list(_GRAY_MEAN if gray else IMAGENET_MEAN), list(_GRAY_STD if gray else IMAGENET_STD), note)
 
 
 def _detect_channels(folder: Path) -> tuple[int, str | None]:
@@ -94,8 +94,8 @@ def _detect_channels(folder: Path) -> tuple[int, str | None]:
         except (OSError, ValueError):
             pass  # decoding says what is wrong with it, later
     if paths and gray == len(paths):
-        return 1, (f"all {gray} image files are grayscale: a 1-channel model, normalization mean {GRAY_MEAN[0]}, std "
-                   f"{GRAY_STD[0]} (--channels 3 for RGB); for microscopy or tiles predicted at full size, "
+        return 1, (f"all {gray} image files are grayscale: a 1-channel model, normalization mean {_GRAY_MEAN[0]}, std "
+                   f"{_GRAY_STD[0]} (--channels 3 for RGB); for microscopy or tiles predicted at full size, "
                    "consider --native")
     if gray:
         return 3, f"{gray} of {len(paths)} image files are grayscale: all are read as RGB (3 channels; --channels 1 for gray)"

@@ -44,14 +44,14 @@ def session_options(opts: SessionOptions):
     return so
 
 
-TRT_MAX_BATCH, TRT_MAX_SIDE = 64, 2048  # the largest input a TensorRT engine profile accepts (native/tiles)
+_TRT_MAX_BATCH, _TRT_MAX_SIDE = 64, 2048  # the largest input a TensorRT engine profile accepts (native/tiles)
 
 
 def _tensorrt_options(manifest, path: Path, opts: SessionOptions) -> dict:
     """ONNX Runtime's TensorRT provider options: engine and timing caches beside the export (the
     second start loads the engine instead of building it), fp16, workspace, and the dynamic-shape
     profile (min/opt/max) from the manifest's input rules: any multiple of the size multiple from one
-    block up to TRT_MAX_SIDE, optimized for batch 8 at the working size."""
+    block up to _TRT_MAX_SIDE, optimized for batch 8 at the working size."""
     from segrt.fsutil import writable_dir
 
     name, c, m = manifest.input_name, manifest.channels, manifest.size_multiple
@@ -60,13 +60,13 @@ def _tensorrt_options(manifest, path: Path, opts: SessionOptions) -> dict:
         low = high = (h, w)
     else:
         h, w = manifest.input_size or manifest.crop_size or (512, 512)
-        low, high = (m, m), (max(TRT_MAX_SIDE // m * m, h), max(TRT_MAX_SIDE // m * m, w))
+        low, high = (m, m), (max(_TRT_MAX_SIDE // m * m, h), max(_TRT_MAX_SIDE // m * m, w))
     cache = writable_dir(path.parent / ".trt-cache", "tensorrt")
     shape = lambda n, hw: f"{name}:{n}x{c}x{hw[0]}x{hw[1]}"  # noqa: E731
     options = {"device_id": opts.device, "trt_fp16_enable": opts.trt_fp16,
                "trt_max_workspace_size": int(opts.trt_workspace_gb * 2**30),
                "trt_profile_min_shapes": shape(1, low), "trt_profile_opt_shapes": shape(8, (h, w)),
-               "trt_profile_max_shapes": shape(TRT_MAX_BATCH, high)}
+               "trt_profile_max_shapes": shape(_TRT_MAX_BATCH, high)}
     if cache:
         options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
                        trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
