@@ -87,16 +87,18 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
         out = str(next_free(Path("predictions")))
     from segrt.predict.inputs import parse_shard
 
+    if engine == "ray":  # first: what the Ray engine does not do
+        from segrt.scale.ray import refuse_options
+
+        refuse_options({"--tile": tile, "--per-page": per_page, "--overlay": overlay, "--save-probs": save_probs,
+                        "--shard": shard, "--kind": kind, "--classes": classes, "--mean": mean, "--std": std})
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color, overlay=overlay,
                           save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
                           writers=writers, max_pixels=max_pixels or None, progress=not quiet,
                           shard=parse_shard(shard) if shard else None)
     if engine == "ray":
         from segrt.scale.ray import predict as ray_predict
-        from segrt.scale.ray import refuse_options
 
-        refuse_options({"--tile": tile, "--per-page": per_page, "--overlay": overlay, "--save-probs": save_probs,
-                        "--shard": shard, "--kind": kind, "--classes": classes, "--mean": mean, "--std": std})
         summary = ray_predict(list(inputs), model, out, opts, provider=provider, precision=precision,
                               num_workers=num_workers, address=address, log=lambda m: click.echo(m, err=True))
         echo_out(json.dumps(summary, indent=2) if as_json else "" if quiet else
