@@ -164,7 +164,7 @@ def _gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: f
     from segrt.verify.parity import ParityFailed, random_inputs, run_parity_on
 
     progress("checking parity against eager PyTorch ...")
-    report = run_parity_on(folder, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
+    report, _ = run_parity_on(folder, manifest, model, random_inputs(manifest), gate_iou, gate_logit)
     manifest.parity = {a: GateRecord.from_json(r["summary"]) for a, r in report["artifacts"].items()}
     if not report["passed"]:
         raise ParityFailed(report)

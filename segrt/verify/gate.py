@@ -59,14 +59,14 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
                if opts.calib_images
                else gate_batches(opts, manifest))
     reference, ref_name = reference_logits(folder, manifest, batches)
-    report = run_parity_on(folder, manifest, None, batches, eager=reference, visuals=8)
+    report, shown = run_parity_on(folder, manifest, None, batches, eager=reference, worst=8)
     report["reference"] = ref_name
     if opts.calib_images or opts.val_images:
         from segrt.imaging.splits import describe
 
         report["images_are"] = describe([n for b in batches for n in b.names], manifest.split)[0]
     path = folder / "parity.html"
-    write_bytes_atomic(path, render(report, manifest, "cpu").encode())
+    write_bytes_atomic(path, render(report, manifest, "cpu", shown=shown).encode())
     manifest.report = path.name
     manifest.save(folder)
     log(f"gate report: {Path(final or folder) / path.name} ({'all gates passed' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])})")

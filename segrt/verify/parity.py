@@ -105,16 +105,17 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
 
 def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = FP32_MASK_IOU,
                   gate_logit: float = FP32_MAX_LOGIT_DIFF, provider: str = "cpu", names: list[str] | None = None,
-                  options=None, eager: list[np.ndarray] | None = None, visuals: int = 0) -> dict:
+                  options=None, eager: list[np.ndarray] | None = None, worst: int = 0) -> tuple[dict, dict]:
     """Compare every runnable artifact in ``folder`` with the eager ``model`` (or with the reference
-    logits ``eager``); returns the report. ``visuals`` > 0: for that many worst images of each
-    non-fp32 artifact, keep the photo and both masks under report["visuals"] (arrays, for the HTML
-    report; not part of the JSON)."""
+    logits ``eager``). -> (the report, plain JSON; the worst images: for ``worst`` > 0, that many of
+    each non-fp32 artifact on real images, {artifact: [photo and both masks as arrays]}, for the
+    HTML report)."""
     from segrt.cpuinfo import module_available
     from segrt.runtime.session import Session
 
     eager = eager if eager is not None else eager_logits(model, batches)
     report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches]}
+    shown: dict[str, list[dict]] = {}
     real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
         if art.kind == "checkpoint" or (names and art.name not in names):
@@ -142,11 +143,10 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         s["passed"] = not problems
         report["failures"] += [f"{art.name}: {p}" for p in problems]
         report["artifacts"][art.name] = res
-        if visuals and real and art.precision != "fp32":
-            report.setdefault("visuals", {})[art.name] = _worst_visuals(res["per_image"][:visuals], batches, eager,
-                                                                     outs, manifest)
+        if worst and real and art.precision != "fp32":
+            shown[art.name] = _worst_visuals(res["per_image"][:worst], batches, eager, outs, manifest)
     report["passed"] = not report["failures"]
-    return report
+    return report, shown
 
 
 def _gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
@@ -215,8 +215,8 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
         raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
     bench = _load_bench(bench_path) if bench_path else None
-    report = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
-                           visuals=worst if report_path else 0)
+    report, shown = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
+                                  worst=worst if report_path else 0)
     report["export"] = str(folder)
     report["checkpoint"] = checkpoint["path"] if isinstance(checkpoint, dict) else str(checkpoint)
     if images:
@@ -229,8 +229,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if report_path:
         from segrt.verify.report import render
 
-        write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench).encode())
-    report.pop("visuals", None)
+        write_bytes_atomic(Path(report_path), render(report, manifest, provider, bench, shown).encode())
     if record:
         _record_quality(folder, manifest, report, record)
     if json_path:

@@ -109,8 +109,9 @@ def _worst_figures(items: list[dict], skip_class: int | None) -> str:
     return '<div class="worst">' + "".join(figs) + "</div>"
 
 
-def render(report: dict, manifest, provider: str, bench: dict | None = None) -> str:
-    """The HTML page for a parity report (run_parity's dict, with ``visuals`` for the worst images)."""
+def render(report: dict, manifest, provider: str, bench: dict | None = None, shown: dict | None = None) -> str:
+    """The HTML page for a parity report (run_parity's dict; ``shown``: its worst images, as
+    run_parity_on returns them)."""
     classes = manifest.classes
     speed = {r["artifact"]: r for r in (bench or {}).get("rows", []) if r["batch_size"] == 1}
     legend = "".join(f'<span style="background:rgb{tuple(int(v) for v in voc_palette()[i])}"></span>{html.escape(c)}'
@@ -136,7 +137,7 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None) -> 
     skip_class = 0 if classes and classes[0].lower() in ("background", "bg") else None
     for name, res in report["artifacts"].items():
         parts.append(_artifact_table(name, res, classes, speed.get(name)))
-        worst = report.get("visuals", {}).get(name)
+        worst = (shown or {}).get(name)
         if worst:
             parts.append(f"<p>The {len(worst)} images where it agrees least with eager: photo, eager mask, its "
                          f"mask, and in red the pixels that differ. <span class='legend'>{legend}</span></p>")
