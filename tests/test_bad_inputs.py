@@ -201,9 +201,9 @@ def test_output_folder_rules(exported, tmp_path):
 
 # 7. interrupts ------------------------------------------------------------------------------------------
 def test_ctrl_c_writes_a_summary_and_exits_130(exported, tmp_path, monkeypatch):
-    import segrt.predict.run as PR
+    import segrt.predict.pipeline as PL
 
-    real, calls = PR.Predictor._submit, []
+    real, calls = PL._Run._submit, []
 
     def interrupted(self):
         calls.append(1)
@@ -211,7 +211,7 @@ def test_ctrl_c_writes_a_summary_and_exits_130(exported, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self)
 
-    monkeypatch.setattr(PR.Predictor, "_submit", interrupted)
+    monkeypatch.setattr(PL._Run, "_submit", interrupted)
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["predict", str(IMAGES), "--model", str(exported), "--out", str(out),
                                     "--batch-size", "2", "--provider", "cpu"])
