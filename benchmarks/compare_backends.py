@@ -115,7 +115,7 @@ def build_backends(model: UNet, export_dir: Path, example: torch.Tensor, calib: 
             provider = "openvino" if art.kind == "openvino" else "cpu"
             backends[label] = Session(export_dir, artifact=art.name, provider=provider,
                                       options=SessionOptions(threads=threads)).run
-            if art.kind != "torchscript" and getattr(manifest.parity.get(art.name), "passed", False):
+            if art.kind != "torchscript" and manifest.passed(art.name):
                 gated.add(label)
     backends.update(openvino_by_hand(export_dir / manifest.artifact("onnx", "fp32").file, calib, threads, log))
     return backends, gated

@@ -14,7 +14,8 @@ from pathlib import Path
 from segrt.errors import SegrtError
 from segrt.records import GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json, records_to_json
 
-__all__ = ["FORMAT", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member", "sha256_file"]
+__all__ = ["FORMAT", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member",
+           "sha256_file"]
 
 FORMAT = "segrt-manifest/1"
 _META_PREFIX = "segrt."
@@ -153,6 +154,11 @@ class Manifest:
         """The artifact with this name, else the first one stored in this file."""
         return next((a for a in self.artifacts if a.name == name), None) or \
             next((a for a in self.artifacts if a.file == name), None)
+
+    def passed(self, name: str) -> bool:
+        """Did the artifact ``name`` pass the gate recorded for it?"""
+        gate = self.parity.get(name)
+        return gate is not None and gate.passed
 
     def add_artifact(self, folder: Path, artifact: Artifact) -> Artifact:
         path = Path(folder) / artifact.file

@@ -20,6 +20,11 @@ _PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _DICT_FIELDS = ("versions", "model_config", "mask_values", "split")
 
 
+def _set_fields(record, leave=()) -> dict:
+    """A record's fields that are set (not None), but those in ``leave``."""
+    return {k: v for k, v in asdict(record).items() if v is not None and k not in leave}
+
+
 def _known(cls, d: dict) -> tuple[dict, dict]:
     """``d`` split into the fields of ``cls`` and the rest."""
     names = {f.name for f in fields(cls)}
@@ -35,7 +40,7 @@ class Gates:
     max_abs_logit_diff_max: float | None = None
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _set_fields(self)
 
 
 @dataclass
@@ -55,8 +60,7 @@ class GateRecord:
     measures: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("gates", "measures") and v is not None}
-        return {**out, "gates": self.gates.to_json(), **self.measures}
+        return {**_set_fields(self, leave=("gates", "measures")), "gates": self.gates.to_json(), **self.measures}
 
     @classmethod
     def from_json(cls, d: dict) -> "GateRecord":
@@ -101,7 +105,7 @@ class QualityRecord:
     date: str | None = None
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _set_fields(self)
 
     @classmethod
     def from_json(cls, d: dict) -> "QualityRecord":

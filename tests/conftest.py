@@ -47,8 +47,6 @@ def tiny_ckpt(tiny_run) -> Path:
     return tiny_run / "last.pt"
 
 
-
-
 @pytest.fixture(scope="session")
 def exported(tiny_ckpt, tmp_path_factory) -> Path:
     """The tiny checkpoint exported (onnx, torchscript, pt2) through the CLI."""

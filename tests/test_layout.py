@@ -168,7 +168,6 @@ def test_every_package_is_in_the_wheel():
     assert found <= listed, found - listed
 
 
-
 def test_every_segrt_import_names_something_that_exists():
     """In the package, the tests, benchmarks and examples: ``from segrt.M import N`` finds N where M
     defines it (a moved name breaks here, not when a benchmark runs)."""

@@ -53,7 +53,6 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
     ok, _ = candidates(manifest, folder=folder)
     (h, w), basis = speed_size(manifest, images)
     pixels = np.random.default_rng(0).integers(0, 256, (h, w, manifest.channels), dtype=np.uint8)
-    x = np.zeros((1, manifest.channels, h, w), np.float32)  # its shape, for the record
     sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
                 for a in ok}
     times: dict[str, list[float]] = {name: [] for name in sessions}
@@ -62,7 +61,7 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
             run = lambda px, s=s: s.run(prepare(px, manifest.mean, manifest.std, None, 1, pixels=s.takes_uint8)[0][None])
             times[name] += timed(run, pixels, runs, warmup=1)  # warm-up after the other variants ran
     ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
-    manifest.speed = SpeedRecord(cpu=cpu_info(), threads=usable_cores(), input=list(x.shape), size_from=basis,
+    manifest.speed = SpeedRecord(cpu=cpu_info(), threads=usable_cores(), input=[1, manifest.channels, h, w], size_from=basis,
                                  ms_per_image=ms, date=dt.date.today().isoformat())
     manifest.save(folder)
     log(f"speed on this CPU (batch 1 at {h}x{w}, {basis}; ms/image): "

@@ -26,6 +26,6 @@ def main():
     """
 
 
-
-for command in (train_command, export.export, verify.parity, export.quantize, predict.predict, bench.bench, scale.triton_repo):
+for command in (train_command, export.export, verify.parity, export.quantize, predict.predict, bench.bench,
+                scale.triton_repo):
     main.add_command(command)

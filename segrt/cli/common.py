@@ -102,7 +102,6 @@ def make_quantize_options(calib_images, calib_count, calib_method, val_images, v
                            val_images=p(val_images), val_masks=p(val_masks), gate=quant_gate)
 
 
-
 # the default pets model: the copy inside an installed wheel (a subset of exported/pets: ONNX fp32,
 # ONNX Runtime and OpenVINO INT8), else the source tree's exported/pets (a clone, an editable install)
 DEFAULT_MODELS = (Path(__file__).resolve().parents[1] / "default_model",

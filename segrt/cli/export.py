@@ -63,7 +63,6 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
         echo_out(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
 
 
-
 @click.command()
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True)

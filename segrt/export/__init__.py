@@ -1,3 +1,4 @@
-"""Export: a checkpoint becomes artifacts (ONNX, TorchScript, torch.export, OpenVINO IR) and a manifest, gated for parity."""
+"""Export: a checkpoint becomes artifacts (ONNX, TorchScript, torch.export, OpenVINO IR) and a manifest,
+gated for parity."""
 
 __all__ = []

@@ -33,8 +33,6 @@ _FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.t
 _DEFAULT_OPSET = 20
 TORCHSCRIPT_NOTE = ("note: torch.jit (TorchScript) is deprecated upstream; model.ts is written for LibTorch "
                     "deployments, model.pt2 (torch.export) is the forward-compatible format")
-
-
 _INT8_NOTE = ("note: INT8 (QDQ) is for CPUs with VNNI and for TensorRT; ONNX Runtime's CUDA provider does not "
              "accelerate QDQ convolutions (on cuda use fp16: --quantize fp16 adds model.fp16.onnx)")
 

@@ -35,8 +35,9 @@ from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.backends.openvino import (IR_FILE, OpenVinoBackend, cpu_capabilities, import_openvino, ir_artifact,
                                              save_ir, write_ir)
 from segrt.verify.compare import Batch, compare
-from segrt.verify.gate import GateResult, evaluate, reference_logits, require, save_variant
+from segrt.verify.gate import GateResult, evaluate, require, save_variant
 from segrt.verify.imagesets import gate_batches, split_images
+from segrt.verify.reference import reference_logits
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["QUANTIZABLE_OPS", "quantize_int8", "gate_bf16"]

@@ -23,8 +23,9 @@ from segrt.progress import progress
 from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.quantize.search import fallback_search
 from segrt.runtime.backends.base import SessionOptions
-from segrt.verify.gate import GateResult, evaluate, reference_logits, require, run_batches, save_variant
+from segrt.verify.gate import GateResult, evaluate, require, run_batches, save_variant
 from segrt.verify.imagesets import gate_batches, split_images
+from segrt.verify.reference import reference_logits
 from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
 __all__ = ["QUANTIZABLE_OPS", "entropy_ranges", "quantize_int8", "quantize_fp16"]

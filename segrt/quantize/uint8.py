@@ -58,14 +58,15 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
     """A uint8-input copy of each gated ONNX / OpenVINO variant (or of ``bases``), gated at its
     base's gate on held-out images against the export's reference."""
     from segrt.runtime.session import Session
-    from segrt.verify.gate import evaluate, reference_logits, require, save_variant
+    from segrt.verify.gate import evaluate, require, save_variant
     from segrt.verify.imagesets import gate_batches
+    from segrt.verify.reference import reference_logits
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     chosen = [a for a in manifest.artifacts if a.kind in ("onnx", "openvino") and not a.extra.get("input_dtype")
-              and "@" not in a.name and getattr(manifest.parity.get(a.name), "passed", False) and manifest.in_copy(folder, a)
+              and "@" not in a.name and manifest.passed(a.name) and manifest.in_copy(folder, a)
               and (bases is None or a.name in bases)]
     if not chosen:
         raise SegrtError(f"{folder}: no gated ONNX or OpenVINO variant to give a uint8 input"

@@ -1,7 +1,7 @@
 """`--provider auto` on a CPU: the fastest variant that passed its gate and can run here.
 
 Speeds come from ``manifest.speed``: every gated CPU variant timed together in one process by
-``bench.record_speeds`` (export and quantize run it), with the CPU it ran on. On another CPU, the
+``bench.speeds.record_speeds`` (export and quantize run it), with the CPU it ran on. On another CPU, the
 default order applies: INT8, then bf16 where the CPU has AMX, then fp32; OpenVINO before ONNX
 Runtime at equal precision (faster on x86 in every measurement so far, PERF-NOTES). An ungated
 variant is never chosen.
@@ -21,13 +21,11 @@ __all__ = ["candidates", "choose_cpu_variant"]
 _SERVING_KINDS = ("onnx", "openvino")  # what auto chooses from: no torch needed
 
 
-
-
 def _unusable(art: Artifact, manifest: Manifest, folder: Path | None) -> str | None:
     missing = manifest.missing(folder, art) if folder else []
     if missing:
         return f"not in this copy: {', '.join(missing)} missing"
-    if not (gate := manifest.parity.get(art.name)) or not gate.passed:
+    if not manifest.passed(art.name):
         return "no passed gate recorded"
     if art.precision == "fp16":
         return "fp16 is for GPUs: no faster than fp32 on a CPU"

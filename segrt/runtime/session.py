@@ -20,6 +20,7 @@ from segrt.runtime.model_info import load_model_info
 
 __all__ = ["Session", "torch_available"]
 
+
 class Session:
     """Runs one artifact. ``run(x)``: NCHW float32 normalized (or, for a uint8-input variant, uint8
     pixels) -> NCHW float32 logits.

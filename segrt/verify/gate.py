@@ -24,10 +24,9 @@ from segrt.options import QuantizeOptions
 from segrt.records import GateRecord
 from segrt.verify.compare import Batch, compare
 from segrt.verify.imagesets import gate_batches, split_paths, validation_batches
+from segrt.verify.reference import reference_logits
 
-__all__ = ["GateResult", "write_gate_report", "run_batches", "evaluate", "reference_logits", "save_variant",
-           "require"]
-
+__all__ = ["GateResult", "write_gate_report", "run_batches", "evaluate", "save_variant", "require"]
 
 
 @dataclass
@@ -85,22 +84,6 @@ def evaluate(run: Callable[[np.ndarray], np.ndarray], reference: list[np.ndarray
     outs, ms = run_batches(run, batches)
     res = compare(reference, outs, batches, num_classes)
     return GateResult(res["summary"]["mask_iou"], {**res["summary"], "worst": res["worst"]}, ms_per_image=ms)
-
-
-def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
-    """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
-    passed parity with eager at export)."""
-    from segrt.runtime.session import Session, torch_available
-
-    ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
-    if ckpt is not None and torch_available():
-        from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
-
-        checkpoint, what = export_checkpoint(folder, manifest)
-        return eager_logits(eager_model(checkpoint, manifest), batches), \
-            "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"
-    session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
-    return [session.run(b.x) for b in batches], "onnx fp32"
 
 
 def save_variant(folder: Path, art, gate_record: GateRecord) -> None:

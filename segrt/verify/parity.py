@@ -26,7 +26,6 @@ __all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_
            "run_parity", "check_outputs", "format_report"]
 
 _RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
-# precision -> minimum mask IoU agreement; fp32 also has the logit gate
 _NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
 
 
@@ -135,8 +134,8 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)
-        recorded = getattr(manifest.parity.get(art.name), "gates", None)  # the gate it was made under
-        recorded = recorded.mask_iou_min if recorded else None
+        recorded = manifest.parity.get(art.name)  # the gate it was made under
+        recorded = recorded.gates.mask_iou_min if recorded else None
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
         problems = _gate_problems(s, res, art.precision == "fp32")

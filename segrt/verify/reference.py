@@ -1,6 +1,7 @@
-"""The eager PyTorch reference an export is checked against: its checkpoint's U-Net (with the
+"""The reference an export is checked against: eager PyTorch, its checkpoint's U-Net (with the
 export's TTA), or, where checkpoint.pt is not in the copy, a U-Net rebuilt from the fp32 ONNX's
-weights and refused unless it reproduces the ONNX. torch is imported where a model is built."""
+weights and refused unless it reproduces the ONNX; without torch, the fp32 ONNX. torch is imported
+where a model is built."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from segrt.progress import progress
 from segrt.verify.compare import Batch
 from segrt.verify.thresholds import FP32_MAX_LOGIT_DIFF
 
-__all__ = ["eager_model", "export_checkpoint", "eager_logits"]
+__all__ = ["eager_model", "export_checkpoint", "eager_logits", "reference_logits"]
 
 
 def _rebuild_from_onnx(onnx_path: str | os.PathLike, manifest) -> dict:
@@ -117,3 +118,17 @@ def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
 
     with torch.inference_mode():
         return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
+
+
+def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
+    """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
+    passed parity with eager at export)."""
+    from segrt.runtime.session import Session, torch_available
+
+    ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
+    if ckpt is not None and torch_available():
+        checkpoint, _ = export_checkpoint(folder, manifest)
+        return eager_logits(eager_model(checkpoint, manifest), batches), \
+            "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"
+    session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
+    return [session.run(b.x) for b in batches], "onnx fp32"
