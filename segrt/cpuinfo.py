@@ -1,6 +1,11 @@
 """What machine this is: the CPU model and the ISA flags that decide which precision runs fast,
 and the memory available now (Linux /proc; elsewhere the platform's processor string, no flags,
-memory unknown), the usable cores and which optional modules are installed. No torch, no OpenVINO."""
+memory unknown), the usable cores and which optional modules are installed. No torch, no OpenVINO.
+
+``cpu_info()`` is the one capability probe: everything that asks whether this CPU has bf16, VNNI or
+AMX asks it. ``SEGRT_SIMULATE_ISA=avx2`` (a comma-separated list of flags to keep, e.g.
+``avx2,avx512f``) makes it report a CPU with only those of its flags, so that any machine can run
+as an AVX2-only CPU would (tests, CI)."""
 
 from __future__ import annotations
 
@@ -9,18 +14,31 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_info", "same_cpu", "describe_cpu", "available_memory", "usable_cores", "module_available"]
+__all__ = ["SIMULATE_ENV", "cpu_info", "has_bf16", "isa_class", "same_cpu", "describe_cpu", "available_memory",
+           "usable_cores", "module_available"]
+
+SIMULATE_ENV = "SEGRT_SIMULATE_ISA"
 
 # the flags that matter for INT8 / bf16 / fp16 speed (names as Linux prints them)
 _ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
-    """-> {"model": str, "isa": [flags from ISA_FLAGS], "cores": int}."""
-    import os
+    """-> {"model": str, "isa": [flags from _ISA_FLAGS], "cores": int}; under $SEGRT_SIMULATE_ISA,
+    only the flags it keeps and the model marked "(simulated ...)"."""
+    model, flags = _read_cpu()
+    isa = [f for f in _ISA_FLAGS if f in flags]
+    keep = os.environ.get(SIMULATE_ENV)
+    if keep:
+        wanted = {f.strip() for f in keep.replace(" ", ",").split(",") if f.strip()}
+        isa = [f for f in isa if f in wanted]
+        model = f"{model} (simulated {'+'.join(isa) or 'no SIMD flags'})"
+    return {"model": model, "isa": isa, "cores": os.cpu_count() or 1}
 
+
+@functools.lru_cache(maxsize=1)
+def _read_cpu() -> tuple[str, frozenset]:
     model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -32,7 +50,24 @@ def cpu_info() -> dict:
                 break
     except OSError:
         pass
-    return {"model": model or platform.processor() or platform.machine(), "isa": [f for f in _ISA_FLAGS if f in flags], "cores": os.cpu_count() or 1}
+    return model or platform.processor() or platform.machine(), frozenset(flags)
+
+
+def has_bf16(info: dict | None = None) -> bool:
+    """Does this CPU compute in bf16 natively (AVX-512 BF16 or AMX)?"""
+    return bool({"avx512_bf16", "amx_bf16"} & set((info or cpu_info())["isa"]))
+
+
+def isa_class(info: dict | None = None) -> str:
+    """The ISA level that decides which kernels a runtime picks, and so its INT8/bf16 numerics:
+    amx, avx512-bf16, avx512-vnni, avx-vnni, avx512, avx2 or baseline."""
+    isa = set((info or cpu_info())["isa"])
+    for name, flags in (("amx", {"amx_int8", "amx_bf16"}), ("avx512-bf16", {"avx512_bf16"}),
+                        ("avx512-vnni", {"avx512_vnni"}), ("avx-vnni", {"avx_vnni"}), ("avx512", {"avx512f"}),
+                        ("avx2", {"avx2"})):
+        if isa & flags:
+            return name
+    return "baseline"
 
 
 def same_cpu(record: dict | None) -> bool:

@@ -69,6 +69,7 @@ class Manifest:
     tta: str | None = None  # test-time augmentation folded into every artifact ('hflip'), None: plain
     quality: dict[str, QualityRecord] = field(default_factory=dict)  # parity --record NAME: mIoU vs ground truth
     split: dict = field(default_factory=dict)  # the training run's split.json: {"train": [stems], "val": [stems]}
+    gate_sample: dict | None = None  # {file, sha256, images, size, source}: see segrt.runtime.here
     format: str = FORMAT
 
     @property
@@ -94,6 +95,7 @@ class Manifest:
             "artifacts": [asdict(a) for a in self.artifacts],
             **records_to_json(self),
             "split": self.split,
+            "gate_sample": self.gate_sample,
             "report": self.report,
             "versions": self.versions,
         }
@@ -115,7 +117,7 @@ class Manifest:
                 versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
-                split=d.get("split", {}),
+                split=d.get("split", {}), gate_sample=d.get("gate_sample"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

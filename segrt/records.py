@@ -38,6 +38,8 @@ class Gates:
 
     mask_iou_min: float
     max_abs_logit_diff_max: float | None = None
+    min_class_share: float | None = None  # classes below this share of the reference's pixels do not gate
+    class_iou_margin: float | None = None  # a class with support may trail mask_iou_min by at most this
 
     def to_json(self) -> dict:
         return _set_fields(self)
@@ -47,7 +49,8 @@ class Gates:
 class GateRecord:
     """manifest.parity[NAME]: how an artifact agreed with its reference, and whether it passed.
     ``measures``: what else its gate measured (per-class agreement, batch invariance, the worst
-    images, the INT8 search), kept as measured."""
+    images, the INT8 search), kept as measured. ``passed`` False with a ``reason`` in measures: a
+    variant that failed its gate and was not written (its measurements kept)."""
 
     passed: bool
     mask_iou: float
@@ -57,6 +60,7 @@ class GateRecord:
     pixel_agreement: float | None = None
     max_abs_logit_diff: float | None = None
     mean_abs_logit_diff: float | None = None
+    measured_on: dict | None = None  # runtime.here.signature(): the ISA class and runtime versions
     measures: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -67,8 +71,7 @@ class GateRecord:
         d = dict(d)
         nested = d.pop("gates", None) or {}
         top = d.pop("mask_iou_min", None)
-        gates = Gates(mask_iou_min=nested.get("mask_iou_min", top),
-                      max_abs_logit_diff_max=nested.get("max_abs_logit_diff_max"))
+        gates = Gates(**{**_known(Gates, nested)[0], "mask_iou_min": nested.get("mask_iou_min", top)})
         known, rest = _known(cls, d)
         return cls(**{"passed": False, "mask_iou": 0.0, **known, "gates": gates, "measures": rest})
 
@@ -175,6 +178,12 @@ def check_manifest(m, raw: dict, where: str) -> None:
             raise bad(f"split.{key}", "a list of image names", m.split[key])
     if m.tta not in (None, "hflip"):
         raise bad("output.tta", "null or 'hflip'", m.tta)
+    sample = m.gate_sample
+    if sample is not None and not (isinstance(sample, dict) and isinstance(sample.get("file"), str)
+                                   and isinstance(sample.get("sha256"), str)):
+        raise bad("gate_sample", "null or an object with a file and its sha256", sample)
+    if sample:
+        check_member(sample["file"], where=where)
     for a in m.artifacts:
         check_member(a.file, where=where)
         if a.kind not in _KINDS or a.precision not in _PRECISIONS:

@@ -27,15 +27,25 @@ ROW_KEYS = ("artifact", "kind", "precision", "provider", "batch_size", "height",
             "p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "peak_rss_mb", "gpu_peak_mb")
 
 
-def _runnable_artifacts(manifest, provider: str) -> list:
-    """Every artifact that can run here: ONNX always, OpenVINO and torch ones when installed;
+def _runnable_artifacts(manifest, provider: str, folder) -> tuple[list, dict]:
+    """-> (every artifact that can run here, {name: why not} for the others): ONNX always, OpenVINO
+    and torch ones when installed, none the CPU cannot run (bf16 without bf16) or the copy lacks;
     with provider openvino, its own artifacts (the fp32 ONNX when the export has none)."""
-    kinds = {"onnx"} | ({"openvino"} if module_available("openvino") else set()) \
-        | ({"torchscript", "pt2"} if torch_available() else set())
-    found = [a for a in manifest.artifacts if a.kind in kinds]
-    if provider == "openvino":
-        found = [a for a in found if a.kind == "openvino"] or [manifest.artifact("onnx", "fp32")]
-    return found
+    from segrt.runtime.select import cannot_run_here
+
+    kinds = {"onnx", "openvino"} | ({"torchscript", "pt2"} if torch_available() else set())
+    found, skipped = [], {}
+    for a in manifest.artifacts:
+        if a.kind not in kinds or (provider == "openvino" and a.kind != "openvino"):
+            continue
+        why = cannot_run_here(a) or (None if manifest.in_copy(folder, a) else "not in this copy")
+        if why:
+            skipped[a.name] = why
+        else:
+            found.append(a)
+    if provider == "openvino" and not found:
+        found = [manifest.artifact("onnx", "fp32")]
+    return found, skipped
 
 
 def _time_variant(session: Session, batch: int, h: int, w: int, warmup: int, runs: int, buffers: int = 3) -> dict:
@@ -96,7 +106,9 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
     if pick:
         log(f"{probe.auto_note}; bench times every runnable artifact, * marks that one")
     check_bench_memory(manifest, max(batch_sizes), [round_up(int(size), m) for size in sizes])
-    variants = _runnable_artifacts(manifest, provider) if probe.folder else [probe.artifact]
+    variants, skipped = _runnable_artifacts(manifest, provider, probe.folder) if probe.folder else ([probe.artifact], {})
+    for name, why in skipped.items():
+        log(f"not run here: {name} ({why})")
     if artifacts:
         unknown = [n for n in artifacts if not any(n in (a.name, a.file) for a in variants)]
         if unknown:
@@ -119,7 +131,8 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
                 bar.update(1)
     bar.close()
     return {"schema": SCHEMA, "model": str(model), "machine": _machine_info(threads), "warmup": warmup,
-            "runs": runs, "rows": rows, "auto_pick": pick, "auto_note": probe.auto_note if pick else None}
+            "runs": runs, "rows": rows, "skipped": skipped, "auto_pick": pick,
+            "auto_note": probe.auto_note if pick else None}
 
 
 def _machine_info(threads: int = 0) -> dict:
@@ -145,6 +158,7 @@ def format_table(result: dict, markdown: bool = False) -> str:
              f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['p50_ms'] / r['batch_size']:.2f}",
              f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in result["rows"]]
     note = [f"* = what --provider auto runs here ({result['auto_note']})"] if pick else []
+    note += [f"not run here: {name} ({why})" for name, why in result.get("skipped", {}).items()]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body] + ([""] + note if note else []))

@@ -22,10 +22,11 @@ def main():
     Train:   segrt train --layout pets --data DIR --out runs/NAME
     Export:  segrt export runs/NAME/best.pt --out exported/NAME
     Check:   segrt parity exported/NAME --images DIR [--masks DIR]
+    Here:    segrt verify exported/NAME   (every variant on its gate sample, on this CPU)
     Run:     segrt predict IMAGES... --model exported/NAME --provider auto
     """
 
 
-for command in (train_command, export.export, verify.parity, export.quantize, predict.predict, bench.bench,
+for command in (train_command, export.export, verify.parity, verify.verify, export.quantize, predict.predict, bench.bench,
                 scale.triton_repo):
     main.add_command(command)

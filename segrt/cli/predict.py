@@ -57,6 +57,12 @@ __all__ = ["predict", "exit_code"]
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
 @click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
 @click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
+@click.option("--allow-below-gate", is_flag=True,
+              help="run a reduced-precision variant even when it fails its gate on this CPU's gate sample "
+                   "(said; default: refused)")
+@click.option("--no-measure", is_flag=True,
+              help="auto: where the export has no speeds from this CPU, use the default order (int8 > fp32, "
+                   "OpenVINO first) instead of timing the candidates once")
 @click.option("--quiet", is_flag=True, help="no progress bar, no summary line")
 @click.option("--json", "as_json", is_flag=True, help="print summary.json to stdout")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -67,7 +73,7 @@ __all__ = ["predict", "exit_code"]
 @user_errors
 def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
             overlay, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
-            no_arena, workers, writers, max_pixels, classes, mean, std, quiet, as_json):
+            no_arena, workers, writers, max_pixels, classes, mean, std, allow_below_gate, no_measure, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -110,7 +116,9 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
     summary = run_predict(list(inputs), model, provider=provider, precision=precision, kind=kind, opts=opts,
                           session_options=SessionOptions(threads=threads, graph_opt=graph_opt, arena=not no_arena,
                                                          spin=False, throughput=True, device=device,
-                                                         trt_fp16=trt_fp16), classes=classes.split(",") if classes else None, mean=mean,
+                                                         trt_fp16=trt_fp16, gate_here=True,
+                                                         allow_below_gate=allow_below_gate,
+                                                         measure=not no_measure), classes=classes.split(",") if classes else None, mean=mean,
                           std=std, tile=tile, overlap=overlap, blend=blend)
     if as_json:
         echo_out(json.dumps(summary, indent=2))

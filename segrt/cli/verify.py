@@ -1,4 +1,4 @@
-"""`segrt parity`."""
+"""`segrt parity` and `segrt verify`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from segrt.cli.common import COUNT, echo_out, gate_options, gpu_options, user_errors
 from segrt.errors import SegrtError
 
-__all__ = ["parity"]
+__all__ = ["parity", "verify"]
 
 
 @click.command()
@@ -58,3 +58,26 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
     echo_out(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 
+
+
+@click.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--sample-images", type=click.Path(exists=True),
+              help="first make the export's gate sample from these held-out images (up to 16; never a training "
+                   "image); for exports made before gate samples")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the table as JSON")
+@user_errors
+def verify(export_dir, sample_images, json_path):
+    """Run every variant of EXPORT_DIR on its gate sample on this CPU and hold it to its gate (the
+    check auto makes before a variant gated on another CPU runs); exit 1 when one fails here."""
+    import json
+    from pathlib import Path
+
+    from segrt.fsutil import write_bytes_atomic
+    from segrt.verify.sample import format_verify, run_verify
+
+    result = run_verify(export_dir, sample_images, log=lambda m: click.echo(m, err=True))
+    echo_out(format_verify(result))
+    if json_path:
+        write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())
+    sys.exit(0 if result["passed"] else 1)

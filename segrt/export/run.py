@@ -179,7 +179,7 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     from segrt.quantize.uint8 import add_uint8_variants
     from segrt.verify.gate import write_gate_report
 
-    made = [run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs]
+    made = [a for a in (run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs) if a]
     if uint8:
         made += add_uint8_variants(folder, opts, progress, uint8 if isinstance(uint8, list) else None)
     record_speeds(folder, progress, images=opts.val_images or opts.calib_images)

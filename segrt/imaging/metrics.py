@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ConfusionMatrix", "mask_iou"]
+__all__ = ["MIN_CLASS_SHARE", "CLASS_IOU_MARGIN", "ConfusionMatrix", "mask_iou", "agreement", "agreement_problems"]
+
+# How agreement with a reference is gated (verify/thresholds.py holds the gate values themselves):
+# a class gates when it covers at least MIN_CLASS_SHARE of the reference's pixels over the whole set
+# (rarer classes are reported, not gating: two stray pixels say nothing), and each gating class may
+# trail the gate by at most CLASS_IOU_MARGIN (a class with support that collapses fails the gate).
+MIN_CLASS_SHARE = 0.002
+CLASS_IOU_MARGIN = 0.05
 
 
 class ConfusionMatrix:
@@ -93,3 +100,34 @@ def _none_if_nan(v: float) -> float | None:
 def mask_iou(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
     """Mean over classes of IoU between two predicted masks (agreement, symmetric)."""
     return ConfusionMatrix(num_classes).update(a, b).miou()
+
+
+def agreement(cm: ConfusionMatrix) -> dict:
+    """A variant's masks against its reference's over a whole image set (intersection and union
+    summed over images; ``cm[t, p]``: t the reference's class, p the variant's). -> {"mask_iou": mean
+    IoU over the classes with support, "pixel_agreement", "classes": [{"share", "iou", "gated"}]}."""
+    support = cm.matrix.sum(axis=1).astype(np.float64)
+    share = support / max(support.sum(), 1.0)
+    iou = cm.iou()
+    gated = share >= MIN_CLASS_SHARE
+    mean = _nanmean(iou[gated]) if gated.any() else _nanmean(iou)
+    return {"mask_iou": mean, "pixel_agreement": cm.pixel_accuracy(),
+            "classes": [{"share": float(sh), "iou": _none_if_nan(v), "gated": bool(g)}
+                        for sh, v, g in zip(share, iou, gated)]}
+
+
+def agreement_problems(agreed: dict, gate: float, names: list[str] | None = None) -> list[str]:
+    """What misses ``gate`` in an agreement() result (empty: it passes): the mean IoU over the
+    classes with support, the pixel agreement, and each such class (at most CLASS_IOU_MARGIN below)."""
+    problems = []
+    if not agreed["mask_iou"] >= gate:
+        problems.append(f"mask IoU agreement {agreed['mask_iou']:.5f} < {gate}")
+    if not agreed.get("pixel_agreement", 1.0) >= gate:
+        problems.append(f"pixel agreement {agreed['pixel_agreement']:.5f} < {gate}")
+    floor = gate - CLASS_IOU_MARGIN
+    for i, c in enumerate(agreed.get("classes", [])):
+        if c["gated"] and not (c["iou"] is not None and c["iou"] >= floor):
+            name = names[i] if names and i < len(names) else f"class {i}"
+            problems.append(f"class {name!r} ({c['share']:.1%} of the pixels) agrees at IoU "
+                            f"{c['iou'] if c['iou'] is not None else float('nan'):.4f} < {floor:.3f}")
+    return problems

@@ -23,8 +23,10 @@ VARIANTS = {
 }
 
 
-def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print, backend: str = "onnxruntime") -> Artifact:
-    """Add one gated variant: (onnxruntime, int8|fp16) or (openvino, int8|bf16)."""
+def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print,
+                 backend: str = "onnxruntime") -> Artifact | None:
+    """Add one gated variant: (onnxruntime, int8|fp16) or (openvino, int8|bf16); None when this CPU
+    cannot run it (bf16 without bf16: said in one line)."""
     if (backend, precision) not in VARIANTS:
         made = ", ".join(f"{b} {p}" for b, p in sorted(VARIANTS))
         raise SegrtError(f"no {precision} variant for backend {backend!r}; available: {made}")

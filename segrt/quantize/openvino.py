@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.bench.timing import timed
-from segrt.cpuinfo import cpu_info
+from segrt.cpuinfo import cpu_info, describe_cpu, has_bf16
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.options import QuantizeOptions
@@ -99,7 +99,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     search = [{"method": "nncf.quantize defaults", "excluded": [], "mask_iou": best.mask_iou,
                "ms_per_image": best.ms_per_image}]
     log(f"  NNCF defaults: mask IoU {best.mask_iou:.5f}")
-    if best.mask_iou < gate:
+    if not best.passes(gate):
         budget = max(1, int(len(_float_ops(read())) * opts.max_fp32_nodes))
         with contextlib.redirect_stdout(sys.stderr):
             model = _accuracy_control(read, dataset, batches, reference, manifest.num_classes, gate, budget, log)
@@ -108,7 +108,8 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         search.append({"method": "nncf.quantize_with_accuracy_control", "excluded": best.excluded,
                        "mask_iou": best.mask_iou, "ms_per_image": best.ms_per_image})
         log(f"  accuracy control: {len(best.excluded)} node(s) left in float: mask IoU {best.mask_iou:.5f}")
-    require(best, gate, "OpenVINO INT8", search, "try more/other calibration images or a lower --quant-gate")
+    require(best, gate, "OpenVINO INT8", search, "try more/other calibration images or a lower --quant-gate",
+            names=manifest.classes)
     hint, ms = _float_precision(model, best, gate, reference, batches, manifest, log)
     save_ir(model, folder, "model.int8.xml")
     art = ir_artifact("model.int8.xml", "int8", inference_precision=hint, measured_on=cpu_info(), source=source,
@@ -178,7 +179,7 @@ def _float_precision(model, best: GateResult, gate: float, reference, batches: l
         ms["bf16"], ms["f32"] = _median_ms(bf16.run, x), min(ms["f32"], _median_ms(f32.run, x))
         if ms["bf16"] < ms["f32"]:
             r = evaluate(bf16.run, reference, batches, manifest.num_classes)
-            if r.mask_iou >= gate:
+            if r.passes(gate):
                 log(f"  layers kept out of INT8 run in bf16: {ms['bf16']:.1f} vs f32 {ms['f32']:.1f} ms/img, "
                     f"mask IoU {r.mask_iou:.5f}")
                 best.summary, best.mask_iou = r.summary, r.mask_iou
@@ -186,8 +187,12 @@ def _float_precision(model, best: GateResult, gate: float, reference, batches: l
     return "f32", ms
 
 
-def gate_bf16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
-    """Record the fp32 IR run in bf16 as a variant (model.xml@bf16), gated on held-out photos."""
+def gate_bf16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact | None:
+    """Record the fp32 IR run in bf16 as a variant (model.xml@bf16), gated on held-out photos. On a
+    CPU without bf16: not run here, said in one line, None."""
+    if not has_bf16():
+        log(f"not run here: bf16 (this CPU has no bf16: {describe_cpu()}); no bf16 variant added")
+        return None
     folder, manifest, gate = _setup(folder, opts, "bf16")
     if not (opts.val_images or opts.calib_images):
         raise SegrtError("bf16 is gated on real photos: pass --val-images DIR (held-out images)")
@@ -200,7 +205,7 @@ def gate_bf16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Ar
     ms = {"f32": _median_ms(OpenVinoBackend(folder / ir.file, "f32", SessionOptions()).run, x),
           "bf16": _median_ms(bf16.run, x)}
     log(f"bf16: mask IoU {r.mask_iou:.5f} (gate {gate}), {ms['bf16']:.1f} vs f32 {ms['f32']:.1f} ms/img at batch 1")
-    require(r, gate, "bf16")
+    require(r, gate, "bf16", names=manifest.classes)
     art = ir_artifact(ir.file, "bf16", inference_precision="bf16", measured_on=cpu_info(), ms_per_image=ms)
     save_variant(folder, art, r.record(gate, ref_name))
     return art

@@ -95,7 +95,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         log(f"quantizing ({opts.calib_method} calibration) and gating at mask IoU >= {gate} vs {ref_name} ...")
         best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
         fp32_ms = run_batches(_ort_run(fp32), batches)[1]
-        require(best, gate, "INT8", search)
+        require(best, gate, "INT8", search, names=manifest.classes)
         target = folder / "model.int8.onnx"
         with atomic_path(target) as t:
             os.replace(build.files[tuple(best.excluded)], t)
@@ -181,7 +181,7 @@ def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         onnx.save(converted.model, str(t))
         _write_metadata(t, manifest)
         r = evaluate(_ort_run(t), reference, batches, manifest.num_classes)
-        require(r, gate, "FP16")
+        require(r, gate, "FP16", names=manifest.classes)
     art = Artifact(file=target.name, kind="onnx", precision="fp16", exporter="onnxruntime float16 converter",
                    opset=_fp32_opset(fp32), extra={"io": "float32", "intended_provider": "cuda/tensorrt"})
     save_variant(folder, art, r.record(gate, ref_name))

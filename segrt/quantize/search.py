@@ -19,7 +19,7 @@ def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[s
     full = build([])
     best, search = full, [{"excluded": [], "mask_iou": full.mask_iou, "ms_per_image": full.ms_per_image}]
     log(f"  all nodes int8: mask IoU {full.mask_iou:.5f}")
-    if full.mask_iou >= gate:
+    if full.passes(gate):
         return best, search
     budget = max(1, int(len(candidates) * max_fraction))
     log(f"  below the gate: scanning {len(candidates)} nodes for sensitivity (fallback may exclude {budget})")
@@ -30,8 +30,8 @@ def fallback_search(build: Callable[[list[str]], GateResult], candidates: list[s
         r = build(list(excluded))
         log(f"  excluded {len(excluded)} node(s) (+{n}): mask IoU {r.mask_iou:.5f}")
         search.append({"excluded": list(excluded), "mask_iou": r.mask_iou, "ms_per_image": r.ms_per_image})
-        if r.mask_iou > best.mask_iou:
+        if r.passes(gate) or (r.mask_iou > best.mask_iou and not best.passes(gate)):
             best = r
-        if r.mask_iou >= gate:
+        if r.passes(gate):
             break
     return best, search

@@ -83,7 +83,7 @@ def add_uint8_variants(folder: str | os.PathLike, opts, log=print, bases: list[s
         r = evaluate(session.run, reference, batches, manifest.num_classes)
         log(f"{art.name}: uint8 input, mask IoU {r.mask_iou:.5f} (gate {gate}, as {base.name}), "
             f"{r.ms_per_image:.1f} ms/img")
-        require(r, gate, f"{art.name} (uint8 input)")
+        require(r, gate, f"{art.name} (uint8 input)", names=manifest.classes)
         save_variant(folder, art, r.record(gate, ref_name))
         manifest = Manifest.load(folder)
         made.append(art)

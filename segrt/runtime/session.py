@@ -48,15 +48,19 @@ class Session:
         elif self.folder is None:  # a single file
             self.artifact = self.manifest.artifacts[0]
         elif provider == "auto" and kind is None:
-            self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder)
+            self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder, self.options)
         elif provider == "openvino" and kind is None and precision is None and _gated_ir(self.manifest, self.folder):
             from segrt.runtime.select import \
                 choose_cpu_variant  # the fastest gated OpenVINO variant (INT8 where it passed)
 
-            self.artifact, note = choose_cpu_variant(self.manifest, None, self.folder, ("openvino",), "openvino")
+            self.artifact, note = choose_cpu_variant(self.manifest, None, self.folder, ("openvino",), "openvino",
+                                                     check=self.options.gate_here is not False,
+                                                     measure=self.options.measure)
         else:
             self.artifact = self.manifest.artifact(kind or _default_kind(self.manifest, provider, precision),
                                                    precision or "fp32")
+        if self.folder and (self.options.gate_here or (self.options.gate_here is None and not artifact and not note)):
+            note = "; ".join(filter(None, [note, _held_here(self.manifest, self.folder, self.artifact, self.options)]))
         self.path = (self.folder / self.artifact.file) if self.folder else path
         if self.folder:  # the file it runs must be the one the export verified (sha256, once per open)
             runs, moved = self.manifest.runs_from(self.folder, self.artifact)
@@ -136,7 +140,23 @@ def _default_kind(manifest: Manifest, provider: str, precision: str | None) -> s
     return "onnx"
 
 
-def _auto_choice(manifest: Manifest, precision: str | None, folder: Path | None) -> tuple[Artifact, str, str | None]:
+def _held_here(manifest: Manifest, folder: Path, art: Artifact, options: SessionOptions) -> str | None:
+    """A variant segrt did not pick itself, re-checked on this CPU (runtime.here): refused when it
+    fails its gate here, unless ``options.allow_below_gate``. -> a note, or None."""
+    from segrt.runtime.here import check_here
+
+    verdict = check_here(folder, manifest, art)
+    if verdict is None:
+        return None
+    if not verdict.passed and not options.allow_below_gate:
+        raise SegrtError(f"{verdict.line()}: refused (a faster variant that disagrees with the validated model); "
+                         "use --precision fp32, or --allow-below-gate to run it anyway")
+    said = "" if verdict.passed else ": running it anyway (--allow-below-gate)"
+    return None if verdict.cached and verdict.passed else verdict.line() + said
+
+
+def _auto_choice(manifest: Manifest, precision: str | None, folder: Path | None,
+                 options: SessionOptions) -> tuple[Artifact, str, str | None]:
     """-> (artifact, provider, note): the ONNX model where ONNX Runtime has CUDA (its backend says
     whether CUDA worked), else segrt.runtime.select's pick among the gated CPU variants."""
     from segrt.runtime.backends.ort import available_ort_providers
@@ -144,7 +164,8 @@ def _auto_choice(manifest: Manifest, precision: str | None, folder: Path | None)
 
     if "cuda" in available_ort_providers():
         return manifest.artifact("onnx", precision or "fp32"), "auto", None
-    art, why = choose_cpu_variant(manifest, precision, folder)
+    art, why = choose_cpu_variant(manifest, precision, folder, check=options.gate_here is not False,
+                                  measure=options.measure)
     return art, "openvino" if art.kind == "openvino" else "cpu", why
 
 

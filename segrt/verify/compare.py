@@ -2,8 +2,9 @@
 apart from the runners too). Used by parity, the quantization gates and the reports.
 
 For each image: mask IoU and pixel agreement of the argmax masks, the largest |logit difference|;
-over all: the same from one confusion matrix, per-class IoU agreement, and, where ground truth is
-given, each side's mIoU against it at the original resolution.
+over all: the same from one confusion matrix (mask IoU: the mean over the classes with support,
+imaging.metrics.agreement), per-class IoU agreement with each class's share of the pixels, and,
+where ground truth is given, each side's mIoU against it at the original resolution.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from segrt.imaging.decode import Geometry
 from segrt.imaging.masks import to_mask
-from segrt.imaging.metrics import ConfusionMatrix
+from segrt.imaging.metrics import ConfusionMatrix, agreement
 
 __all__ = ["Batch", "compare"]
 
@@ -50,9 +51,10 @@ def compare(eager: list[np.ndarray], outs: list[np.ndarray], batches: list[Batch
                 gt_eager.update(to_mask(e[i], b.geometries[i]), b.truths[i])
                 gt_art.update(to_mask(o[i], b.geometries[i]), b.truths[i])
     per_image.sort(key=lambda r: (r["mask_iou"], -r["max_abs_logit_diff"]))
+    agreed = agreement(agree_cm)
     summary = {"inputs": len(per_image), "max_abs_logit_diff": max_diff, "mean_abs_logit_diff": abs_sum / max(count, 1),
-               "pixel_agreement": agree_cm.pixel_accuracy(), "mask_iou": agree_cm.miou(),
-               "iou_agreement_per_class": [None if np.isnan(v) else float(v) for v in agree_cm.iou()]}
+               "pixel_agreement": agreed["pixel_agreement"], "mask_iou": agreed["mask_iou"],
+               "iou_agreement_per_class": [c["iou"] for c in agreed["classes"]], "classes": agreed["classes"]}
     if has_truth:
         summary["miou_vs_ground_truth"] = gt_art.miou()
         summary["miou_eager_vs_ground_truth"] = gt_eager.miou()

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from segrt.errors import GateFailed
+from segrt.imaging.metrics import CLASS_IOU_MARGIN, MIN_CLASS_SHARE, agreement_problems
 from segrt.manifest import Manifest
 from segrt.options import QuantizeOptions
 from segrt.records import GateRecord
@@ -36,10 +37,22 @@ class GateResult:
     excluded: list[str] = field(default_factory=list)
     ms_per_image: float = 0.0
 
+    def problems(self, gate: float, names: list[str] | None = None) -> list[str]:
+        """What misses ``gate``: the mean over the classes with support, the pixel agreement, each
+        such class (imaging.metrics.agreement_problems); empty when it passes."""
+        return agreement_problems({**self.summary, "mask_iou": self.mask_iou}, gate, names)
+
+    def passes(self, gate: float) -> bool:
+        return not self.problems(gate)
+
     def record(self, gate: float, reference: str, max_logit_diff: float | None = None) -> GateRecord:
-        """What the manifest keeps under parity[name]."""
-        return GateRecord.from_json({**self.summary, "reference": reference, "passed": self.mask_iou >= gate,
-                                     "gates": {"mask_iou_min": gate, "max_abs_logit_diff_max": max_logit_diff}})
+        """What the manifest keeps under parity[name], with the CPU and runtime it was measured on."""
+        from segrt.runtime.here import signature
+
+        return GateRecord.from_json({**self.summary, "reference": reference, "passed": self.passes(gate),
+                                     "measured_on": signature(), "gates": {
+                                         "mask_iou_min": gate, "max_abs_logit_diff_max": max_logit_diff,
+                                         "min_class_share": MIN_CLASS_SHARE, "class_iou_margin": CLASS_IOU_MARGIN}})
 
 
 def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=print,
@@ -98,14 +111,15 @@ _CALIB_HINT = "try more/other calibration images, --calib-method entropy|percent
 
 
 def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None,
-            hint: str = _CALIB_HINT) -> None:
+            hint: str = _CALIB_HINT, names: list[str] | None = None) -> None:
     """Raise GateFailed (exit 1, nothing written) when ``result`` misses the gate; ``search``: the
-    fallback's record, for INT8."""
-    if result.mask_iou >= gate:
+    fallback's record, for INT8; ``names``: the class names its message uses."""
+    problems = result.problems(gate, names)
+    if not problems:
         return
     kept = f" (with {len(result.excluded)} node(s) kept fp32: {', '.join(result.excluded) or 'none'})" \
         if search is not None else ""
     hint = "; " + (hint if search is not None else "use a higher precision or a lower --quant-gate")
-    raise GateFailed(f"{what} gate failed: best mask IoU agreement {result.mask_iou:.5f} < {gate}{kept}{hint}",
+    raise GateFailed(f"{what} gate failed: best {'; '.join(problems)}{kept}{hint}",
                      {"best": {"mask_iou": result.mask_iou, "excluded": result.excluded}, "search": search or [],
                       "gate": gate})

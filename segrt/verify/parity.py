@@ -15,6 +15,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, SegrtError
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
+from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
 from segrt.progress import progress
 from segrt.records import QualityRecord
@@ -109,7 +110,6 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     logits ``eager``). -> (the report, plain JSON; the worst images: for ``worst`` > 0, that many of
     each non-fp32 artifact on real images, {artifact: [photo and both masks as arrays]}, for the
     HTML report)."""
-    from segrt.cpuinfo import module_available
     from segrt.runtime.session import Session
 
     eager = eager if eager is not None else eager_logits(model, batches)
@@ -119,8 +119,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     for art in manifest.artifacts:
         if art.kind == "checkpoint" or (names and art.name not in names):
             continue
-        why_not = _skip_reason(art, provider, real, module_available("openvino")) or \
-            (None if manifest.in_copy(folder, art) else "not in this copy")
+        why_not = _skip_reason(art, provider, real) or (None if manifest.in_copy(folder, art) else "not in this copy")
         if why_not:
             report["skipped"][art.name] = why_not
             continue
@@ -138,7 +137,7 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         recorded = recorded.gates.mask_iou_min if recorded else None
         min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
-        problems = _gate_problems(s, res, art.precision == "fp32")
+        problems = _gate_problems(s, res, art.precision == "fp32", manifest.classes)
         s["passed"] = not problems
         report["failures"] += [f"{art.name}: {p}" for p in problems]
         report["artifacts"][art.name] = res
@@ -148,13 +147,12 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     return report, shown
 
 
-def _gate_problems(s: dict, res: dict, fp32: bool) -> list[str]:
+def _gate_problems(s: dict, res: dict, fp32: bool, names: list[str]) -> list[str]:
     """What fails in one artifact's summary ``s`` against its gates (empty: it passes)."""
-    problems, min_iou = [], s["gates"]["mask_iou_min"]
     worst = res["worst"][0] if res["worst"] else {}
-    if not s["mask_iou"] >= min_iou:
-        problems.append(f"mask IoU agreement {s['mask_iou']:.5f} < {min_iou} (worst input: {worst.get('input')}, "
-                        f"IoU {worst.get('mask_iou', float('nan')):.4f})")
+    problems = agreement_problems(s, s["gates"]["mask_iou_min"], names)
+    if problems:
+        problems[0] += f" (worst input: {worst.get('input')}, IoU {worst.get('mask_iou', float('nan')):.4f})"
     gate_logit = s["gates"].get("max_abs_logit_diff_max")
     if fp32 and not s["max_abs_logit_diff"] <= gate_logit:
         top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff", 0))
@@ -178,16 +176,18 @@ def _worst_visuals(worst: list[dict], batches: list[Batch], eager, outs, manifes
     return found
 
 
-def _skip_reason(art, provider: str, real: bool, have_openvino: bool) -> str | None:
+def _skip_reason(art, provider: str, real: bool) -> str | None:
     """Why an artifact is not compared here, or None."""
     from segrt.cpuinfo import module_available
+    from segrt.runtime.select import cannot_run_here
 
     if art.kind in ("torchscript", "pt2") and not module_available("torch"):
         return f"{art.kind} artifacts need torch (pip install 'segrt[torch]')"
     if art.precision in _NEEDS_REAL_IMAGES and not real:
         return f"{art.precision} is gated on real images; random inputs say nothing: pass --images"
-    if art.kind == "openvino" and not have_openvino:
-        return "OpenVINO is not installed: pip install 'segrt[openvino]'"
+    here = cannot_run_here(art)
+    if here:
+        return f"not run here: {here}"
     if art.kind == "openvino" and provider not in ("cpu", "openvino", "auto"):
         return f"OpenVINO artifacts run on the CPU, not on {provider}"
     if art.kind in ("torchscript", "pt2") and provider not in ("cpu", "cuda", "auto"):

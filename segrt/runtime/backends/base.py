@@ -33,7 +33,11 @@ class SessionOptions:
     """threads: inference threads (0: all usable cores); graph_opt: ORT level; arena: ORT's CPU
     memory arena; spin: let idle ORT threads busy-wait (fastest alone; off yields the CPU to other
     work); throughput: keep several requests in flight where the runtime can (OpenVINO streams);
-    device: the GPU for cuda/tensorrt; trt_fp16 / trt_workspace_gb: TensorRT engine options."""
+    device: the GPU for cuda/tensorrt; trt_fp16 / trt_workspace_gb: TensorRT engine options.
+    gate_here: re-check a reduced-precision variant gated on another CPU on the export's gate sample
+    before running it (None: when segrt chose it, by auto or --precision; True: also when named);
+    allow_below_gate: run a variant that fails that check (said) instead of refusing it;
+    measure: auto times its candidates where the export has no speeds from this CPU."""
 
     threads: int = 0
     graph_opt: str = "all"
@@ -43,6 +47,9 @@ class SessionOptions:
     device: int = 0
     trt_fp16: bool = False
     trt_workspace_gb: float = 4.0
+    gate_here: bool | None = None
+    allow_below_gate: bool = False
+    measure: bool = True
 
 
 class Backend:

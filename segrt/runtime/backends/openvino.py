@@ -48,9 +48,13 @@ def reason(exc: BaseException) -> str:
     return lines[-1][:200] if lines else first_line(exc)
 
 
-def cpu_capabilities() -> list[str]:
-    """OpenVINO's CPU optimization capabilities, e.g. ['BF16', 'FP32', 'INT8', ...]."""
-    return list(import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+def cpu_capabilities(core=None) -> list[str]:
+    """OpenVINO's CPU optimization capabilities, e.g. ['BF16', 'FP32', 'INT8', ...]; BF16 only where
+    segrt's probe (cpuinfo.has_bf16, which a simulated CPU patches) says this CPU has it."""
+    from segrt.cpuinfo import has_bf16
+
+    found = list((core or import_openvino().Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return [c for c in found if c != "BF16" or has_bf16()]
 
 
 def inference_precision(artifact) -> str:
@@ -67,11 +71,10 @@ class OpenVinoBackend(Backend):
         ov = import_openvino()
         core = ov.Core()
         self.label = label or str(model)
-        if hint == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if hint == "bf16" and "BF16" not in cpu_capabilities(core):
             if required:
                 raise ProviderError(f"{self.label}: this CPU has no bf16 support (OpenVINO CPU capabilities: "
-                                    f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); "
-                                    "use --precision fp32 or int8")
+                                    f"{', '.join(cpu_capabilities(core))}); use --precision fp32 or int8")
             hint, self.note = "f32", "this CPU has no bf16: the non-INT8 layers run in f32"
         self.hint = hint
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": opts.threads or usable_cores(),

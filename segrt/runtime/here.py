@@ -1,0 +1,240 @@
+"""Trust that travels: a reduced-precision variant is re-checked on the CPU it is about to run on,
+and the speeds ``auto`` compares are measured there.
+
+A gate holds for the ISA class and runtime version it was measured on (OpenVINO's INT8 kernels
+without VNNI agree less with fp32 than with it). An export carries a gate sample (up to 16 held-out
+inputs at its working size, as lossless WebP, with the fp32 graph's masks: ``gate_sample.npz``,
+listed in the manifest with its hash). Before a variant runs for the first time on another ISA class or
+runtime version, it runs on that sample (seconds) and is held to its gate again. Verdicts and
+speeds are cached per (artifact sha256, CPU, runtime version) under $SEGRT_CACHE_DIR (else the
+platform cache folder), never in the export, which may be read-only (an installed wheel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segrt.cpuinfo import cpu_info, isa_class, module_available, usable_cores
+from segrt.errors import SegrtError
+from segrt.imaging.decode import normalize
+from segrt.imaging.metrics import ConfusionMatrix, agreement, agreement_problems
+from segrt.manifest import Artifact, Manifest, member, sha256_file
+
+__all__ = ["SAMPLE_FILE", "SAMPLE_MAX", "signature", "same_signature", "Verdict", "load_sample", "sample_inputs",
+           "sample_verdict", "open_variant", "check_here", "measure_here"]
+
+SAMPLE_FILE = "gate_sample.npz"
+SAMPLE_MAX = 16
+
+
+def _runtime_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("onnxruntime", "openvino"):
+        if module_available(name):
+            try:
+                found[name] = version(name)
+            except PackageNotFoundError:  # e.g. onnxruntime-gpu, named differently
+                found[name] = __import__(name).__version__
+    return found
+
+
+def signature() -> dict:
+    """The CPU and runtimes a gate is measured on: {"cpu", "isa_class", "onnxruntime", "openvino"}."""
+    return {"cpu": cpu_info()["model"], "isa_class": isa_class(), **_runtime_versions()}
+
+
+def _runtime_of(art: Artifact) -> str:
+    return "openvino" if art.kind == "openvino" else "onnxruntime"
+
+
+def same_signature(recorded: dict | None, art: Artifact) -> bool:
+    """Was a gate measured on this ISA class with the runtime version that runs ``art`` here?"""
+    here, rt = signature(), _runtime_of(art)
+    return bool(recorded) and recorded.get("isa_class") == here["isa_class"] and recorded.get(rt) == here.get(rt)
+
+
+@dataclass
+class Verdict:
+    """A variant on this CPU's gate sample: its agreement with the fp32 masks there (``mask_iou``)
+    and whether it holds its gate. The sample is small, so the gated number is an estimate of the
+    whole gate set's agreement here: the recorded one, moved by how far the sample's agreement moved
+    from when it was made (``then``, recorded in the manifest); without ``then``, the sample's own."""
+
+    artifact: str
+    gate: float
+    mask_iou: float
+    pixel_agreement: float
+    problems: list[str]
+    images: int
+    seconds: float
+    estimate: float = 0.0
+    then: float | None = None
+    key: dict = field(default_factory=dict)
+    cached: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        basis = f"; {self.then:.4f} when the sample was made, so ~{self.estimate:.4f} on the gate set" \
+            if self.then is not None else ""
+        verb, tail = ("agrees", f">= gate {self.gate}") if self.passed else \
+            ("agrees only", f"< gate {self.gate} ({'; '.join(self.problems)})")
+        return (f"{self.artifact} {verb} {self.mask_iou:.4f} with fp32 on this CPU's gate sample ({self.images} "
+                f"images{basis}) {tail}")
+
+
+def load_sample(folder: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray] | None:
+    """The export's gate sample: (NCHW uint8 pixels, NHW uint8 fp32 masks), or None when it has none.
+    Refused (one line) when the file is not the one the manifest lists."""
+    info = manifest.gate_sample
+    if not info:
+        return None
+    path = member(folder, info["file"])
+    if not path.is_file():
+        return None
+    if sha256_file(path) != info.get("sha256"):
+        raise SegrtError(f"{path}: sha256 does not match manifest.json (modified after export?)")
+    with np.load(path, allow_pickle=False) as data:
+        blob, ends, masks = data["webp"], data["ends"], data["masks"]
+    return np.stack([_decode_webp(blob[a:b], manifest.channels) for a, b in zip([0, *ends[:-1]], ends)]), masks
+
+
+def _decode_webp(data: np.ndarray, channels: int) -> np.ndarray:
+    """Lossless WebP bytes -> CHW uint8 (a one-channel model's pixels were stored as grey RGB)."""
+    import io
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(data.tobytes())).convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, :channels].transpose(2, 0, 1))
+
+
+def sample_inputs(pixels: np.ndarray, manifest: Manifest, uint8: bool) -> np.ndarray:
+    """What a variant takes from the sample: the pixels, or normalized as predict does."""
+    if uint8:
+        return pixels
+    return np.stack([normalize(p.transpose(1, 2, 0), manifest.mean, manifest.std) for p in pixels])
+
+
+def sample_verdict(run, takes_uint8: bool, sample, manifest: Manifest, art: Artifact) -> Verdict:
+    """``run`` (NCHW batch -> logits) on the sample, against its fp32 masks, held to the variant's
+    recorded gate (see Verdict for the estimate)."""
+    pixels, masks = sample
+    x, cm, t0 = sample_inputs(pixels, manifest, takes_uint8), ConfusionMatrix(manifest.num_classes), time.perf_counter()
+    for i in range(0, len(x), 4):
+        cm.update(run(x[i:i + 4]).argmax(1), masks[i:i + 4])
+    agreed, record = agreement(cm), manifest.parity[art.name]
+    then = (manifest.gate_sample or {}).get("agreement", {}).get(art.name)
+    estimate = agreed["mask_iou"] if then is None else record.mask_iou + agreed["mask_iou"] - then
+    gate = record.gates.mask_iou_min
+    return Verdict(art.name, gate, agreed["mask_iou"], agreed["pixel_agreement"],
+                   agreement_problems({**agreed, "mask_iou": estimate}, gate, manifest.classes), len(x),
+                   time.perf_counter() - t0, estimate, then)
+
+
+def _cache_file(kind: str, key: dict) -> Path:
+    from segrt.fsutil import cache_root
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_root() / kind / f"{digest}.json"
+
+
+def _cached(kind: str, key: dict, log) -> dict | None:
+    path = _cache_file(kind, key)
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("key") != key:
+            raise ValueError("another key")
+        return data
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log(f"note: {path}: unreadable cache file ({exc.__class__.__name__}); measuring again")
+        return None
+
+
+def _store(kind: str, key: dict, data: dict, log) -> None:
+    from segrt.fsutil import write_bytes_atomic
+
+    path = _cache_file(kind, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, (json.dumps({**data, "key": key}, indent=1) + "\n").encode())
+    except OSError as exc:
+        log(f"note: cannot cache in {path.parent} ({exc.strerror or exc}); the next run measures again")
+
+
+def open_variant(folder: Path, manifest: Manifest, art: Artifact, threads: int = 0):
+    from segrt.runtime.backends.base import SessionOptions, open_backend
+
+    runs = manifest.runs_from(folder, art)[0]
+    manifest.verify(folder, [runs.name])
+    backend = open_backend(folder / runs.file, art, "openvino" if art.kind == "openvino" else "cpu",
+                           SessionOptions(threads=threads), manifest)
+    return backend, art.extra.get("input_dtype") == "uint8" or backend.input_dtype == "uint8"
+
+
+def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: None) -> Verdict | None:
+    """Re-check a reduced-precision variant on this CPU's gate sample, once per (artifact, CPU,
+    runtime version): None when no check is needed (fp32, gated on this ISA class and runtime) or
+    possible (no gate sample: the gate is trusted as recorded)."""
+    gate = manifest.parity.get(art.name)
+    if art.precision == "fp32" or gate is None or same_signature(gate.measured_on, art):
+        return None
+    here = signature()
+    key = {"artifact": art.sha256, "isa_class": here["isa_class"], "runtime": f"{_runtime_of(art)} "
+           f"{here.get(_runtime_of(art))}", "gate": gate.gates.mask_iou_min, "recorded": gate.mask_iou, "sample": (manifest.gate_sample or {}).get("sha256")}
+    hit = _cached("verdicts", key, log)
+    if hit:
+        hit.pop("key", None)
+        return Verdict(**{**hit, "cached": True, "key": key})
+    sample = load_sample(folder, manifest)
+    if sample is None:
+        return None
+    backend, uint8 = open_variant(folder, manifest, art)
+    verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+    verdict.key = key
+    _store("verdicts", key, {k: v for k, v in asdict(verdict).items() if k not in ("key", "cached")}, log)
+    return verdict
+
+
+def measure_here(folder: Path, manifest: Manifest, arts: list[Artifact], log=lambda m: None,
+                 rounds: int = 3, runs: int = 3) -> tuple[dict[str, float], bool]:
+    """Batch-1 ms/image of ``arts`` on this CPU at the working size (the sample's size, else the
+    training crop), rounds alternating between them; cached per (artifacts, CPU, threads, runtimes).
+    -> (ms per artifact name, whether it came from the cache)."""
+    size = manifest.input_size or manifest.crop_size or [256, 256]
+    here = signature()
+    key = {"artifacts": sorted(a.sha256 + (":u8" if a.extra.get("input_dtype") else "") + ("@" + a.precision)
+                               for a in arts), "cpu": here, "isa": cpu_info()["isa"], "threads": usable_cores(),
+           "size": list(size)}
+    hit = _cached("speeds", key, log)
+    if hit and all(a.name in hit.get("ms_per_image", {}) for a in arts):
+        return hit["ms_per_image"], True
+    pixels = np.random.default_rng(0).integers(0, 256, (1, manifest.channels, *size), dtype=np.uint8)
+    runners = {}
+    for a in arts:
+        backend, uint8 = open_variant(folder, manifest, a)
+        x = sample_inputs(pixels, manifest, uint8)
+        backend.run(x)  # warm-up: the first run allocates
+        runners[a.name] = (backend, x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (backend, x) in runners.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                backend.run(x)
+                times[name].append(time.perf_counter() - t0)
+    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
+    _store("speeds", key, {"ms_per_image": ms, "size": list(size)}, log)
+    return ms, False
