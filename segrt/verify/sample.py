@@ -46,7 +46,7 @@ def _encode_webp(pixels: np.ndarray) -> bytes:
     hwc = pixels.transpose(1, 2, 0)
     out = io.BytesIO()
     Image.fromarray(np.repeat(hwc, 3, axis=2) if hwc.shape[2] == 1 else hwc).save(out, "WEBP", lossless=True,
-                                                                               quality=100, method=6)
+                                                                               quality=100, method=4)
     return out.getvalue()
 
 
