@@ -81,10 +81,15 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
 
     opts = make_quantize_options(calib_images, calib_count, calib_method, val_images, val_masks, quant_gate)
     uint8 = (True if "all" in uint8_of else list(uint8_of)) if uint8_of else False
-    made = add_variants(Path(export_dir), [] if uint8 else [(backend, precision)], opts,
-                        lambda m: click.echo(m, err=True), uint8=uint8)
+    made, failed = add_variants(Path(export_dir), [] if uint8 else [(backend, precision)], opts,
+                                lambda m: click.echo(m, err=True), uint8=uint8)
     for art in made:
         provider = " --provider openvino" if art.kind == "openvino" else ""
         echo_out(f"added {art.name} to {export_dir}; --provider auto picks it where it is fastest, or run it with "
                  f"segrt predict IMAGES --model {Path(export_dir) / art.file}{provider}")
 
+    if failed:
+        from segrt.errors import GateFailed
+
+        raise GateFailed(f"{'; '.join(failed.values())}; nothing else in {export_dir} changed but the record of "
+                         "its measurements (manifest.json, parity.html)")

@@ -129,13 +129,18 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
         with atomic_dir(out, force=force) as tmp:
             _write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
             report = _gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
-            add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)
+            failed = add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)[1]
             notes += [_INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
                       if a.kind == "onnx" and a.opset not in (None, opset)]
             manifest = Manifest.load(tmp)
     except OSError as exc:
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
+    if failed:
+        from segrt.errors import GateFailed
+
+        raise GateFailed(f"{'; '.join(failed.values())}; {out} was written without {', '.join(failed)} (its "
+                         "measurements are in manifest.json and parity.html)")
     return ExportResult(out, manifest, report, notes)
 
 
@@ -171,21 +176,67 @@ def _gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: f
 
 
 def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, final: Path | None = None,
-                 uint8: bool | list[str] = False) -> list[Artifact]:
+                 uint8: bool | list[str] = False) -> tuple[list[Artifact], dict[str, str]]:
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
-    the ones named); then the CPU speeds of all, and parity.html for the gates. -> the new variants."""
+    the ones named); then the CPU speeds of all, and parity.html for the gates. A variant that fails
+    its gate is not written, and the others are: its measurements and the reason go into the
+    manifest (parity[NAME], passed false) and the report. -> (the new variants, {name: why failed})."""
     from segrt.bench.speeds import record_speeds
-    from segrt.quantize import run_quantize
+    from segrt.errors import GateFailed
+    from segrt.quantize import NAMES, run_quantize
     from segrt.quantize.uint8 import add_uint8_variants
     from segrt.verify.gate import write_gate_report
 
-    made = [a for a in (run_quantize(folder, precision, opts, progress, backend) for backend, precision in jobs) if a]
+    made, failed = [], {}
+    for backend, precision in jobs:
+        try:
+            art = run_quantize(folder, precision, opts, progress, backend)
+        except GateFailed as exc:
+            failed[NAMES[(backend, precision)]] = str(exc)
+            _record_failure(folder, NAMES[(backend, precision)], exc, opts, precision)
+            progress(f"error: {exc}; the rest of the export is kept")
+            continue
+        made += [art] if art else []
     if uint8:
         made += add_uint8_variants(folder, opts, progress, uint8 if isinstance(uint8, list) else None)
     record_speeds(folder, progress, images=opts.val_images or opts.calib_images)
-    if made:
+    if made or failed:
         write_gate_report(folder, opts, progress, final)
-    return made
+    _add_gate_sample(folder, opts, progress)
+    return made, failed
+
+
+def _record_failure(folder: Path, name: str, exc, opts, precision: str) -> None:
+    """parity[NAME] for a variant that failed its gate: its best measurement, the reason, the search."""
+    from segrt.records import Gates
+    from segrt.runtime.here import signature
+    from segrt.verify.thresholds import DEFAULT_IOU_GATES
+
+    manifest = Manifest.load(folder)
+    best = exc.report.get("best", {})
+    gate = exc.report.get("gate") or (opts.gate if opts.gate is not None else DEFAULT_IOU_GATES[precision])
+    manifest.parity[name] = GateRecord(passed=False, mask_iou=float(best.get("mask_iou", 0.0)), gates=Gates(gate),
+                                       measured_on=signature(), measures={
+                                           "reason": str(exc), "written": False, "excluded": best.get("excluded", []),
+                                           "search": exc.report.get("search", []),
+                                           **({"tried": exc.report["tried"]} if "tried" in exc.report else {})})
+    manifest.save(folder)
+
+
+def _add_gate_sample(folder: Path, opts, progress) -> None:
+    """The gate sample (runtime.here) from the held-out gate images, when the export has none."""
+    from segrt.verify.imagesets import split_paths
+    from segrt.verify.sample import write_sample
+
+    manifest = Manifest.load(folder)
+    if manifest.gate_sample or not (opts.val_images or opts.calib_images):
+        return
+    held = split_paths(opts, manifest.split.get("train"))[1] if opts.calib_images else None
+    if held is None:
+        from segrt.imaging.decode import list_images
+
+        held = list_images(opts.val_images)
+    write_sample(folder, held, str(opts.val_images or opts.calib_images), progress)
 
 
 def describe_export(result: ExportResult) -> str:

@@ -12,7 +12,7 @@ from segrt.fsutil import check_apart, check_writable
 from segrt.manifest import Artifact
 from segrt.options import QuantizeOptions
 
-__all__ = ["VARIANTS", "run_quantize"]
+__all__ = ["VARIANTS", "NAMES", "run_quantize"]
 
 # (backend, precision) -> (module in segrt.quantize, function(folder, opts, log) -> Artifact)
 VARIANTS = {
@@ -21,6 +21,9 @@ VARIANTS = {
     ("openvino", "int8"): ("openvino", "quantize_int8"),
     ("openvino", "bf16"): ("openvino", "gate_bf16"),
 }
+# the name each variant is listed under (a failed one's measurements are recorded under it)
+NAMES = {("onnxruntime", "int8"): "model.int8.onnx", ("onnxruntime", "fp16"): "model.fp16.onnx",
+         ("openvino", "int8"): "model.int8.xml", ("openvino", "bf16"): "model.xml@bf16"}
 
 
 def run_quantize(folder, precision: str, opts: QuantizeOptions, log=print,

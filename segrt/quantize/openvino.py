@@ -31,6 +31,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu, has_bf16
 from segrt.errors import SegrtError
 from segrt.manifest import Artifact, Manifest
 from segrt.options import QuantizeOptions
+from segrt.quantize.memory import check_calibration_memory
 from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.backends.openvino import (IR_FILE, OpenVinoBackend, cpu_capabilities, import_openvino, ir_artifact,
                                              save_ir, write_ir)
@@ -84,6 +85,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     if opts.calib_method != "minmax":
         log(f"note: --calib-method {opts.calib_method} is for ONNX Runtime INT8; NNCF calibrates with its own "
             "defaults (min-max)")
+    check_calibration_memory(folder, manifest, opts, "openvino")
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
     source = manifest.artifact("onnx", "fp32").file

@@ -19,6 +19,7 @@ from segrt.errors import SegrtError
 from segrt.fsutil import atomic_path
 from segrt.manifest import Artifact, Manifest
 from segrt.options import QuantizeOptions
+from segrt.quantize.memory import check_calibration_memory
 from segrt.progress import progress
 from segrt.quantize.onnx_rewrites import convtranspose_to_pixel_shuffle, head_to_matmul
 from segrt.quantize.search import fallback_search
@@ -87,6 +88,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         raise SegrtError(f"--calib-method must be one of {', '.join(_CALIB_METHODS)}")
     fp32 = folder / manifest.artifact("onnx", "fp32").file
     gate = opts.gate if opts.gate is not None else DEFAULT_IOU_GATES["int8"]
+    check_calibration_memory(folder, manifest, opts, "onnxruntime")
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:

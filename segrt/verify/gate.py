@@ -73,6 +73,8 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     reference, ref_name = reference_logits(folder, manifest, batches)
     report, shown = run_parity_on(folder, manifest, None, batches, eager=reference, worst=8)
     report["reference"] = ref_name
+    report["failed_variants"] = {n: r.measures.get("reason", "") for n, r in manifest.parity.items()
+                                 if not r.passed and r.measures.get("written") is False}
     if opts.calib_images or opts.val_images:
         from segrt.imaging.splits import describe
 

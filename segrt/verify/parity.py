@@ -113,7 +113,8 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
     from segrt.runtime.session import Session
 
     eager = eager if eager is not None else eager_logits(model, batches)
-    report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches]}
+    report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches],
+              "classes": manifest.classes}
     shown: dict[str, list[dict]] = {}
     real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
@@ -289,7 +290,14 @@ def format_report(report: dict) -> str:
     for name, res in report["artifacts"].items():
         worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
         lines.append(f"worst for {name}: {worst}")
+    for name, res in report["artifacts"].items():
+        per_class = res["summary"].get("classes") or []
+        if per_class and res["summary"]["precision"] != "fp32":
+            lines.append(f"per class for {name}: " + ", ".join(
+                f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}"
+                f"{'' if k['gated'] else ', not gating'})" for c, k in zip(report.get("classes", []), per_class)))
     lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
+    lines += [f"failed its gate, not written: {a}: {why}" for a, why in report.get("failed_variants", {}).items()]
     lines += [f"FAIL {f}" for f in report["failures"]]
     if "images_are" in report:
         lines.append(f"images scored: {report['images_are']}")

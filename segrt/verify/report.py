@@ -76,7 +76,9 @@ def _artifact_table(name: str, res: dict, classes: list[str], speed: dict | None
     s = res["summary"]
     rows = [("max |logit diff|", fmt(s["max_abs_logit_diff"])), ("mean |logit diff|", fmt(s["mean_abs_logit_diff"])),
             ("pixel agreement", fmt(s["pixel_agreement"])), ("mask IoU agreement", fmt(s["mask_iou"]))]
-    rows += [(f"IoU agreement: {c}", fmt(v)) for c, v in zip(classes, s.get("iou_agreement_per_class", []))]
+    per_class = s.get("classes") or [{"iou": v} for v in s.get("iou_agreement_per_class", [])]
+    rows += [(f"IoU agreement: {c}", fmt(k["iou"]) + (f" ({k['share']:.1%} of the pixels{', gated' if k['gated'] else ', too rare to gate'})"
+                                                       if "share" in k else "")) for c, k in zip(classes, per_class)]
     if "miou_vs_ground_truth" in s:
         rows.append(("mIoU vs ground truth (eager)",
                      f"{fmt(s['miou_vs_ground_truth'], 4)} ({fmt(s['miou_eager_vs_ground_truth'], 4)})"))
@@ -133,7 +135,10 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None, sho
             f"{'all gates passed' if report['passed'] else 'FAILED: ' + html.escape('; '.join(report['failures']))}"
             f"</span></p>")
     skipped = "".join(f"<li>{html.escape(a)}: {html.escape(w)}</li>" for a, w in report.get("skipped", {}).items())
-    parts = [head, f"<ul class='muted'>{skipped}</ul>" if skipped else ""]
+    failed = "".join(f"<li><b>{html.escape(a)}</b>: failed its gate, not written: {html.escape(w)}</li>"
+                     for a, w in report.get("failed_variants", {}).items())
+    parts = [head, f"<p>Not compared here:</p><ul class='muted'>{skipped}</ul>" if skipped else "",
+             f"<ul class='fail'>{failed}</ul>" if failed else ""]
     skip_class = 0 if classes and classes[0].lower() in ("background", "bg") else None
     for name, res in report["artifacts"].items():
         parts.append(_artifact_table(name, res, classes, speed.get(name)))

@@ -38,3 +38,36 @@ def test_the_most_sensitive_nodes_go_first_until_the_gate_passes():
 def test_the_budget_caps_the_fallback_and_the_best_is_returned():
     best, search = fallback_search(build, NODES, gate=0.999, max_fraction=0.25, log=lambda m: None)
     assert best.excluded == ["head"] and len(search) == 2 and best.mask_iou < 0.999
+
+
+def test_calibration_memory_is_checked_before_any_image_is_read(tmp_path, monkeypatch):
+    """percentile calibration keeps every activation of every image: refused with the count that fits."""
+    from PIL import Image
+    from synthetic import tiny_export
+
+    import segrt.quantize.memory as memory
+    from segrt.errors import SegrtError
+    from segrt.manifest import Manifest
+    from segrt.options import QuantizeOptions
+
+    folder = tiny_export(tmp_path / "exp", input_size=(256, 256))
+    images = tmp_path / "calib"
+    images.mkdir()
+    for i in range(40):
+        Image.new("RGB", (8, 8)).save(images / f"{i}.png")
+    manifest = Manifest.load(folder)
+    per_pixel = memory.activation_bytes_per_pixel(folder / "model.onnx", 3)
+    assert per_pixel == pytest.approx(4 * 2)  # the conv's output: 2 classes of float32 a pixel
+    opts = QuantizeOptions(calib_images=images, calib_method="percentile")
+    twenty = memory.calibration_bytes(per_pixel, manifest, [256 * 256] * 20, [256 * 256] * 8, "onnxruntime",
+                                      "percentile")  # 32 calibration images, 8 held out for the gate
+    monkeypatch.setattr(memory, "memory_budget", lambda: twenty)
+    with pytest.raises(SegrtError, match=r"--calib-method percentile on 32 calibration images needs .* use "
+                                         r"--calib-count 20 or less, or --calib-method minmax"):
+        memory.check_calibration_memory(folder, manifest, opts, "onnxruntime")
+    need = {m: memory.calibration_bytes(per_pixel, manifest, [256 * 256] * 32, [256 * 256] * 8, "onnxruntime", m)
+            for m in ("minmax", "percentile")}
+    assert need["minmax"] < need["percentile"]
+    monkeypatch.setattr(memory, "memory_budget", lambda: need["minmax"])
+    memory.check_calibration_memory(folder, manifest, QuantizeOptions(calib_images=images), "onnxruntime")  # minmax fits
+    memory.check_calibration_memory(folder, manifest, opts, "openvino")  # NNCF streams
