@@ -76,3 +76,28 @@ def test_demo_command_predicts_examples_above_floor(tmp_path):
         cm.update(pred, truth)
         assert (out / f"{mask_path.stem}.overlay.jpg").exists()
     assert cm.miou() >= MIOU_FLOOR, f"mIoU {cm.miou():.4f} fell below the floor {MIOU_FLOOR}"
+
+
+def test_bundled_model_commands_on_a_simulated_avx2_only_cpu(tmp_path):
+    """As on an AVX2-only CPU (no VNNI, no bf16): parity with its report and bench exit 0 and list what
+    they did not run; predict (auto) re-checks the variants gated elsewhere on the gate sample, once."""
+    import os
+
+    env = {**os.environ, "SEGRT_SIMULATE_ISA": "avx2", "SEGRT_CACHE_DIR": str(tmp_path / "cache")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "segrt.cli", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True, cwd=ROOT, timeout=600, env=env)
+    res = run("predict", EXAMPLES / "images", "--out", tmp_path / "o", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "on this CPU's gate sample" in res.stderr and "model.xml@bf16 (this CPU has no bf16" in res.stderr
+    again = run("predict", EXAMPLES / "images", "--out", tmp_path / "o2", "--quiet")
+    assert "re-checked" not in again.stderr and "by an earlier run (cached)" in again.stderr
+    res = run("parity", MODEL, "--images", EXAMPLES / "images", "--masks", EXAMPLES / "masks", "--report",
+              tmp_path / "r.html", "--json", tmp_path / "p.json")
+    assert res.returncode == 0, res.stderr
+    skipped = json.loads((tmp_path / "p.json").read_text())["skipped"]
+    assert skipped["model.xml@bf16"].startswith("not run here: this CPU has no bf16") and "skipped model.xml@bf16" in res.stdout
+    assert "not run here: this CPU has no bf16" in (tmp_path / "r.html").read_text()
+    res = run("bench", MODEL, "--runs", "2", "--warmup", "0", "--batch-sizes", "1")
+    assert res.returncode == 0, res.stderr
+    assert "not run here: model.xml@bf16 (this CPU has no bf16" in res.stdout
+    assert "not run here: model.int8.xml (not in this copy)" in res.stdout

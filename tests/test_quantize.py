@@ -143,3 +143,28 @@ def test_entropy_calibration_clips_ranges(exported, tmp_path):
 
     clipped = [k for k, t in entropy.items() if width(t) < 0.9 * width(minmax[k])]
     assert set(entropy) == set(minmax) and clipped  # some activation ranges are clipped by entropy
+
+
+def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record(tiny_ckpt, tmp_path):
+    """export --quantize int8 below its gate: the fp32 export is written, the failure recorded (manifest,
+    parity.html), exit 1; quantize with a lower --quant-gate reuses the search instead of repeating it."""
+    out = tmp_path / "exp"
+    res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx", "--quantize",
+                                    "int8", "--calib-images", str(PETS / "images"), "--quant-gate", "0.99999"])
+    assert res.exit_code == 1, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert errors[-1].startswith("error: INT8 gate failed") and f"{out} was written without model.int8.onnx" in errors[-1]
+    m = Manifest.load(out)
+    assert m.artifact("onnx", "fp32") and not (out / "model.int8.onnx").exists()
+    failed = m.parity["model.int8.onnx"]
+    assert not failed.passed and failed.measures["written"] is False and "INT8 gate failed" in failed.measures["reason"]
+    tried = failed.measures["tried"]["results"]
+    assert len(tried) > 1 and failed.mask_iou == max(r["mask_iou"] for r in tried)
+    assert "failed its gate, not written" in (out / "parity.html").read_text()
+    Session(out, provider="auto")  # the export runs: the failed variant is not a candidate
+    res = quantize(out, "--quant-gate", str(round(tried[0]["mask_iou"] - 0.01, 4)))
+    assert res.exit_code == 0, res.output
+    assert f"reusing the last search's {len(tried)} measurement(s)" in res.output
+    assert "scanning" not in res.output and res.output.count("all nodes int8") == 1
+    m = Manifest.load(out)
+    assert m.passed("model.int8.onnx") and (out / "model.int8.onnx").is_file()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import SegrtError
+from segrt.errors import GateFailed, SegrtError
 from segrt.fsutil import atomic_path
 from segrt.manifest import Artifact, Manifest
 from segrt.options import QuantizeOptions
@@ -91,13 +91,19 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     check_calibration_memory(folder, manifest, opts, "onnxruntime")
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
+    key = _search_key(manifest, opts, batches)
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
         prepared = _prepare_graph(fp32, Path(tmp))
-        build = _Candidates(prepared, calib, opts.calib_method, manifest, reference, batches)
+        build = _Candidates(prepared, calib, opts.calib_method, manifest, reference, batches, _memo(manifest, key, log))
         log(f"quantizing ({opts.calib_method} calibration) and gating at mask IoU >= {gate} vs {ref_name} ...")
         best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
         fp32_ms = run_batches(_ort_run(fp32), batches)[1]
-        require(best, gate, "INT8", search, names=manifest.classes)
+        try:
+            require(best, gate, "INT8", search, names=manifest.classes)
+        except GateFailed as exc:
+            exc.report["tried"] = {"key": key, "calibration": build.cache.read_text(), "results": build.tried}
+            raise
+        build.file(best.excluded)  # a result read from an earlier run's record is built now, once
         target = folder / "model.int8.onnx"
         with atomic_path(target) as t:
             os.replace(build.files[tuple(best.excluded)], t)
@@ -132,12 +138,39 @@ def _prepare_graph(fp32: Path, tmp: Path) -> dict:
             "tmp": tmp}
 
 
+def _search_key(manifest: Manifest, opts: QuantizeOptions, batches) -> dict:
+    """What an INT8 search's results depend on (the gate is not one of them)."""
+    import hashlib
+
+    from segrt.verify.imagesets import split_paths
+
+    calib = split_paths(opts, manifest.split.get("train"))[0][: opts.calib_count or None]
+    digest = lambda names: hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]  # noqa: E731
+    return {"fp32": manifest.artifact("onnx", "fp32").sha256, "method": opts.calib_method,
+            "calibration_images": digest([p.name for p in calib]), "gate_images": digest([n for b in batches for n in b.names])}
+
+
+def _memo(manifest: Manifest, key: dict, log) -> dict:
+    """An earlier failed search's record (calibration ranges and every result) when it was made
+    from the same model, calibration and gate images: a rerun with another --quant-gate decides
+    from it in seconds."""
+    record = manifest.parity.get("model.int8.onnx")
+    tried = record.measures.get("tried") if record is not None and not record.passed else None
+    if not isinstance(tried, dict) or tried.get("key") != key:
+        return {}
+    log(f"  reusing the last search's {len(tried.get('results', []))} measurement(s) and calibration ranges "
+        "(same model, calibration and gate images)")
+    return tried
+
+
 class _Candidates:
     """``build(excluded)``: the prepared graph quantized with those nodes left fp32, evaluated against
     the reference; every candidate file is kept in ``files`` until the search is over. Calibration
-    runs once: its ranges are cached (entropy calibration is done here, with ENTROPY_BINS)."""
+    runs once: its ranges are cached (entropy calibration is done here, with ENTROPY_BINS). ``memo``:
+    an earlier search's ranges and results (see _memo): a result found there is not built again."""
 
-    def __init__(self, prepared: dict, calib: list[np.ndarray], method: str, manifest: Manifest, reference, batches):
+    def __init__(self, prepared: dict, calib: list[np.ndarray], method: str, manifest: Manifest, reference, batches,
+                 memo: dict):
         from onnxruntime.quantization import CalibrationMethod
 
         self.prepared, self.calib, self.manifest = prepared, calib, manifest
@@ -145,12 +178,29 @@ class _Candidates:
         self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}[method]
         self.cache, self.files = prepared["tmp"] / "calibration.json", {}
-        if self.method == CalibrationMethod.Entropy:
+        self.known = {tuple(r["excluded"]): r for r in memo.get("results", [])}
+        self.tried = list(memo.get("results", []))
+        if memo.get("calibration"):
+            self.cache.write_text(memo["calibration"])
+        elif self.method == CalibrationMethod.Entropy:
             entropy_ranges(prepared["pre"], calib, manifest.input_name, self.cache)
 
     def __call__(self, excluded: list[str]) -> GateResult:
+        known = self.known.get(tuple(excluded))
+        if known:
+            return GateResult(known["mask_iou"], known["summary"], list(excluded), known["ms_per_image"])
+        result = evaluate(_ort_run(self.file(excluded)), self.reference, self.batches, self.manifest.num_classes)
+        result.excluded = list(excluded)
+        self.tried.append({"excluded": list(excluded), "mask_iou": result.mask_iou, "ms_per_image": result.ms_per_image,
+                           "summary": {k: v for k, v in result.summary.items() if k != "worst"}})
+        return result
+
+    def file(self, excluded: list[str]) -> Path:
+        """The candidate with ``excluded`` left fp32, built once."""
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+        if tuple(excluded) in self.files:
+            return self.files[tuple(excluded)]
         out = self.files.setdefault(tuple(excluded), self.prepared["tmp"] / f"candidate{len(self.files)}.onnx")
         tail = self.prepared["float_tail"]
         reader = _Reader(self.calib, self.manifest.input_name) if not self.cache.exists() else None
@@ -158,9 +208,7 @@ class _Candidates:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=self.method,
                         nodes_to_exclude=excluded + tail, calibration_cache_path=str(self.cache),
                         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if tail else {})
-        result = evaluate(_ort_run(out), self.reference, self.batches, self.manifest.num_classes)
-        result.excluded = list(excluded)
-        return result
+        return out
 
 
 def quantize_fp16(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
