@@ -36,7 +36,7 @@ def wheel(tmp_path_factory):
 def test_wheel_carries_the_serving_subset(wheel):
     names = {n.split("/", 2)[2] for n in zipfile.ZipFile(wheel).namelist() if n.startswith("segrt/default_model/")}
     assert names == {"manifest.json", "model.onnx", "model.int8.onnx", "model.u8.int8.xml", "model.u8.int8.bin",
-                     "parity.html"}
+                     "parity.html", "gate_sample.npz"}  # the sample: auto re-checks the INT8 variants on a new CPU
     manifest = Manifest.load(DEFAULT_MODELS[1])
     assert {manifest.artifact("onnx", "fp32").file, manifest.artifact("onnx", "int8").file} <= names
     assert manifest.parity[manifest.artifact("onnx", "int8").name].passed

@@ -241,7 +241,8 @@ def check_outputs(folder: Path, manifest: Manifest, images, masks, json_path, re
     """--json and --report never land on what parity reads; --record needs a writable export."""
     from segrt.fsutil import check_file_output, check_writable
 
-    named = [folder / "manifest.json", *(folder / f for a in manifest.artifacts for f in (a.file, *a.companions))]
+    named = [folder / "manifest.json", *(folder / f for a in manifest.artifacts for f in (a.file, *a.companions)),
+             *([folder / manifest.gate_sample["file"]] if manifest.gate_sample else [])]
     for option, target in (("--json", json_path), ("--report", report_path)):
         check_file_output(target, option, {"images folder": images, "masks folder": masks},
                           [*named, *(p for p in (images, masks) if p)])

@@ -2,7 +2,9 @@
 
 fp32 artifacts: mask IoU agreement >= FP32_MASK_IOU and max |logit difference| <= FP32_MAX_LOGIT_DIFF
 (export's parity gate, `--gate-iou` / `--gate-logit`). Reduced precisions: mask IoU agreement on
-held-out photos >= DEFAULT_IOU_GATES[precision] (`--quant-gate`).
+held-out photos >= DEFAULT_IOU_GATES[precision] (`--quant-gate`). How agreement is counted against
+a gate (classes with support, pixel agreement, how far one class may trail) is the metric's, in
+segrt/imaging/metrics.py (MIN_CLASS_SHARE, CLASS_IOU_MARGIN), which the runtime's re-check shares.
 """
 
 __all__ = ["FP32_MASK_IOU", "FP32_MAX_LOGIT_DIFF", "DEFAULT_IOU_GATES"]

@@ -86,14 +86,16 @@ def test_a_miss_checks_and_caches_then_a_hit_does_not_run(export, monkeypatch):
 
 
 def test_another_runtime_version_or_isa_class_is_a_miss(export, monkeypatch):
+    monkeypatch.setenv(cpuinfo.SIMULATE_ENV, "avx2")
     assert not _check(export, "good.int8.onnx").cached
     versions = here._runtime_versions()
     monkeypatch.setattr(here, "_runtime_versions", lambda: {**versions, "onnxruntime": "0.0.1"})
     assert not _check(export, "good.int8.onnx").cached
     monkeypatch.setattr(here, "_runtime_versions", lambda: versions)
-    monkeypatch.setenv(cpuinfo.SIMULATE_ENV, "avx2")
+    assert _check(export, "good.int8.onnx").cached
+    monkeypatch.setenv(cpuinfo.SIMULATE_ENV, "none")  # no SIMD flags at all: another ISA class
     verdict = _check(export, "good.int8.onnx")
-    assert not verdict.cached and verdict.passed and verdict.key["isa_class"] == "avx2"
+    assert not verdict.cached and verdict.passed and verdict.key["isa_class"] == "baseline"
 
 
 def test_a_gate_measured_on_this_isa_class_and_runtime_is_trusted(export):
