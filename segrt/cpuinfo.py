@@ -5,7 +5,9 @@ memory unknown), the usable cores and which optional modules are installed. No t
 ``cpu_info()`` is the one capability probe: everything that asks whether this CPU has bf16, VNNI or
 AMX asks it. ``SEGRT_SIMULATE_ISA=avx2`` (a comma-separated list of flags to keep, e.g.
 ``avx2,avx512f``) makes it report a CPU with only those of its flags, so that any machine can run
-as an AVX2-only CPU would (tests, CI)."""
+as an AVX2-only CPU would (tests, CI); it also caps OpenVINO's oneDNN kernels at that ISA
+(ONEDNN_MAX_CPU_ISA, see cap_kernels), so OpenVINO computes as such a CPU does. ONNX Runtime's
+kernels read the CPU themselves and cannot be capped."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["SIMULATE_ENV", "cpu_info", "has_bf16", "isa_class", "same_cpu", "describe_cpu", "available_memory",
+__all__ = ["SIMULATE_ENV", "cpu_info", "cap_kernels", "has_bf16", "isa_class", "same_cpu", "describe_cpu", "available_memory",
            "usable_cores", "module_available"]
 
 SIMULATE_ENV = "SEGRT_SIMULATE_ISA"
@@ -51,6 +53,19 @@ def _read_cpu() -> tuple[str, frozenset]:
     except OSError:
         pass
     return model or platform.processor() or platform.machine(), frozenset(flags)
+
+
+_ONEDNN_ISA = (("amx", None), ("avx512-bf16", "AVX512_CORE_BF16"), ("avx512-vnni", "AVX512_CORE_VNNI"),
+               ("avx-vnni", "AVX2_VNNI"), ("avx512", "AVX512_CORE"), ("avx2", "AVX2"), ("baseline", "SSE41"))
+
+
+def cap_kernels() -> None:
+    """Under $SEGRT_SIMULATE_ISA: cap oneDNN (OpenVINO's CPU kernels) at the simulated ISA class,
+    before the first model is compiled; a cap the user set is kept."""
+    if os.environ.get(SIMULATE_ENV):
+        cap = dict(_ONEDNN_ISA).get(isa_class())
+        if cap:
+            os.environ.setdefault("ONEDNN_MAX_CPU_ISA", cap)
 
 
 def has_bf16(info: dict | None = None) -> bool:

@@ -85,6 +85,8 @@ class Verdict:
         return not self.problems
 
     def line(self) -> str:
+        if not self.images:
+            return f"{self.artifact} {'; '.join(self.problems)}"
         basis = f"; {self.then:.4f} when the sample was made, so ~{self.estimate:.4f} on the gate set" \
             if self.then is not None else ""
         verb, tail = ("agrees", f">= gate {self.gate}") if self.passed else \
@@ -189,7 +191,7 @@ def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: No
     runtime version): None when no check is needed (fp32, gated on this ISA class and runtime) or
     possible (no gate sample: the gate is trusted as recorded)."""
     gate = manifest.parity.get(art.name)
-    if art.precision == "fp32" or gate is None or same_signature(gate.measured_on, art):
+    if art.precision == "fp32" or gate is None or same_signature(gate.measured_on, art) or manifest.missing(folder, art):
         return None
     here = signature()
     key = {"artifact": art.sha256, "isa_class": here["isa_class"], "runtime": f"{_runtime_of(art)} "
@@ -201,8 +203,12 @@ def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: No
     sample = load_sample(folder, manifest)
     if sample is None:
         return None
-    backend, uint8 = open_variant(folder, manifest, art)
-    verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+    try:
+        backend, uint8 = open_variant(folder, manifest, art)
+        verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+    except SegrtError as exc:  # a runtime that cannot run it here: it fails here (not cached)
+        return Verdict(art.name, gate.gates.mask_iou_min, float("nan"), float("nan"), [f"cannot run here: {exc}"],
+                       0, 0.0, key=key)
     verdict.key = key
     _store("verdicts", key, {k: v for k, v in asdict(verdict).items() if k not in ("key", "cached")}, log)
     return verdict

@@ -149,8 +149,8 @@ def _held_here(manifest: Manifest, folder: Path, art: Artifact, options: Session
     if verdict is None:
         return None
     if not verdict.passed and not options.allow_below_gate:
-        raise SegrtError(f"{verdict.line()}: refused (a faster variant that disagrees with the validated model); "
-                         "use --precision fp32, or --allow-below-gate to run it anyway")
+        raise SegrtError(f"{verdict.line()}: refused; use --precision fp32 (or --provider auto, which picks a variant "
+                         "that holds its gate here), or --allow-below-gate to run it anyway")
     said = "" if verdict.passed else ": running it anyway (--allow-below-gate)"
     return None if verdict.cached and verdict.passed else verdict.line() + said
 

@@ -137,6 +137,9 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None, sho
     skipped = "".join(f"<li>{html.escape(a)}: {html.escape(w)}</li>" for a, w in report.get("skipped", {}).items())
     failed = "".join(f"<li><b>{html.escape(a)}</b>: failed its gate, not written: {html.escape(w)}</li>"
                      for a, w in report.get("failed_variants", {}).items())
+    failed += "".join(f"<li><b>{html.escape(a)}</b>: below its gate on this CPU (gated on another CPU class; auto "
+                      f"leaves it out here, predict refuses it): {html.escape(w)}</li>"
+                      for a, w in report.get("below_gate_here", {}).items())
     parts = [head, f"<p>Not compared here:</p><ul class='muted'>{skipped}</ul>" if skipped else "",
              f"<ul class='fail'>{failed}</ul>" if failed else ""]
     skip_class = 0 if classes and classes[0].lower() in ("background", "bg") else None

@@ -123,8 +123,12 @@ def run_verify(folder: str | Path, sample_images=None, log=print) -> dict:
         if why or gate is None:
             rows.append({**row, "status": f"not run here: {why}" if why else "no gate recorded"})
             continue
-        backend, uint8 = open_variant(folder, manifest, art)
-        verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+        try:
+            backend, uint8 = open_variant(folder, manifest, art)
+            verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+        except SegrtError as exc:
+            rows.append({**row, "problems": [f"cannot run here: {exc}"], "status": "FAIL"})
+            continue
         if art.precision != "fp32":
             check_here(folder, manifest, art, log)  # the verdict auto reads, cached where needed
         rows.append({**row, "here": verdict.mask_iou, "estimate": verdict.estimate, "then": verdict.then,

@@ -27,6 +27,9 @@ _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the precision o
 
 
 def import_openvino():
+    from segrt.cpuinfo import cap_kernels
+
+    cap_kernels()  # a simulated CPU (SEGRT_SIMULATE_ISA) computes as that CPU would
     try:
         import openvino
     except ImportError:
