@@ -136,7 +136,7 @@ def test_auto_never_picks_a_variant_that_fails_here_and_says_why(export):
 
 
 def test_an_explicit_variant_failing_here_is_refused_unless_allowed(export):
-    with pytest.raises(SegrtError, match=r"bad.int8.onnx agrees only .* refused .*--allow-below-gate"):
+    with pytest.raises(SegrtError, match=r"bad.int8.onnx agrees only .*: refused; .*--allow-below-gate"):
         Session(export, artifact="bad.int8.onnx", provider="cpu", options=SessionOptions(gate_here=True))
     s = Session(export, artifact="bad.int8.onnx", provider="cpu",
                 options=SessionOptions(gate_here=True, allow_below_gate=True))
