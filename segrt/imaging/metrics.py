@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_CLASS_SHARE", "CLASS_IOU_MARGIN", "ConfusionMatrix", "mask_iou", "agreement", "agreement_problems"]
+__all__ = ["MIN_CLASS_SHARE", "CLASS_IOU_MARGIN", "ConfusionMatrix", "mask_iou", "agreement", "agreement_problems",
+           "gate_score"]
 
 # How agreement with a reference is gated (verify/thresholds.py holds the gate values themselves):
 # a class gates when it covers at least MIN_CLASS_SHARE of the reference's pixels over the whole set
@@ -131,3 +132,11 @@ def agreement_problems(agreed: dict, gate: float, names: list[str] | None = None
             problems.append(f"class {name!r} ({c['share']:.1%} of the pixels) agrees at IoU "
                             f"{c['iou'] if c['iou'] is not None else float('nan'):.4f} < {floor:.3f}")
     return problems
+
+
+def gate_score(agreed: dict) -> float:
+    """One number that is >= a gate exactly when agreement_problems finds nothing: the smallest of the
+    mean IoU over classes with support, the pixel agreement and each such class's IoU plus the margin.
+    What the fallback searches (ONNX Runtime's, NNCF's accuracy control) maximise."""
+    classes = [c["iou"] if c["iou"] is not None else 0.0 for c in agreed.get("classes", []) if c["gated"]]
+    return min([agreed["mask_iou"], agreed.get("pixel_agreement", 1.0), *(v + CLASS_IOU_MARGIN for v in classes)])

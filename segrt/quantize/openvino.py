@@ -29,6 +29,7 @@ import numpy as np
 from segrt.bench.timing import timed
 from segrt.cpuinfo import cpu_info, describe_cpu, has_bf16
 from segrt.errors import SegrtError
+from segrt.imaging.metrics import gate_score
 from segrt.manifest import Artifact, Manifest
 from segrt.options import QuantizeOptions
 from segrt.quantize.memory import check_calibration_memory
@@ -135,10 +136,10 @@ def _accuracy_control(read, dataset, batches: list[Batch], reference, num_classe
     nncf = _import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    def agreement(compiled, items) -> float:
+    def agreement(compiled, items) -> float:  # the gate score: >= the gate exactly when the gate passes
         items = list(items)
         outs = [compiled(b.x)[0] for b, _ in items]
-        return compare([r for _, r in items], outs, [b for b, _ in items], num_classes)["summary"]["mask_iou"]
+        return gate_score(compare([r for _, r in items], outs, [b for b, _ in items], num_classes)["summary"])
 
     pairs = list(zip(batches, reference))
     initial = agreement(OpenVinoBackend(read(), "f32", SessionOptions()).compiled, pairs)

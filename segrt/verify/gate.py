@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from segrt.errors import GateFailed
-from segrt.imaging.metrics import CLASS_IOU_MARGIN, MIN_CLASS_SHARE, agreement_problems
+from segrt.imaging.metrics import CLASS_IOU_MARGIN, MIN_CLASS_SHARE, agreement_problems, gate_score
 from segrt.manifest import Manifest
 from segrt.options import QuantizeOptions
 from segrt.records import GateRecord
@@ -44,6 +44,11 @@ class GateResult:
 
     def passes(self, gate: float) -> bool:
         return not self.problems(gate)
+
+    @property
+    def score(self) -> float:
+        """>= a gate exactly when it passes (imaging.metrics.gate_score): what a fallback maximises."""
+        return gate_score({**self.summary, "mask_iou": self.mask_iou})
 
     def record(self, gate: float, reference: str, max_logit_diff: float | None = None) -> GateRecord:
         """What the manifest keeps under parity[name], with the CPU and runtime it was measured on."""
