@@ -12,7 +12,7 @@ import numpy as np
 from segrt.bench.speeds import speed_size
 from segrt.bench.timing import peak_rss_mb, reset_peak_rss
 from segrt.cpuinfo import cpu_info, module_available, usable_cores
-from segrt.errors import SegrtError
+from segrt.errors import ProviderError, SegrtError
 from segrt.imaging.decode import round_up
 from segrt.progress import progress
 from segrt.runtime.backends.base import SessionOptions
@@ -117,8 +117,14 @@ def run_bench(model: str | os.PathLike, *, provider: str = "auto", device: int =
         variants = [a for a in variants if a.name in artifacts or a.file in artifacts]
     rows, bar = [], progress(total=len(variants) * len(sizes) * len(batch_sizes), desc="bench", unit="row")
     for art in variants:
-        session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
-                                                              options=options)
+        try:
+            session = probe if art is probe.artifact else Session(model, provider=provider, artifact=art.name,
+                                                                  options=options)
+        except ProviderError as exc:  # e.g. OpenVINO cannot compile it on this CPU
+            log(f"not run here: {art.name} ({exc})")
+            skipped[art.name] = str(exc)
+            bar.update(len(sizes) * len(batch_sizes))
+            continue
         for size in sizes:
             h = w = round_up(int(size), m)
             for batch in batch_sizes:

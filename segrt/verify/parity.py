@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrt.errors import GateFailed, ImageError, SegrtError
+from segrt.errors import GateFailed, ImageError, ProviderError, SegrtError
 from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
@@ -125,7 +125,11 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         if why_not:
             report["skipped"][art.name] = why_not
             continue
-        session = Session(folder, artifact=art.name, provider=provider, options=options)
+        try:
+            session = Session(folder, artifact=art.name, provider=provider, options=options)
+        except ProviderError as exc:  # e.g. OpenVINO cannot compile it on this CPU
+            report["skipped"][art.name] = f"not run here: {exc}"
+            continue
         try:
             outs = [session.run(b.x) for b in progress(batches, desc=art.name, unit="batch")]
         except SegrtError as exc:  # an input the manifest allows but the artifact cannot run fails its gate

@@ -88,8 +88,8 @@ class OpenVinoBackend(Backend):
         t0 = time.perf_counter()
         try:
             self.compiled = core.compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
-        except RuntimeError as exc:
-            raise SegrtError(f"{self.label}: OpenVINO cannot compile it ({reason(exc)})") from None
+        except RuntimeError as exc:  # a ProviderError: the model may compile on another CPU
+            raise ProviderError(f"{self.label}: OpenVINO cannot compile it on this CPU ({reason(exc)})") from None
         self.open_s = time.perf_counter() - t0
         self.version = ov.__version__
         shapes = [p.get_partial_shape() for p in (self.compiled.inputs[0], self.compiled.outputs[0])]
