@@ -70,6 +70,7 @@ class Manifest:
     quality: dict[str, QualityRecord] = field(default_factory=dict)  # parity --record NAME: mIoU vs ground truth
     split: dict = field(default_factory=dict)  # the training run's split.json: {"train": [stems], "val": [stems]}
     gate_sample: dict | None = None  # {file, sha256, images, size, source}: see segrt.runtime.here
+    source: dict = field(default_factory=dict)  # your own model: {route, notes, reference (its torch.export program)}
     format: str = FORMAT
 
     @property
@@ -96,6 +97,7 @@ class Manifest:
             **records_to_json(self),
             "split": self.split,
             "gate_sample": self.gate_sample,
+            "source": self.source,
             "report": self.report,
             "versions": self.versions,
         }
@@ -117,7 +119,7 @@ class Manifest:
                 versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
-                split=d.get("split", {}), gate_sample=d.get("gate_sample"),
+                split=d.get("split", {}), gate_sample=d.get("gate_sample"), source=d.get("source", {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

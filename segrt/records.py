@@ -17,7 +17,7 @@ __all__ = ["Gates", "GateRecord", "SpeedRecord", "QualityRecord", "records_from_
 
 _KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
 _PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-_DICT_FIELDS = ("versions", "model_config", "mask_values", "split")
+_DICT_FIELDS = ("versions", "model_config", "mask_values", "split", "source")
 
 
 def _set_fields(record, leave=()) -> dict:
@@ -184,6 +184,8 @@ def check_manifest(m, raw: dict, where: str) -> None:
         raise bad("gate_sample", "null or an object with a file and its sha256", sample)
     if sample:
         check_member(sample["file"], where=where)
+    if isinstance(m.source.get("reference"), str):
+        check_member(m.source["reference"], where=where)
     for a in m.artifacts:
         check_member(a.file, where=where)
         if a.kind not in _KINDS or a.precision not in _PRECISIONS:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from segrt.cli.common import echo_out, gate_options, make_quantize_options, quantize_options, user_errors
-from segrt.options import IntList
+from segrt.options import FloatList, IntList
 
 __all__ = ["export", "quantize"]
 
@@ -34,13 +34,27 @@ __all__ = ["export", "quantize"]
                                             "training size); the gates and the quantizers run at it")
 @click.option("--uint8-input", is_flag=True, help="also a uint8-input copy of every gated ONNX/OpenVINO variant "
                                                   "(normalization in the graph; gated like its base)")
+@click.option("--arch", metavar="FILE.py:NAME", help="your own model: the class or factory that builds it "
+              "(FILE.py:NAME, imported like uvicorn main:app, or package.module:NAME); CHECKPOINT is its state_dict")
+@click.option("--arch-args", metavar="JSON", help="keyword arguments for --arch, e.g. '{\"n_classes\": 3}'")
+@click.option("--classes", help="your own model: class names, comma separated (default class0..N-1, said)")
+@click.option("--mean", type=FloatList(), help="your own model: the normalization mean it was trained with")
+@click.option("--std", type=FloatList(positive=True), help="your own model: the normalization std")
+@click.option("--size-multiple", type=click.IntRange(min=1), help="your own model: what its input sides must be "
+                                                                   "multiples of (default 32)")
+@click.option("--output-key", help="your own model: the entry of its output dict that holds the logits "
+                                   "(default 'out' where it has one)")
+@click.option("--trust-pickle", is_flag=True, help="load a pickled module (torch.save(model)): runs code from the "
+                                                   "file; only for files you trust")
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, calib_images, calib_count,
-           calib_method, val_images, val_masks, quant_gate, gate_iou, gate_logit):
-    """Export CHECKPOINT (a .pt, or an export folder to export again) to ONNX/TorchScript/pt2 with a
-    manifest; fails unless parity holds."""
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, arch, arch_args, classes,
+           mean, std, size_multiple, output_key, trust_pickle, calib_images, calib_count, calib_method, val_images,
+           val_masks, quant_gate, gate_iou, gate_logit):
+    """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds. CHECKPOINT:
+    a segrt checkpoint or export folder, or your own model: a state_dict with --arch, a torch.export
+    program (.pt2), a segmentation_models_pytorch save_pretrained folder."""
     from segrt.export.run import describe_export, run_export
     from segrt.verify.parity import ParityFailed, format_report
 
@@ -50,7 +64,9 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
                             progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
                             uint8_input=uint8_input,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
-                                                                   val_images, val_masks, quant_gate))
+                                                                   val_images, val_masks, quant_gate),
+                            arch=arch, arch_args=arch_args, classes=classes.split(",") if classes else None, mean=mean,
+                            std=std, size_multiple=size_multiple, output_key=output_key, trust_pickle=trust_pickle)
     except ParityFailed as exc:
         echo_out(format_report(exc.report))
         click.echo(f"error: export refused, nothing written: {exc}", err=True)

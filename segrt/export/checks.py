@@ -89,7 +89,7 @@ def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f for f in _FORMATS if f in formats)  # onnx before openvino
 
 
-def output_folder(out, checkpoint: Path, opts, force: bool, progress) -> Path:
+def output_folder(out, checkpoint: Path | None, opts, force: bool, progress) -> Path:
     """--out (or the default beside the checkpoint), refused when it is, holds or lies inside an input,
     or exists and is not an export segrt made; temp folders of killed exports there are removed (said)."""
     from segrt.fsutil import check_apart, check_replaceable, remove_stale_temps

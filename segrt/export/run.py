@@ -94,19 +94,20 @@ def _manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
                     model_config=dict(cfg), versions=versions())
 
 
-def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
+def run_export(checkpoint, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = _DEFAULT_OPSET, force: bool = False,
                gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
-               size: list[int] | None = None, uint8_input: bool = False) -> ExportResult:
+               size: list[int] | None = None, uint8_input: bool = False, **model_options) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
+    ``checkpoint``: a segrt checkpoint or export folder, or your own model (an nn.Module, a state_dict
+    with ``arch``, a .pt2 program, an smp folder: segrt.model.foreign), described by ``model_options``
+    (classes, mean, std, size_multiple, arch, arch_args, output_key, trust_pickle: export.user).
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
     resizes to (default: the training size). Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.options import QuantizeOptions
 
-    checkpoint = Path(checkpoint)
-    ckpt, split, source = _read_source(checkpoint, progress)
     formats = check_formats(formats)
     check_opset(opset)
     if tta is not None and tta not in TTA_MODES:
@@ -114,16 +115,9 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     quant_jobs = quantize_jobs(quantize, formats)
     check_usage(formats, quant_jobs, quantize_options)
     opts = quantize_options or QuantizeOptions()
-    out = output_folder(out, checkpoint, opts, force, progress)
-    model = model_from_checkpoint(ckpt)
-    manifest = _manifest_from_checkpoint(ckpt, out.name)
+    ckpt, model, manifest, out = _source(checkpoint, out, opts, force, size, progress, model_options)
+    formats += ("pt2",) if ckpt is None and "pt2" not in formats else ()  # your model's reference
     manifest.tta = tta
-    if size:
-        manifest.input_size = working_size(size, manifest.size_multiple)
-    manifest.split = split
-    progress(f"training split: {source} ({len(split['train'])} train, {len(split['val'])} val images): no gate "
-             f"uses a training image" if source else f"no {SPLIT_FILE} beside {checkpoint}: which images trained it "
-             "is unknown, so gates cannot exclude them")
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
@@ -144,15 +138,53 @@ def run_export(checkpoint: str | os.PathLike, out: str | os.PathLike | None = No
     return ExportResult(out, manifest, report, notes)
 
 
-def _write_artifacts(folder: Path, ckpt: dict, model: UNet, manifest: Manifest, formats: tuple[str, ...], opset: int,
-                    progress) -> None:
-    """The weights-only checkpoint (the eager reference for parity, and for re-export), then each format."""
-    save_checkpoint(folder / "checkpoint.pt", model=model, classes=ckpt["classes"], normalization=ckpt["normalization"],
-                    input_size=ckpt["input_size"], crop_size=ckpt.get("crop_size"), epoch=ckpt.get("epoch", 0),
-                    metrics=ckpt.get("metrics", {}), ignore_index=ckpt.get("ignore_index"),
-                    mask_values=ckpt.get("mask_values"))
-    manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
-    graph = with_tta(ExportGraph(model), manifest.tta).eval()
+def _source(checkpoint, out, opts, force: bool, size, progress, model_options: dict):
+    """-> (segrt checkpoint dict or None, the model to export, its manifest, the output folder)."""
+    from segrt.model.foreign import is_segrt_source
+
+    if isinstance(checkpoint, nn.Module) or not is_segrt_source(Path(checkpoint)):
+        from segrt.export.user import user_manifest
+        from segrt.model.foreign import load_user_model
+
+        multiple = int(model_options.pop("size_multiple", None) or 32)
+        described = {k: model_options.pop(k, None) for k in ("classes", "mean", "std")}
+        user = load_user_model(checkpoint, multiple=multiple, **model_options)
+        if not out and isinstance(checkpoint, nn.Module):
+            raise SegrtError("exporting an nn.Module needs out= (the export folder)")
+        out = output_folder(out, None if isinstance(checkpoint, nn.Module) else Path(checkpoint), opts, force, progress)
+        progress(f"your model: {user.route}")
+        manifest = user_manifest(user, out.name, size=size, multiple=multiple, versions=versions(), log=progress,
+                                 **described)
+        progress("its training images are unknown to segrt: pass held-out images to the gates (--val-images)")
+        return None, user.graph, manifest, out
+    unused = [k for k, v in model_options.items() if v not in (None, False)]
+    if unused:
+        raise SegrtError(f"{checkpoint} is a segrt checkpoint or export, which says its own "
+                         f"{', '.join(k.replace('_', '-') for k in unused)}: leave those options out")
+    checkpoint = Path(checkpoint)
+    ckpt, split, source = _read_source(checkpoint, progress)
+    out = output_folder(out, checkpoint, opts, force, progress)
+    manifest = _manifest_from_checkpoint(ckpt, out.name)
+    if size:
+        manifest.input_size = working_size(size, manifest.size_multiple)
+    manifest.split = split
+    progress(f"training split: {source} ({len(split['train'])} train, {len(split['val'])} val images): no gate "
+             f"uses a training image" if source else f"no {SPLIT_FILE} beside {checkpoint}: which images trained it "
+             "is unknown, so gates cannot exclude them")
+    return ckpt, model_from_checkpoint(ckpt), manifest, out
+
+
+def _write_artifacts(folder: Path, ckpt: dict | None, model: nn.Module, manifest: Manifest, formats: tuple[str, ...],
+                    opset: int, progress) -> None:
+    """The weights-only checkpoint (the eager reference for parity, and for re-export; your own model's
+    reference is its torch.export program, model.pt2), then each format."""
+    if ckpt is not None:
+        save_checkpoint(folder / "checkpoint.pt", model=model, classes=ckpt["classes"],
+                        normalization=ckpt["normalization"], input_size=ckpt["input_size"],
+                        crop_size=ckpt.get("crop_size"), epoch=ckpt.get("epoch", 0), metrics=ckpt.get("metrics", {}),
+                        ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"))
+        manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
+    graph = with_tta(ExportGraph(model) if ckpt is not None else model, manifest.tta).eval()
     writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": _export_openvino,
                "torchscript": lambda p: export_torchscript(graph, p, manifest),
                "pt2": lambda p: export_pt2(graph, p, manifest)}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segrt.errors import first_line
+from segrt.errors import SegrtError, first_line
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import UNet
 
@@ -30,9 +30,11 @@ class ExportGraph(nn.Module):
         return self.unet.forward_unchecked(image)
 
 
-def example_input(multiple: int, channels: int) -> torch.Tensor:
-    # batch 2 and distinct H/W so torch.export keeps all three dims symbolic
-    return torch.randn(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
+def example_input(multiple: int, channels: int, fixed: list[int] | None = None) -> torch.Tensor:
+    """Batch 2 and distinct H/W so torch.export keeps all three dims symbolic; ``fixed``: the one
+    [h, w] a model takes (batch 1)."""
+    shape = (1, channels, *fixed) if fixed else (2, channels, 2 * multiple, 3 * multiple)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
 def size_oblivious():
@@ -55,24 +57,28 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     shape inference, friendly dim names and metadata_props."""
     import onnx
 
-    m, c = manifest.size_multiple, manifest.channels
-    x = example_input(m, c)
+    m, c, fixed = manifest.size_multiple, manifest.channels, manifest.fixed_size
+    x = example_input(m, c, fixed)
     common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
-                              dynamic_shapes=dynamic_shapes(m), **common)
+                              dynamic_shapes=None if fixed else dynamic_shapes(m), **common)
         exporter = "torch.export (dynamo)"
     except Exception as exc:  # fall back to the TorchScript-based exporter
         first = first_line(exc)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes={
-                "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes=None if fixed else {
+                    "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        except Exception as exc2:  # noqa: BLE001 - neither exporter: the model's operation is named
+            raise SegrtError(f"torch cannot export the model to ONNX: {first_line(exc2)} (the torch.export-based "
+                             f"exporter: {first[:120]})") from None
         exporter = f"torchscript (fallback; torch.export-based failed: {first})"
     model = onnx.load(str(path))
-    for value in (model.graph.input[0], model.graph.output[0]):
+    for value in (model.graph.input[0], model.graph.output[0]) if not fixed else ():
         dims = value.type.tensor_type.shape.dim
         for i, name in ((0, "batch"), (2, "height"), (3, "width")):
             dims[i].ClearField("dim_value")
@@ -88,7 +94,7 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
 
 
 def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels)
+    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
         traced = torch.jit.trace(graph, x)
@@ -97,9 +103,13 @@ def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Arti
 
 
 def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels)
+    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size)
     with warnings.catch_warnings(), size_oblivious():
         warnings.simplefilter("ignore")
-        program = torch.export.export(graph, (x,), dynamic_shapes=dynamic_shapes(manifest.size_multiple))
+        try:
+            program = torch.export.export(graph, (x,), dynamic_shapes=None if manifest.fixed_size else
+                                          dynamic_shapes(manifest.size_multiple))
+        except Exception as exc:  # noqa: BLE001 - the model's code: its operation is named
+            raise SegrtError(f"torch.export cannot export the model: {first_line(exc)}") from None
         torch.export.save(program, str(path))
     return Artifact(file=path.name, kind="pt2", exporter="torch.export")

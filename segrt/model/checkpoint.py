@@ -14,7 +14,7 @@ from segrt.fsutil import atomic_path
 from segrt.model.unet import UNet, UNetConfig
 from segrt.records import finite_numbers, hw_size
 
-__all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint", "blocked_global"]
 
 FORMAT = "segrt-checkpoint/1"
 _REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
@@ -81,7 +81,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling, truncated zip, not a torch file at all
-        blocked = _blocked_global(exc)
+        blocked = blocked_global(exc)
         if blocked:
             raise CheckpointError(f"{path}: refused: it needs {blocked} to load, and segrt loads only tensors and "
                                   "plain values (weights_only=True); this is not a segrt checkpoint") from None
@@ -144,7 +144,7 @@ def _check_fields(ckpt: dict, path: Path) -> None:
                               "use an earlier checkpoint")
 
 
-def _blocked_global(exc: Exception) -> str | None:
+def blocked_global(exc: Exception) -> str | None:
     """The code a weights-only load refused to run, e.g. 'posix.system' (torch's message goes on to
     suggest weights_only=False, which segrt never repeats)."""
     found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))

@@ -37,6 +37,8 @@ class ParityFailed(GateFailed):
 
 def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batches=(1, 3)) -> list[Batch]:
     rng = np.random.default_rng(seed)
+    if manifest.fixed_size:  # a model that takes one size (and batch 1)
+        sizes, batches = [tuple(manifest.fixed_size)], (1,)
     m, c, out = manifest.size_multiple, manifest.channels, []
     for h, w in sizes:
         h, w = round_up(h, m), round_up(w, m)

@@ -88,9 +88,14 @@ def _check_rebuilt(model, onnx_path, manifest, where: str) -> None:
 
 def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
     """The eager PyTorch reference of an export: the checkpoint's U-Net (a file, or a checkpoint
-    dict), with the export's TTA."""
+    dict), with the export's TTA; for your own model, its torch.export program (TTA included)."""
     from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
     from segrt.model.unet import with_tta
+
+    if not isinstance(checkpoint, dict) and Path(checkpoint).suffix == ".pt2":
+        import torch
+
+        return torch.export.load(str(checkpoint)).module()
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     return with_tta(model_from_checkpoint(ckpt), manifest.tta)
@@ -103,6 +108,15 @@ def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str |
     ref = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if ref is not None and (folder / ref.file).is_file():
         return folder / ref.file, f"eager PyTorch ({ref.file})"
+    program = manifest.source.get("reference")
+    if program:
+        if not (folder / program).is_file():
+            raise SegrtError(f"{folder}: {program}, the reference of your model, is not in this copy; pass --checkpoint")
+        manifest.verify(folder, [program])
+        what = f"your model as a torch.export program ({program}, {manifest.source.get('route', 'its source')})"
+        if log:
+            log(f"reference: {what}")
+        return folder / program, what
     onnx = manifest.artifact("onnx", "fp32")
     if ref is None and not (folder / onnx.file).is_file():
         raise SegrtError(f"{folder}: no checkpoint in the export; pass --checkpoint")
@@ -126,7 +140,7 @@ def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> 
     from segrt.runtime.session import Session, torch_available
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
-    if ckpt is not None and torch_available():
+    if (ckpt is not None or manifest.source.get("reference")) and torch_available():
         checkpoint, _ = export_checkpoint(folder, manifest)
         return eager_logits(eager_model(checkpoint, manifest), batches), \
             "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"

@@ -1,0 +1,263 @@
+"""Your own model: what `segrt export` takes besides a segrt checkpoint, as one nn.Module that maps
+NCHW float32 to NCHW logits at the input's size (torch is imported here; only export uses it).
+
+Routes: an ``nn.Module`` (the Python API); a state_dict (.pt/.pth/.safetensors) with ``--arch
+FILE.py:NAME`` or ``package.module:NAME`` (a class or factory called with ``--arch-args`` JSON keyword
+arguments; FILE.py is imported the way ``uvicorn main:app`` does: its folder first on sys.path),
+loaded strictly; a torch.export program (.pt2); a folder written by segmentation_models_pytorch's
+``save_pretrained``; a pickled module (``torch.save(model)``) only with ``trust_pickle``. TorchScript
+and ONNX files are refused in one line naming the route that works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segrt.errors import CheckpointError, SegrtError, first_line
+
+__all__ = ["Outputs", "UserModel", "is_segrt_source", "load_user_model"]
+
+_STATE_KEYS = ("state_dict", "model_state_dict", "model")  # where tutorials nest the weights
+
+
+class Outputs(nn.Module):
+    """The user's model as segrt runs it: its output dict entry (``key``) or first item, upsampled
+    (bilinear) to the input's size where it is smaller."""
+
+    def __init__(self, model: nn.Module, key: str | None = None, first: bool = False, upsample: bool = False):
+        super().__init__()
+        self.model, self.key, self.first, self.upsample = model, key, first, upsample
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.model(image)
+        if self.key is not None:
+            out = out[self.key]
+        elif self.first:
+            out = out[0]
+        if self.upsample:  # (N, K, h, w) -> (N, K, H, W)
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
+@dataclass
+class UserModel:
+    graph: Outputs
+    label: str  # the file, or the module's class: what error lines name
+    route: str  # where it came from, one line
+    channels: int
+    classes: int
+    fixed_size: list[int] | None = None  # a program exported at one size
+    notes: list[str] = field(default_factory=list)
+
+
+def is_segrt_source(path: Path) -> bool:
+    """An export folder, or a checkpoint segrt wrote (a zip with a 'format' entry it can read)."""
+    if path.is_dir():
+        return (path / "manifest.json").is_file()
+    if path.suffix.lower() in (".pt2", ".safetensors", ".onnx") or not path.is_file():
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a pickled module, TorchScript, not torch at all: not segrt's
+        return False
+    return isinstance(ckpt, dict) and "format" in ckpt
+
+
+def _import_arch(spec: str):
+    """``FILE.py:NAME`` or ``package.module:NAME`` -> the object NAME."""
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise SegrtError(f"--arch {spec}: expected FILE.py:NAME or package.module:NAME")
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise SegrtError(f"--arch {spec}: {where} not found")
+        sys.path.insert(0, str(path.parent))  # its own imports resolve as when it ran
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file
+            raise SegrtError(f"--arch {spec}: importing {where} failed ({type(exc).__name__}: {first_line(exc)})") \
+                from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise SegrtError(f"--arch {spec}: cannot import {where} ({first_line(exc)})") from None
+    if not hasattr(module, name):
+        raise SegrtError(f"--arch {spec}: {where} has no {name}")
+    return getattr(module, name)
+
+
+def _build(spec: str, args: str | dict | None) -> nn.Module:
+    try:
+        kwargs = json.loads(args) if isinstance(args, str) else dict(args or {})
+    except ValueError as exc:
+        raise SegrtError(f"--arch-args: not JSON ({exc})") from None
+    if not isinstance(kwargs, dict):
+        raise SegrtError("--arch-args: a JSON object of keyword arguments, e.g. '{\"n_classes\": 3}'")
+    try:
+        model = _import_arch(spec)(**kwargs)
+    except SegrtError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's constructor
+        raise SegrtError(f"--arch {spec}: calling it with {kwargs} failed ({type(exc).__name__}: {first_line(exc)})") \
+            from None
+    if not isinstance(model, nn.Module):
+        raise SegrtError(f"--arch {spec}: gave a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _state_dict(path: Path) -> tuple[dict, str]:
+    """-> (the tensors of a .pt/.pth/.safetensors state_dict, where in the file they were)."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), "safetensors"
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(_load_refusal(path, exc)) from None
+    for key in (None, *_STATE_KEYS):
+        found = data if key is None else data.get(key) if isinstance(data, dict) else None
+        if isinstance(found, dict) and found and all(isinstance(v, torch.Tensor) for v in found.values()):
+            return found, "the file" if key is None else f"its {key!r} entry"
+    raise CheckpointError(f"{path}: no state_dict in it (a dict of tensors, or one under {', '.join(_STATE_KEYS)})")
+
+
+def _load_refusal(path: Path, exc: Exception) -> str:
+    from segrt.model.checkpoint import blocked_global
+
+    blocked = blocked_global(exc)
+    if blocked:
+        return (f"{path}: a pickled object ({blocked}), and segrt loads weights only: save model.state_dict() and "
+                "pass --arch FILE.py:CLASS (or --trust-pickle if you trust this file and its code)")
+    return f"{path}: not a readable torch file ({first_line(exc)})"
+
+
+def _strict_load(model: nn.Module, state: dict, where: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs the model's {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        said = [f"{len(missing)} missing (first: {missing[0]})" if missing else "",
+                f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
+                f"shape mismatch: {shapes[0]}" if shapes else ""]
+        raise CheckpointError(f"{where}: the weights do not fit --arch: {'; '.join(s for s in said if s)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) -> tuple[nn.Module, str, list | None]:
+    """-> (the module, its route, the fixed [h, w] of a static program or None)."""
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SegrtError(f"{path}: not an export folder (no manifest.json) nor a save_pretrained folder "
+                             "(no config.json)")
+        try:
+            import segmentation_models_pytorch as smp
+        except ImportError:
+            raise SegrtError(f"{path}: a save_pretrained folder needs segmentation-models-pytorch: pip install "
+                             "'segrt[smp]'") from None
+        return smp.from_pretrained(str(path)), f"segmentation_models_pytorch.from_pretrained({path})", None
+    if suffix == ".onnx":
+        raise SegrtError(f"{path}: an ONNX file is exported already: run it with segrt predict --model {path}")
+    if suffix == ".pt2":
+        program = torch.export.load(str(path))
+        shape = program.graph_signature.user_inputs and \
+            next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
+        hw = list(shape.meta["val"].shape[2:]) if shape is not None else []
+        fixed = [int(s) for s in hw] if hw and all(isinstance(s, int) for s in hw) else None
+        return program.module(), f"torch.export program {path}", fixed
+    if _is_torchscript(path):
+        raise SegrtError(f"{path}: a TorchScript archive; segrt exports PyTorch code: pass the state_dict "
+                         "(torch.save(model.state_dict(), 'model.pt')) with --arch FILE.py:CLASS, or a torch.export "
+                         "program (torch.export.save(torch.export.export(model, (x,)), 'model.pt2'))")
+    if arch:
+        model = _build(arch, arch_args)
+        state, where = _state_dict(path)
+        _strict_load(model, state, str(path))
+        how = "imported like uvicorn main:app (its folder first on sys.path)" if ":" in arch and \
+            arch.rpartition(":")[0].endswith(".py") else "imported"
+        return model, f"state_dict from {where} of {path} into --arch {arch} ({how})", None
+    if trust_pickle:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(model, nn.Module):
+            raise SegrtError(f"{path}: --trust-pickle loaded a {type(model).__name__}, not an nn.Module")
+        return model, f"pickled module {path} (--trust-pickle)", None
+    try:
+        _state_dict(path)
+    except CheckpointError as exc:
+        raise SegrtError(str(exc)) from None
+    raise SegrtError(f"{path}: a state_dict without its model: pass --arch FILE.py:CLASS (or package.module:NAME) "
+                     "and --arch-args '{...}' for its constructor")
+
+
+def _channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pickle: bool = False,
+                    output_key: str | None = None, multiple: int = 32, fixed: list[int] | None = None) -> UserModel:
+    """``source`` (an nn.Module or a path, see the module docstring) -> a UserModel, probed once on an
+    input of 2x3 size multiples (``fixed``: the size a static program takes) to learn its channels,
+    classes and output form."""
+    if isinstance(source, nn.Module):
+        model, route, fixed_size = source, f"nn.Module {type(source).__name__} (Python API)", None
+        label = type(source).__name__
+    else:
+        model, route, fixed_size = _module_from(Path(source), arch, arch_args, trust_pickle)
+        label = str(source)
+    model = model.eval()
+    channels, notes = _channels(model), []
+    h, w = fixed_size or fixed or (2 * multiple, 3 * multiple)
+    x = torch.randn(1, channels, h, w, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            out = model(x)
+    except Exception as exc:  # noqa: BLE001 - the user's forward
+        raise SegrtError(f"{label}: the model failed on a {channels}x{h}x{w} input ({type(exc).__name__}: "
+                         f"{first_line(exc)})") from None
+    key, first = None, False
+    if isinstance(out, dict):
+        key = output_key or ("out" if "out" in out else next(iter(out)) if len(out) == 1 else None)
+        if key not in out:
+            raise SegrtError(f"{label}: it returns a dict with {', '.join(map(str, out))}; pass --output-key")
+        notes.append(f"the model returns a dict: segrt uses {key!r}" + ("" if output_key else " (--output-key to choose)"))
+        out = out[key]
+    elif isinstance(out, (tuple, list)):
+        first = True
+        notes.append(f"the model returns a {type(out).__name__} of {len(out)}: segrt uses the first item as the logits")
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        raise SegrtError(f"{label}: its output is not NCHW logits (got {getattr(out, 'shape', type(out).__name__)})")
+    upsample = tuple(out.shape[-2:]) != (h, w)
+    if upsample:
+        notes.append(f"its logits are {out.shape[-2]}x{out.shape[-1]} for a {h}x{w} input: upsampled (bilinear) "
+                     "to the input's size in the exported graph")
+    if fixed_size:
+        notes.append(f"the program takes one size, {h}x{w}: exported and run at that size")
+    return UserModel(Outputs(model, key, first, upsample).eval(), label, route, channels, int(out.shape[1]), fixed_size,
+                     notes)
