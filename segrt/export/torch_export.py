@@ -15,7 +15,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import UNet
 
-__all__ = ["ExportGraph", "example_input", "size_oblivious", "dynamic_shapes", "export_onnx", "export_torchscript",
+__all__ = ["ExportGraph", "example_input", "batch_one", "size_oblivious", "dynamic_shapes", "export_onnx", "export_torchscript",
            "export_pt2"]
 
 
@@ -30,11 +30,16 @@ class ExportGraph(nn.Module):
         return self.unet.forward_unchecked(image)
 
 
-def example_input(multiple: int, channels: int, fixed: list[int] | None = None) -> torch.Tensor:
+def example_input(multiple: int, channels: int, fixed: list[int] | None = None, batch_one: bool = False) -> torch.Tensor:
     """Batch 2 and distinct H/W so torch.export keeps all three dims symbolic; ``fixed``: the one
-    [h, w] a model takes (batch 1)."""
-    shape = (1, channels, *fixed) if fixed else (2, channels, 2 * multiple, 3 * multiple)
+    [h, w] a model takes (batch 1); ``batch_one``: a model that takes batch 1 only."""
+    shape = (1 if fixed or batch_one else 2, channels, *(fixed or (2 * multiple, 3 * multiple)))
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def batch_one(graph: nn.Module) -> bool:
+    """Does the graph wrap a program that takes batch 1 only (segrt.model.foreign.Outputs)?"""
+    return any(getattr(m, "fixed_batch", False) for m in graph.modules())
 
 
 def size_oblivious():
@@ -45,11 +50,11 @@ def size_oblivious():
     return _config.patch(backed_size_oblivious=True)
 
 
-def dynamic_shapes(multiple: int) -> dict:
+def dynamic_shapes(multiple: int, batch_one: bool = False) -> dict:
     from torch.export import Dim
 
     batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=1, max=1024), Dim("w_blocks", min=1, max=1024)
-    return {"image": {0: batch, 2: multiple * h, 3: multiple * w}}
+    return {"image": {**({} if batch_one else {0: batch}), 2: multiple * h, 3: multiple * w}}
 
 
 def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) -> Artifact:
@@ -57,22 +62,23 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     shape inference, friendly dim names and metadata_props."""
     import onnx
 
-    m, c, fixed = manifest.size_multiple, manifest.channels, manifest.fixed_size
-    x = example_input(m, c, fixed)
+    m, c, fixed, one = manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph)
+    x = example_input(m, c, fixed, one)
     common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
-                              dynamic_shapes=None if fixed else dynamic_shapes(m), **common)
+                              dynamic_shapes=None if fixed else dynamic_shapes(m, one), **common)
         exporter = "torch.export (dynamo)"
     except Exception as exc:  # fall back to the TorchScript-based exporter
         first = first_line(exc)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(graph, (x,), str(path), dynamo=False, **common, dynamic_axes=None if fixed else {
-                    "image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+                axes = {0: "batch", 2: "height", 3: "width"} if not one else {2: "height", 3: "width"}
+            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common,
+                              dynamic_axes=None if fixed else {"image": axes, "logits": axes})
         except Exception as exc2:  # noqa: BLE001 - neither exporter: the model's operation is named
             raise SegrtError(f"torch cannot export the model to ONNX: {first_line(exc2)} (the torch.export-based "
                              f"exporter: {first[:120]})") from None
@@ -80,7 +86,7 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     model = onnx.load(str(path))
     for value in (model.graph.input[0], model.graph.output[0]) if not fixed else ():
         dims = value.type.tensor_type.shape.dim
-        for i, name in ((0, "batch"), (2, "height"), (3, "width")):
+        for i, name in ((0, "batch"), (2, "height"), (3, "width"))[1 if one else 0:]:
             dims[i].ClearField("dim_value")
             dims[i].dim_param = name
     manifest.set_onnx_metadata(model)
@@ -94,7 +100,7 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
 
 
 def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size)
+    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
         traced = torch.jit.trace(graph, x)
@@ -103,12 +109,13 @@ def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Arti
 
 
 def export_pt2(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
-    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size)
+    one = batch_one(graph)
+    x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size, one)
     with warnings.catch_warnings(), size_oblivious():
         warnings.simplefilter("ignore")
         try:
             program = torch.export.export(graph, (x,), dynamic_shapes=None if manifest.fixed_size else
-                                          dynamic_shapes(manifest.size_multiple))
+                                          dynamic_shapes(manifest.size_multiple, one))
         except Exception as exc:  # noqa: BLE001 - the model's code: its operation is named
             raise SegrtError(f"torch.export cannot export the model: {first_line(exc)}") from None
         torch.export.save(program, str(path))

@@ -34,11 +34,20 @@ class Outputs(nn.Module):
     """The user's model as segrt runs it: its output dict entry (``key``) or first item, upsampled
     (bilinear) to the input's size where it is smaller."""
 
-    def __init__(self, model: nn.Module, key: str | None = None, first: bool = False, upsample: bool = False):
+    def __init__(self, model: nn.Module, key: str | None = None, first: bool = False, upsample: bool = False,
+                 fixed_batch: bool = False):
         super().__init__()
         self.model, self.key, self.first, self.upsample = model, key, first, upsample
+        self.fixed_batch = fixed_batch  # a program that takes batch 1: eager runs a batch image by image
+
+    def train(self, mode: bool = True) -> "Outputs":
+        self.training = mode
+        _set_mode(self.model, mode)
+        return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.fixed_batch and image.shape[0] != 1:
+            return torch.cat([self(image[i:i + 1]) for i in range(image.shape[0])])
         out = self.model(image)
         if self.key is not None:
             out = out[self.key]
@@ -49,6 +58,13 @@ class Outputs(nn.Module):
         return out
 
 
+def _set_mode(model: nn.Module, mode: bool) -> None:
+    try:
+        model.train(mode)
+    except NotImplementedError:  # a torch.export program keeps the mode it was exported in
+        pass
+
+
 @dataclass
 class UserModel:
     graph: Outputs
@@ -57,6 +73,7 @@ class UserModel:
     channels: int
     classes: int
     fixed_size: list[int] | None = None  # a program exported at one size
+    fixed_batch: bool = False  # a program exported for batch 1
     notes: list[str] = field(default_factory=list)
 
 
@@ -169,7 +186,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) -> tuple[nn.Module, str, list | None]:
-    """-> (the module, its route, the fixed [h, w] of a static program or None)."""
+    """-> (the module, its route, (the fixed [h, w] of a program or None, whether it takes batch 1 only))."""
     suffix = path.suffix.lower()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -180,16 +197,19 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
         except ImportError:
             raise SegrtError(f"{path}: a save_pretrained folder needs segmentation-models-pytorch: pip install "
                              "'segrt[smp]'") from None
-        return smp.from_pretrained(str(path)), f"segmentation_models_pytorch.from_pretrained({path})", None
+        return smp.from_pretrained(str(path)), f"segmentation_models_pytorch.from_pretrained({path})", (None, False)
     if suffix == ".onnx":
         raise SegrtError(f"{path}: an ONNX file is exported already: run it with segrt predict --model {path}")
     if suffix == ".pt2":
         program = torch.export.load(str(path))
         shape = program.graph_signature.user_inputs and \
             next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
-        hw = list(shape.meta["val"].shape[2:]) if shape is not None else []
-        fixed = [int(s) for s in hw] if hw and all(isinstance(s, int) for s in hw) else None
-        return program.module(), f"torch.export program {path}", fixed
+        dims = list(shape.meta["val"].shape) if shape is not None else []
+        if dims and isinstance(dims[0], int) and dims[0] != 1:
+            raise SegrtError(f"{path}: the program takes batch {dims[0]} only; export it with batch 1 or a dynamic "
+                             "batch (torch.export.Dim)")
+        fixed = [int(s) for s in dims[2:]] if len(dims) == 4 and all(isinstance(s, int) for s in dims[2:]) else None
+        return program.module(), f"torch.export program {path}", (fixed, bool(dims) and isinstance(dims[0], int))
     if _is_torchscript(path):
         raise SegrtError(f"{path}: a TorchScript archive; segrt exports PyTorch code: pass the state_dict "
                          "(torch.save(model.state_dict(), 'model.pt')) with --arch FILE.py:CLASS, or a torch.export "
@@ -200,12 +220,12 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
         _strict_load(model, state, str(path))
         how = "imported like uvicorn main:app (its folder first on sys.path)" if ":" in arch and \
             arch.rpartition(":")[0].endswith(".py") else "imported"
-        return model, f"state_dict from {where} of {path} into --arch {arch} ({how})", None
+        return model, f"state_dict from {where} of {path} into --arch {arch} ({how})", (None, False)
     if trust_pickle:
         model = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(model, nn.Module):
             raise SegrtError(f"{path}: --trust-pickle loaded a {type(model).__name__}, not an nn.Module")
-        return model, f"pickled module {path} (--trust-pickle)", None
+        return model, f"pickled module {path} (--trust-pickle)", (None, False)
     try:
         _state_dict(path)
     except CheckpointError as exc:
@@ -225,12 +245,12 @@ def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pi
     input of 2x3 size multiples (``fixed``: the size a static program takes) to learn its channels,
     classes and output form."""
     if isinstance(source, nn.Module):
-        model, route, fixed_size = source, f"nn.Module {type(source).__name__} (Python API)", None
+        model, route, (fixed_size, batch_one) = source, f"nn.Module {type(source).__name__} (Python API)", (None, False)
         label = type(source).__name__
     else:
-        model, route, fixed_size = _module_from(Path(source), arch, arch_args, trust_pickle)
+        model, route, (fixed_size, batch_one) = _module_from(Path(source), arch, arch_args, trust_pickle)
         label = str(source)
-    model = model.eval()
+    _set_mode(model, False)
     channels, notes = _channels(model), []
     h, w = fixed_size or fixed or (2 * multiple, 3 * multiple)
     x = torch.randn(1, channels, h, w, generator=torch.Generator().manual_seed(0))
@@ -259,5 +279,7 @@ def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pi
                      "to the input's size in the exported graph")
     if fixed_size:
         notes.append(f"the program takes one size, {h}x{w}: exported and run at that size")
-    return UserModel(Outputs(model, key, first, upsample).eval(), label, route, channels, int(out.shape[1]), fixed_size,
-                     notes)
+    if batch_one:
+        notes.append("the program takes batch 1: the exported graph too (predict runs a batch image by image)")
+    return UserModel(Outputs(model, key, first, upsample, batch_one).eval(), label, route, channels,
+                     int(out.shape[1]), fixed_size, batch_one, notes)

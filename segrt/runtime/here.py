@@ -128,13 +128,13 @@ def sample_inputs(pixels: np.ndarray, manifest: Manifest, uint8: bool) -> np.nda
     return np.stack([normalize(p.transpose(1, 2, 0), manifest.mean, manifest.std) for p in pixels])
 
 
-def sample_verdict(run, takes_uint8: bool, sample, manifest: Manifest, art: Artifact) -> Verdict:
-    """``run`` (NCHW batch -> logits) on the sample, against its fp32 masks, held to the variant's
-    recorded gate (see Verdict for the estimate)."""
+def sample_verdict(run, takes_uint8: bool, sample, manifest: Manifest, art: Artifact, step: int = 4) -> Verdict:
+    """``run`` (NCHW batch of ``step`` -> logits) on the sample, against its fp32 masks, held to the
+    variant's recorded gate (see Verdict for the estimate)."""
     pixels, masks = sample
     x, cm, t0 = sample_inputs(pixels, manifest, takes_uint8), ConfusionMatrix(manifest.num_classes), time.perf_counter()
-    for i in range(0, len(x), 4):
-        cm.update(run(x[i:i + 4]).argmax(1), masks[i:i + 4])
+    for i in range(0, len(x), step):
+        cm.update(run(x[i:i + step]).argmax(1), masks[i:i + step])
     agreed, record = agreement(cm), manifest.parity[art.name]
     then = (manifest.gate_sample or {}).get("agreement", {}).get(art.name)
     estimate = agreed["mask_iou"] if then is None else record.mask_iou + agreed["mask_iou"] - then
@@ -205,7 +205,7 @@ def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: No
         return None
     try:
         backend, uint8 = open_variant(folder, manifest, art)
-        verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+        verdict = sample_verdict(backend.run, uint8, sample, manifest, art, backend.fixed_batch or 4)
     except SegrtError as exc:  # a runtime that cannot run it here: it fails here (not cached)
         return Verdict(art.name, gate.gates.mask_iou_min, float("nan"), float("nan"), [f"cannot run here: {exc}"],
                        0, 0.0, key=key)

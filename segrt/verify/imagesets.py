@@ -86,11 +86,13 @@ def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[
 
 
 def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
+    """Held-out images in batches (of one for a model that takes batch 1 only)."""
+    size = 1 if manifest.source.get("batch_one") else opts.batch_size
     if not opts.val_masks:
-        return _image_batches(paths, manifest, opts.batch_size)
+        return _image_batches(paths, manifest, size)
     from segrt.verify.parity import image_inputs
 
-    return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, opts.batch_size)]
+    return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, size)]
 
 
 def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:

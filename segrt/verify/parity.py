@@ -39,6 +39,8 @@ def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batche
     rng = np.random.default_rng(seed)
     if manifest.fixed_size:  # a model that takes one size (and batch 1)
         sizes, batches = [tuple(manifest.fixed_size)], (1,)
+    elif manifest.source:  # your own model's code (or program) may not take a side of one size multiple
+        sizes = [s for s in sizes if s != (1, 1)]
     m, c, out = manifest.size_multiple, manifest.channels, []
     for h, w in sizes:
         h, w = round_up(h, m), round_up(w, m)

@@ -95,7 +95,11 @@ def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
     if not isinstance(checkpoint, dict) and Path(checkpoint).suffix == ".pt2":
         import torch
 
-        return torch.export.load(str(checkpoint)).module()
+        from segrt.model.foreign import Outputs
+        from segrt.runtime.backends.torch import static_batch
+
+        program = torch.export.load(str(checkpoint))
+        return Outputs(program.module(), fixed_batch=static_batch(program) == 1)
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     return with_tta(model_from_checkpoint(ckpt), manifest.tta)

@@ -90,7 +90,8 @@ def _agreement_then(folder: Path, manifest: Manifest, sample) -> dict[str, float
         if art.kind in ("onnx", "openvino") and art.precision != "fp32" and manifest.passed(art.name) \
                 and not cannot_run_here(art) and manifest.in_copy(folder, art):
             backend, uint8 = open_variant(folder, manifest, art)
-            found[art.name] = sample_verdict(backend.run, uint8, sample, manifest, art).mask_iou
+            verdict = sample_verdict(backend.run, uint8, sample, manifest, art, backend.fixed_batch or 4)
+            found[art.name] = verdict.mask_iou
     return found
 
 
@@ -125,7 +126,7 @@ def run_verify(folder: str | Path, sample_images=None, log=print) -> dict:
             continue
         try:
             backend, uint8 = open_variant(folder, manifest, art)
-            verdict = sample_verdict(backend.run, uint8, sample, manifest, art)
+            verdict = sample_verdict(backend.run, uint8, sample, manifest, art, backend.fixed_batch or 4)
         except SegrtError as exc:
             rows.append({**row, "problems": [f"cannot run here: {exc}"], "status": "FAIL"})
             continue

@@ -11,7 +11,7 @@ import numpy as np
 from segrt.errors import ProviderError, SegrtError
 from segrt.runtime.backends.base import Backend, SessionOptions, run_failed
 
-__all__ = ["open_artifact"]
+__all__ = ["static_batch", "open_artifact"]
 
 
 class _TorchBackend(Backend):
@@ -41,7 +41,9 @@ class _TorchBackend(Backend):
             if kind == "torchscript":
                 self.module = torch.jit.load(str(path), map_location=self.device).eval()
             else:
-                self.module = torch.export.load(str(path)).module().to(self.device)
+                program = torch.export.load(str(path))
+                self.module = program.module().to(self.device)
+                self.fixed_batch = static_batch(program)
         self.open_s = time.perf_counter() - t0
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -54,6 +56,14 @@ class _TorchBackend(Backend):
 
     def describe(self) -> str:
         return f"torch {self.torch.__version__} on {self.provider}"
+
+
+def static_batch(program) -> int | None:
+    """The batch size a torch.export program was exported for, where it is not dynamic (Session chunks for it)."""
+    node = next((n for n in program.graph.nodes if n.op == "placeholder"
+                 and n.name in program.graph_signature.user_inputs), None)
+    batch = node.meta["val"].shape[0] if node is not None and "val" in node.meta else None
+    return batch if isinstance(batch, int) else None
 
 
 def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> _TorchBackend:
