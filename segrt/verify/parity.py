@@ -304,12 +304,10 @@ def format_report(report: dict) -> str:
     for name, res in report["artifacts"].items():
         worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
         lines.append(f"worst for {name}: {worst}")
-    for name, res in report["artifacts"].items():
-        per_class = res["summary"].get("classes") or []
-        if per_class and res["summary"]["precision"] != "fp32":
-            lines.append(f"per class for {name}: " + ", ".join(
-                f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}"
-                f"{'' if k['gated'] else ', not gating'})" for c, k in zip(report.get("classes", []), per_class)))
+    lines += [f"per class for {name}: " + ", ".join(
+        f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}{'' if k['gated'] else ', not gating'})"
+        for c, k in zip(report.get("classes", []), res["summary"].get("classes") or []))
+        for name, res in report["artifacts"].items() if res["summary"]["precision"] != "fp32"]
     lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
     lines += [f"failed its gate, not written: {a}: {why}" for a, why in report.get("failed_variants", {}).items()]
     lines += [f"below its gate on this CPU (gated on another CPU class; auto leaves it out here, predict refuses it): "
