@@ -56,7 +56,8 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
     a segrt checkpoint or export folder, or your own model: a state_dict with --arch, a torch.export
     program (.pt2), a segmentation_models_pytorch save_pretrained folder."""
     from segrt.export.run import describe_export, run_export
-    from segrt.verify.parity import ParityFailed, format_report
+    from segrt.verify.parity import ParityFailed
+    from segrt.verify.report import format_report
 
     try:
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),

@@ -49,7 +49,8 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
             batch_size=batch_size, limit=limit, json_path=json_path)))
         return
     from segrt.runtime.backends.base import SessionOptions
-    from segrt.verify.parity import format_report, run_parity
+    from segrt.verify.parity import run_parity
+    from segrt.verify.report import format_report
 
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,

@@ -24,7 +24,7 @@ from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
-           "run_parity", "check_outputs", "format_report"]
+           "run_parity", "check_outputs"]
 
 _RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
 _NEEDS_REAL_IMAGES = ("int8", "bf16")  # gated on real photos; random inputs are mostly near-ties for them
@@ -285,35 +285,3 @@ def _load_bench(path) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         raise SegrtError(f"{path}: not a segrt bench JSON file (segrt bench --json)") from None
     return data
-
-
-def format_report(report: dict) -> str:
-    rows = [("artifact", "provider", "inputs", "max|dlogit|", "mean|dlogit|", "pix agree", "mask IoU",
-             "mIoU GT (eager)", "batch inv", "gate")]
-    for name, res in report["artifacts"].items():
-        s = res["summary"]
-        gt = (f"{s['miou_vs_ground_truth']:.4f} ({s['miou_eager_vs_ground_truth']:.4f})"
-              if "miou_vs_ground_truth" in s else "-")
-        bi = s["batch_invariance"]
-        rows.append((name, s["provider"], str(s["inputs"]), f"{s['max_abs_logit_diff']:.2e}",
-                     f"{s['mean_abs_logit_diff']:.2e}", f"{s['pixel_agreement']:.5f}", f"{s['mask_iou']:.5f}", gt,
-                     ("yes" if bi["same_mask"] else "NO") if bi.get("checked") else "-",
-                     "pass" if s["passed"] else "FAIL"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    for name, res in report["artifacts"].items():
-        worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
-        lines.append(f"worst for {name}: {worst}")
-    lines += [f"per class for {name}: " + ", ".join(
-        f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}{'' if k['gated'] else ', not gating'})"
-        for c, k in zip(report.get("classes", []), res["summary"].get("classes") or []))
-        for name, res in report["artifacts"].items() if res["summary"]["precision"] != "fp32"]
-    lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
-    lines += [f"failed its gate, not written: {a}: {why}" for a, why in report.get("failed_variants", {}).items()]
-    lines += [f"below its gate on this CPU (gated on another CPU class; auto leaves it out here, predict refuses it): "
-              f"{a}: {why}" for a, why in report.get("below_gate_here", {}).items()]
-    lines += [f"FAIL {f}" for f in report["failures"]]
-    if "images_are" in report:
-        lines.append(f"images scored: {report['images_are']}")
-    lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
-    return "\n".join(lines)

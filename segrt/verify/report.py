@@ -1,4 +1,5 @@
-"""`segrt parity --report report.html`: the parity report as one self-contained HTML page.
+"""The parity report as text (format_report, what `segrt parity` prints) and, for `segrt parity
+--report report.html`, as one self-contained HTML page.
 
 Built from the same data as the JSON report (plus the worst images' photos and masks), with the
 standard library only: images are embedded as data URIs (JPEG), the histograms are inline SVG, and
@@ -19,7 +20,7 @@ from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import overlay, voc_palette
 from segrt.verify.thresholds import FP32_MASK_IOU
 
-__all__ = ["fmt", "render"]
+__all__ = ["fmt", "render", "format_report"]
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1220px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
@@ -152,3 +153,35 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None, sho
             parts.append(_worst_figures(worst, skip_class))
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>parity: "
             f"{html.escape(manifest.name)}</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def format_report(report: dict) -> str:
+    rows = [("artifact", "provider", "inputs", "max|dlogit|", "mean|dlogit|", "pix agree", "mask IoU",
+             "mIoU GT (eager)", "batch inv", "gate")]
+    for name, res in report["artifacts"].items():
+        s = res["summary"]
+        gt = (f"{s['miou_vs_ground_truth']:.4f} ({s['miou_eager_vs_ground_truth']:.4f})"
+              if "miou_vs_ground_truth" in s else "-")
+        bi = s["batch_invariance"]
+        rows.append((name, s["provider"], str(s["inputs"]), f"{s['max_abs_logit_diff']:.2e}",
+                     f"{s['mean_abs_logit_diff']:.2e}", f"{s['pixel_agreement']:.5f}", f"{s['mask_iou']:.5f}", gt,
+                     ("yes" if bi["same_mask"] else "NO") if bi.get("checked") else "-",
+                     "pass" if s["passed"] else "FAIL"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    for name, res in report["artifacts"].items():
+        worst = ", ".join(f"{w['input']} (IoU {w['mask_iou']:.4f})" for w in res["worst"][:3])
+        lines.append(f"worst for {name}: {worst}")
+    lines += [f"per class for {name}: " + ", ".join(
+        f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}{'' if k['gated'] else ', not gating'})"
+        for c, k in zip(report.get("classes", []), res["summary"].get("classes") or []))
+        for name, res in report["artifacts"].items() if res["summary"]["precision"] != "fp32"]
+    lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
+    lines += [f"failed its gate, not written: {a}: {why}" for a, why in report.get("failed_variants", {}).items()]
+    lines += [f"below its gate on this CPU (gated on another CPU class; auto leaves it out here, predict refuses it): "
+              f"{a}: {why}" for a, why in report.get("below_gate_here", {}).items()]
+    lines += [f"FAIL {f}" for f in report["failures"]]
+    if "images_are" in report:
+        lines.append(f"images scored: {report['images_are']}")
+    lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
+    return "\n".join(lines)
