@@ -27,6 +27,6 @@ def main():
     """
 
 
-for command in (train_command, export.export, verify.parity, verify.verify, export.quantize, predict.predict, bench.bench,
+for command in (train_command, export.export, verify.parity, verify.verify, export.quantize, export.import_onnx, predict.predict, bench.bench,
                 scale.triton_repo):
     main.add_command(command)

@@ -10,7 +10,7 @@ import click
 from segrt.cli.common import echo_out, gate_options, make_quantize_options, quantize_options, user_errors
 from segrt.options import FloatList, IntList
 
-__all__ = ["export", "quantize"]
+__all__ = ["export", "quantize", "import_onnx"]
 
 
 @click.command()
@@ -110,3 +110,30 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
 
         raise GateFailed(f"{'; '.join(failed.values())}; nothing else in {export_dir} changed but the record of "
                          "its measurements (manifest.json, parity.html)")
+
+
+@click.command("import")
+@click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="the export folder to write (default: export/ beside "
+                                                              "the file)")
+@click.option("--classes", help="class names, comma separated (default class0..N-1, said)")
+@click.option("--mean", type=FloatList(), help="the normalization mean the model was trained with (required)")
+@click.option("--std", type=FloatList(positive=True), help="the normalization std (required)")
+@click.option("--size", type=IntList(), help="N or H,W: the working size predict resizes images to (default: native "
+                                            "resolution, padded)")
+@click.option("--size-multiple", type=click.IntRange(min=1), help="what input sides must be multiples of (default 32)")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False),
+              help="a torch.export program (.pt2) of the model the ONNX came from: the gates compare with it (without "
+                   "one they compare with the fp32 ONNX itself)")
+@click.option("--force", is_flag=True, help="replace an earlier export at --out")
+@user_errors
+def import_onnx(onnx_file, out, classes, mean, std, size, size_multiple, reference, force):
+    """Make ONNX_FILE (exported elsewhere) an export folder with a manifest: then parity, quantize (gated
+    INT8), --provider auto, bench and the report work on it."""
+    from segrt.export.bare import import_onnx as run_import
+
+    folder, manifest = run_import(onnx_file, out, classes=classes.split(",") if classes else None, mean=mean, std=std,
+                          size=size, size_multiple=size_multiple, reference=reference, force=force,
+                          log=lambda m: click.echo(m, err=True))
+    echo_out(f"imported {onnx_file} as {folder}/ (classes {', '.join(manifest.classes)}); next: segrt quantize "
+             f"{folder} --calib-images IMAGES, segrt parity {folder} --images IMAGES, segrt predict IMAGES --model {folder}")

@@ -12,7 +12,7 @@ from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default
                               provider_option, user_errors)
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
 from segrt.manifest import Manifest
-from segrt.options import FloatList
+from segrt.options import FloatList, IntList
 
 __all__ = ["predict", "exit_code"]
 
@@ -57,6 +57,8 @@ __all__ = ["predict", "exit_code"]
 @click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
 @click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
 @click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
+@click.option("--size", type=IntList(), help="N or H,W: the size to resize images to (for a bare .onnx; an export's "
+                                            "manifest says its own)")
 @click.option("--allow-below-gate", is_flag=True,
               help="run a reduced-precision variant even when it fails its gate on this CPU's gate sample "
                    "(said; default: refused)")
@@ -73,7 +75,7 @@ __all__ = ["predict", "exit_code"]
 @user_errors
 def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
             overlay, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
-            no_arena, workers, writers, max_pixels, classes, mean, std, allow_below_gate, no_measure, quiet, as_json):
+            no_arena, workers, writers, max_pixels, classes, mean, std, size, allow_below_gate, no_measure, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -119,7 +121,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
                                                          trt_fp16=trt_fp16, gate_here=True,
                                                          allow_below_gate=allow_below_gate,
                                                          measure=not no_measure), classes=classes.split(",") if classes else None, mean=mean,
-                          std=std, tile=tile, overlap=overlap, blend=blend)
+                          std=std, **({"size": size} if size else {}), tile=tile, overlap=overlap, blend=blend)
     if as_json:
         echo_out(json.dumps(summary, indent=2))
     elif not quiet:

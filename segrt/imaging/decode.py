@@ -155,10 +155,13 @@ def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
                      page: int | None = None, pixels: bool = False) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
-    Resizes to the manifest's working size unless ``native`` (or the model has none): then pads.
+    Resizes to the manifest's working size unless ``native`` (or the model has none): then pads. A
+    JPEG is decoded at a reduced DCT scale where that still covers the working size, unless the
+    manifest says ``source.decode == "full"`` (your own model: read as its own pipeline would).
     """
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
-    image, original = decode_image(path, manifest.channels, max_pixels, at_least=size, notes=notes, page=page)
+    draft = size if getattr(manifest, "source", {}).get("decode") != "full" else None
+    image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels)
 
 

@@ -20,10 +20,11 @@ _PROBE_SIZE = 128  # spatial size of the probe run that finds a symbolic class c
 
 def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None,
                     mean: list[float] | None = None, std: list[float] | None = None,
-                    size_multiple: int | None = None) -> tuple[Manifest, Path | None]:
-    """-> (manifest, export folder or None). The overrides are for a bare .onnx only, and must fit it."""
+                    size_multiple: int | None = None, size: list[int] | None = None) -> tuple[Manifest, Path | None]:
+    """-> (manifest, export folder or None). The overrides are for a bare .onnx only, and must fit it;
+    what a bare file without segrt metadata is assumed to take is listed in ``manifest.source["assumed"]``."""
     path = Path(path)
-    overrides = {"classes": classes, "mean": mean, "std": std, "size_multiple": size_multiple}
+    overrides = {"classes": classes, "mean": mean, "std": std, "size_multiple": size_multiple, "size": size}
     given = [k for k, v in overrides.items() if v is not None]
     folder = path if path.is_dir() else path.parent if path.is_file() and (path.suffix != ".onnx" or
                                                                           _listed(path)) else None
@@ -43,10 +44,29 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
     except Exception as exc:
         raise SegrtError(f"{path}: not a readable ONNX model ({first_line(exc, 120)})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    manifest = Manifest.from_metadata_props(props, path.stem) or _manifest_from_graph(model, path)
+    manifest = Manifest.from_metadata_props(props, path.stem)
+    if manifest is None:
+        manifest = _manifest_from_graph(model, path)
+        manifest.source = {"assumed": _assumed(manifest, overrides), "decode": "full"}  # read as its own pipeline would
     _apply_overrides(manifest, path, **overrides)
-    manifest.artifacts = [Artifact(file=path.name, kind="onnx")]
+    int8 = any(n.op_type in _INT8_OPS for n in model.graph.node)
+    manifest.artifacts = [Artifact(file=path.name, kind="onnx", precision="int8" if int8 else "fp32")]
     return manifest, None
+
+
+_INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul")
+
+
+def _assumed(manifest: Manifest, overrides: dict) -> list[str]:
+    """What segrt assumes for a foreign ONNX, but for what an option gave."""
+    said = []
+    if overrides["mean"] is None or overrides["std"] is None:
+        said.append(f"normalization mean {manifest.mean}, std {manifest.std} (--mean/--std)")
+    if overrides["classes"] is None:
+        said.append(f"classes {', '.join(manifest.classes)} (--classes)")
+    if overrides["size"] is None and not manifest.fixed_size:
+        said.append(f"native resolution, padded to a multiple of {manifest.size_multiple} (--size H,W to resize)")
+    return said
 
 
 def _listed(path: Path) -> bool:
@@ -62,6 +82,14 @@ def _listed(path: Path) -> bool:
 
 def _apply_overrides(manifest: Manifest, path: Path, **overrides) -> None:
     sizes = {"classes": manifest.num_classes, "mean": manifest.channels, "std": manifest.channels}
+    size = overrides.pop("size", None)
+    if size is not None:
+        if manifest.fixed_size:
+            raise SegrtError(f"--size: {path} takes one size, {'x'.join(map(str, manifest.fixed_size))}")
+        hw = list(size) * 2 if len(size) == 1 else list(size)
+        if len(hw) != 2 or min(hw) < 1:
+            raise SegrtError(f"--size {','.join(map(str, size))}: expected N or H,W")
+        manifest.input_size = hw
     for key, value in overrides.items():
         if value is None:
             continue

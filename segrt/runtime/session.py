@@ -47,6 +47,11 @@ class Session:
                 raise SegrtError(f"{model}: the manifest lists no artifact {artifact!r}")
         elif self.folder is None:  # a single file
             self.artifact = self.manifest.artifacts[0]
+            if precision and precision != self.artifact.precision:
+                raise ProviderError(f"{model}: an {self.artifact.precision} graph, not {precision}; a bare file runs "
+                                    "as it is: segrt import it, then segrt quantize makes a gated INT8 variant")
+            assumed = self.manifest.source.get("assumed")
+            note = f"{model} carries no segrt metadata: assumed {'; '.join(assumed)}" if assumed else None
         elif provider == "auto" and kind is None:
             self.artifact, provider, note = _auto_choice(self.manifest, precision, self.folder, self.options)
         elif provider == "openvino" and kind is None and precision is None and _gated_ir(self.manifest, self.folder):

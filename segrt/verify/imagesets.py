@@ -86,8 +86,8 @@ def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[
 
 
 def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:
-    """Held-out images in batches (of one for a model that takes batch 1 only)."""
-    size = 1 if manifest.source.get("batch_one") else opts.batch_size
+    """Held-out images in batches (of its one batch size for a model that takes only one)."""
+    size = manifest.source.get("batch") or opts.batch_size
     if not opts.val_masks:
         return _image_batches(paths, manifest, size)
     from segrt.verify.parity import image_inputs

@@ -20,7 +20,7 @@ from segrt.manifest import Manifest
 from segrt.progress import progress
 from segrt.records import QualityRecord
 from segrt.verify.compare import Batch, compare
-from segrt.verify.reference import eager_logits, eager_model, export_checkpoint
+from segrt.verify.reference import eager_logits, eager_model, export_checkpoint, reference_logits
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
@@ -219,17 +219,23 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     manifest = Manifest.load(folder)
     manifest.verify(folder)
     check_outputs(folder, manifest, images, masks, json_path, report_path, record)
-    if checkpoint is None:
-        checkpoint, _ = export_checkpoint(folder, manifest, lambda m: print(m, file=sys.stderr))
-    model = eager_model(checkpoint, manifest)
+    model = None
+    if checkpoint is None and manifest.source.get("imported") and not manifest.source.get("reference"):
+        checkpoint = "the fp32 ONNX itself (imported without a reference)"
+        print(f"reference: {checkpoint}", file=sys.stderr)
+    else:
+        if checkpoint is None:
+            checkpoint, _ = export_checkpoint(folder, manifest, lambda m: print(m, file=sys.stderr))
+        model = eager_model(checkpoint, manifest)
     if masks and not images:
         raise SegrtError("--masks needs --images")
     if record and not masks:
         raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
     batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
     bench = _load_bench(bench_path) if bench_path else None
+    eager = reference_logits(folder, manifest, batches)[0] if model is None else None
     report, shown = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
-                                  worst=worst if report_path else 0)
+                                  worst=worst if report_path else 0, eager=eager)
     report["export"] = str(folder)
     report["checkpoint"] = checkpoint["path"] if isinstance(checkpoint, dict) else str(checkpoint)
     if images:
