@@ -14,7 +14,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["COUNT", "NONNEG", "CORES", "THREADS", "IO_THREADS", "user_errors", "echo_out", "gate_options",
-           "gpu_options", "quantize_options", "make_quantize_options", "DEFAULT_MODELS", "default_model",
+           "description_options", "gpu_options", "quantize_options", "make_quantize_options", "DEFAULT_MODELS", "default_model",
            "provider_option"]
 
 COUNT = click.IntRange(min=1)
@@ -68,6 +68,20 @@ def gate_options(fn):
                       help="minimum mask IoU agreement for fp32 artifacts")(fn)
     return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=FP32_MAX_LOGIT_DIFF, show_default=True,
                         help="maximum |logit difference| for fp32 artifacts")(fn)
+
+
+def description_options(fn, scope: str, size: bool = True):
+    """--classes, --mean, --std (and --size): what a model file does not say about itself."""
+    from segrt.options import FloatList, IntList
+
+    opts = [click.option("--classes", help=f"class names, comma separated ({scope}; default class0..N-1, said)"),
+            click.option("--mean", type=FloatList(), help=f"the normalization mean, comma separated ({scope})"),
+            click.option("--std", type=FloatList(positive=True), help=f"the normalization std, > 0 ({scope})")]
+    if size:
+        opts.append(click.option("--size", type=IntList(), help=f"N or H,W: the size images are resized to ({scope})"))
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
 
 
 def gpu_options(fn, sharded: bool = False):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import click
 
-from segrt.cli.common import echo_out, gate_options, make_quantize_options, quantize_options, user_errors
-from segrt.options import FloatList, IntList
+from segrt.cli.common import (description_options, echo_out, gate_options, make_quantize_options, quantize_options,
+                              user_errors)
+from segrt.options import IntList
 
 __all__ = ["export", "quantize", "import_onnx"]
 
@@ -37,9 +39,7 @@ __all__ = ["export", "quantize", "import_onnx"]
 @click.option("--arch", metavar="FILE.py:NAME", help="your own model: the class or factory that builds it "
               "(FILE.py:NAME, imported like uvicorn main:app, or package.module:NAME); CHECKPOINT is its state_dict")
 @click.option("--arch-args", metavar="JSON", help="keyword arguments for --arch, e.g. '{\"n_classes\": 3}'")
-@click.option("--classes", help="your own model: class names, comma separated (default class0..N-1, said)")
-@click.option("--mean", type=FloatList(), help="your own model: the normalization mean it was trained with")
-@click.option("--std", type=FloatList(positive=True), help="your own model: the normalization std")
+@functools.partial(description_options, scope="your own model; mean and std required", size=False)
 @click.option("--size-multiple", type=click.IntRange(min=1), help="your own model: what its input sides must be "
                                                                    "multiples of (default 32)")
 @click.option("--output-key", help="your own model: the entry of its output dict that holds the logits "
@@ -116,11 +116,7 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
 @click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="the export folder to write (default: export/ beside "
                                                               "the file)")
-@click.option("--classes", help="class names, comma separated (default class0..N-1, said)")
-@click.option("--mean", type=FloatList(), help="the normalization mean the model was trained with (required)")
-@click.option("--std", type=FloatList(positive=True), help="the normalization std (required)")
-@click.option("--size", type=IntList(), help="N or H,W: the working size predict resizes images to (default: native "
-                                            "resolution, padded)")
+@functools.partial(description_options, scope="mean and std required; default size: native, padded")
 @click.option("--size-multiple", type=click.IntRange(min=1), help="what input sides must be multiples of (default 32)")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False),
               help="a torch.export program (.pt2) of the model the ONNX came from: the gates compare with it (without "

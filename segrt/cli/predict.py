@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default_model, echo_out, gpu_options,
+from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default_model, description_options, echo_out,
+                              gpu_options,
                               provider_option, user_errors)
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
 from segrt.manifest import Manifest
-from segrt.options import FloatList, IntList
 
 __all__ = ["predict", "exit_code"]
 
@@ -54,11 +54,7 @@ __all__ = ["predict", "exit_code"]
 @click.option("--max-pixels", type=NONNEG,
               help="refuse larger images (decompression-bomb guard; default 64000000, 0 disables); with --tile "
                    "there is none by default: the memory check decides from the image's header")
-@click.option("--classes", help="class names, comma separated (for an .onnx without segrt metadata)")
-@click.option("--mean", type=FloatList(), help="normalization mean, comma separated (for a bare .onnx)")
-@click.option("--std", type=FloatList(positive=True), help="normalization std, comma separated, > 0 (for a bare .onnx)")
-@click.option("--size", type=IntList(), help="N or H,W: the size to resize images to (for a bare .onnx; an export's "
-                                            "manifest says its own)")
+@functools.partial(description_options, scope="for a bare .onnx; an export's manifest says its own")
 @click.option("--allow-below-gate", is_flag=True,
               help="run a reduced-precision variant even when it fails its gate on this CPU's gate sample "
                    "(said; default: refused)")

@@ -23,7 +23,7 @@ from segrt.fsutil import atomic_dir
 from segrt.imaging.splits import SPLIT_FILE, split_beside
 from segrt.manifest import Artifact, Manifest
 from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from segrt.model.unet import TTA_MODES, UNet, with_tta
+from segrt.model.unet import TTA_MODES, with_tta
 from segrt.records import GateRecord
 from segrt.verify.thresholds import FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
 

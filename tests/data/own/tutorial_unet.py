@@ -1,7 +1,6 @@
 """A PyTorch U-Net as tutorials write it (DoubleConv, Down, Up, OutConv)."""
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 class DoubleConv(nn.Module):
