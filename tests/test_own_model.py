@@ -218,3 +218,32 @@ def test_a_qdq_onnx_is_labelled_int8(tmp_path):
     quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "m.int8.onnx"), weight_type=QuantType.QInt8)
     assert load_model_info(tmp_path / "m.int8.onnx")[0].artifacts[0].precision == "int8"
     assert load_model_info(tmp_path / "m.onnx")[0].artifacts[0].precision == "fp32"
+
+
+class _HalfResolutionPair(torch.nn.Module):
+    """Returns (logits at half the input's size, an auxiliary head), as many segmentation models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, y.mean()
+
+
+def test_tuple_output_low_resolution_safetensors_and_trust_pickle(tmp_path):
+    from safetensors.torch import save_file
+
+    model = _HalfResolutionPair().eval()
+    save_file(model.state_dict(), str(tmp_path / "m.safetensors"))
+    (tmp_path / "half.py").write_text("from test_own_model import _HalfResolutionPair as Half\n")
+    res = cli("export", tmp_path / "m.safetensors", "--arch", f"{tmp_path / 'half.py'}:Half", *NORM, "--size", "64",
+              "--formats", "onnx", "--out", tmp_path / "exp")
+    assert res.exit_code == 0, res.output
+    assert "returns a tuple of 2: segrt uses the first item" in res.output
+    assert "its logits are 32x48 for a 64x96 input: upsampled (bilinear)" in res.output
+    assert Manifest.load(tmp_path / "exp").passed("model.onnx")
+    torch.save(model, tmp_path / "pickled.pt")
+    res = cli("export", tmp_path / "pickled.pt", "--trust-pickle", *NORM, "--formats", "onnx", "--out", tmp_path / "p")
+    assert res.exit_code == 0 and "pickled module" in Manifest.load(tmp_path / "p").source["route"], res.output
