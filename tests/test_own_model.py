@@ -247,3 +247,14 @@ def test_tuple_output_low_resolution_safetensors_and_trust_pickle(tmp_path):
     torch.save(model, tmp_path / "pickled.pt")
     res = cli("export", tmp_path / "pickled.pt", "--trust-pickle", *NORM, "--formats", "onnx", "--out", tmp_path / "p")
     assert res.exit_code == 0 and "pickled module" in Manifest.load(tmp_path / "p").source["route"], res.output
+
+
+def test_a_torchscript_archive_is_exported_and_kept_as_its_reference(tmp_path):
+    torch.jit.save(torch.jit.script(tutorial_model()), str(tmp_path / "m.ts"))
+    res = cli("export", tmp_path / "m.ts", *NORM, "--size", "64", "--size-multiple", "4", "--formats", "onnx",
+              "--out", tmp_path / "exp")
+    assert res.exit_code == 0, res.output
+    m = Manifest.load(tmp_path / "exp")
+    assert m.source["reference"] == "model.ts" and m.passed("model.onnx") and m.passed("model.ts")
+    res = cli("parity", tmp_path / "exp", "--images", IMAGES, "--limit", "3")
+    assert res.exit_code == 0 and "your model as a TorchScript archive (model.ts" in res.output, res.output

@@ -116,7 +116,10 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
     check_usage(formats, quant_jobs, quantize_options)
     opts = quantize_options or QuantizeOptions()
     ckpt, model, manifest, out = _source(checkpoint, out, opts, force, size, progress, model_options)
-    formats += ("pt2",) if ckpt is None and "pt2" not in formats else ()  # your model's reference
+    if ckpt is None:  # your model's reference: its torch.export program (a TorchScript archive's own format)
+        from segrt.export.user import reference_format
+
+        formats += (reference_format(manifest),) if reference_format(manifest) not in formats else ()
     manifest.tta = tta
     notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:

@@ -100,6 +100,9 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
 
 
 def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
+    if isinstance(graph, torch.jit.ScriptModule):  # your TorchScript archive: kept as it is
+        torch.jit.save(graph, str(path))
+        return Artifact(file=path.name, kind="torchscript", exporter="torch.jit (given)")
     x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE

@@ -6,10 +6,13 @@ from __future__ import annotations
 from segrt.errors import SegrtError
 from segrt.manifest import Manifest
 
-__all__ = ["NORMALIZATION_HINT", "user_manifest"]
+__all__ = ["NORMALIZATION_HINT", "reference_format", "user_manifest"]
 
 NORMALIZATION_HINT = ("--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet: torchvision, smp and timm "
                       "encoders), or --mean 0,0,0 --std 1,1,1 (pixels scaled to 0..1)")
+
+
+_REFERENCE_FILES = {"pt2": "model.pt2", "torchscript": "model.ts"}
 
 
 def user_manifest(user, name: str, *, classes=None, mean=None, std=None, size=None, multiple: int = 32,
@@ -39,5 +42,10 @@ def user_manifest(user, name: str, *, classes=None, mean=None, std=None, size=No
         log(f"note: {note}")
     return Manifest(name=name, classes=classes, mean=mean, std=std, channels=user.channels, size_multiple=multiple,
                     input_size=input_size, fixed_size=user.fixed_size, versions=versions or {},
-                    source={"route": user.route, "notes": user.notes, "reference": "model.pt2",
+                    source={"route": user.route, "notes": user.notes, "reference": _REFERENCE_FILES[user.reference],
                             "batch": 1 if user.fixed_batch else None, "decode": "full"})
+
+
+def reference_format(manifest: Manifest) -> str | None:
+    """The export format that keeps your model's reference (pt2 or torchscript), None for segrt's own."""
+    return {v: k for k, v in _REFERENCE_FILES.items()}.get(manifest.source.get("reference"))

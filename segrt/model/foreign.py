@@ -5,8 +5,9 @@ Routes: an ``nn.Module`` (the Python API); a state_dict (.pt/.pth/.safetensors) 
 FILE.py:NAME`` or ``package.module:NAME`` (a class or factory called with ``--arch-args`` JSON keyword
 arguments; FILE.py is imported the way ``uvicorn main:app`` does: its folder first on sys.path),
 loaded strictly; a torch.export program (.pt2); a folder written by segmentation_models_pytorch's
-``save_pretrained``; a pickled module (``torch.save(model)``) only with ``trust_pickle``. TorchScript
-and ONNX files are refused in one line naming the route that works.
+``save_pretrained``; a TorchScript archive (where the TorchScript-based ONNX exporter can export its
+graph; else one line naming the routes that work); a pickled module (``torch.save(model)``) only
+with ``trust_pickle``. An ONNX file is refused with the route that works (segrt import).
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ def _set_mode(model: nn.Module, mode: bool) -> None:
 
 @dataclass
 class UserModel:
-    graph: Outputs
+    graph: nn.Module  # Outputs around the model; a TorchScript archive's graph itself
     label: str  # the file, or the module's class: what error lines name
     route: str  # where it came from, one line
     channels: int
     classes: int
     fixed_size: list[int] | None = None  # a program exported at one size
     fixed_batch: bool = False  # a program exported for batch 1
+    reference: str = "pt2"  # the format its reference is kept in: pt2 (torch.export), torchscript for an archive
     notes: list[str] = field(default_factory=list)
 
 
@@ -199,7 +201,8 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
                              "'segrt[smp]'") from None
         return smp.from_pretrained(str(path)), f"segmentation_models_pytorch.from_pretrained({path})", (None, False)
     if suffix == ".onnx":
-        raise SegrtError(f"{path}: an ONNX file is exported already: run it with segrt predict --model {path}")
+        raise SegrtError(f"{path}: an ONNX file is exported already: segrt import {path} --mean ... --std ... makes "
+                         "it an export folder (or run it with segrt predict --model)")
     if suffix == ".pt2":
         program = torch.export.load(str(path))
         shape = program.graph_signature.user_inputs and \
@@ -210,10 +213,8 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
                              "batch (torch.export.Dim)")
         fixed = [int(s) for s in dims[2:]] if len(dims) == 4 and all(isinstance(s, int) for s in dims[2:]) else None
         return program.module(), f"torch.export program {path}", (fixed, bool(dims) and isinstance(dims[0], int))
-    if _is_torchscript(path):
-        raise SegrtError(f"{path}: a TorchScript archive; segrt exports PyTorch code: pass the state_dict "
-                         "(torch.save(model.state_dict(), 'model.pt')) with --arch FILE.py:CLASS, or a torch.export "
-                         "program (torch.export.save(torch.export.export(model, (x,)), 'model.pt2'))")
+    if _is_torchscript(path):  # exported through the TorchScript-based ONNX exporter; its reference: model.ts
+        return torch.jit.load(str(path), map_location="cpu"), f"TorchScript archive {path}", (None, False)
     if arch:
         model = _build(arch, arch_args)
         state, where = _state_dict(path)
@@ -281,5 +282,10 @@ def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pi
         notes.append(f"the program takes one size, {h}x{w}: exported and run at that size")
     if batch_one:
         notes.append("the program takes batch 1: the exported graph too (predict runs a batch image by image)")
-    return UserModel(Outputs(model, key, first, upsample, batch_one).eval(), label, route, channels,
-                     int(out.shape[1]), fixed_size, batch_one, notes)
+    graph, reference = Outputs(model, key, first, upsample, batch_one).eval(), "pt2"
+    if isinstance(model, torch.jit.ScriptModule):  # a TorchScript graph is exported as it is, and kept as it is
+        if notes:
+            raise SegrtError(f"{label}: a TorchScript archive whose output needs handling ({notes[0]}); segrt cannot "
+                             "wrap a TorchScript graph: pass the state_dict with --arch FILE.py:CLASS, or a .pt2")
+        graph, reference = model, "torchscript"
+    return UserModel(graph, label, route, channels, int(out.shape[1]), fixed_size, batch_one, reference, notes)

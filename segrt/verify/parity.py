@@ -241,6 +241,10 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if images:
         from segrt.imaging.splits import describe
 
+        report["decoding"] = ("full JPEG decoding, as your model's own pipeline reads photos" if
+                              manifest.source.get("decode") == "full" else "reduced-scale JPEG decoding where it still "
+                              "covers the working size, as predict runs this model (both sides)")
+
         report["images_are"], report["training_images"] = describe(
             [n for b in batches for n in b.names], manifest.split)
     from segrt.fsutil import write_bytes_atomic

@@ -92,6 +92,12 @@ def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
     from segrt.model.checkpoint import load_checkpoint, model_from_checkpoint
     from segrt.model.unet import with_tta
 
+    if not isinstance(checkpoint, dict) and Path(checkpoint).suffix == ".ts":
+        import torch
+
+        from segrt.model.foreign import Outputs
+
+        return Outputs(torch.jit.load(str(checkpoint), map_location="cpu")).eval()
     if not isinstance(checkpoint, dict) and Path(checkpoint).suffix == ".pt2":
         import torch
 
@@ -117,7 +123,8 @@ def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str |
         if not (folder / program).is_file():
             raise SegrtError(f"{folder}: {program}, the reference of your model, is not in this copy; pass --checkpoint")
         manifest.verify(folder, [program])
-        what = f"your model as a torch.export program ({program}, {manifest.source.get('route', 'its source')})"
+        form = "a TorchScript archive" if program.endswith(".ts") else "a torch.export program"
+        what = f"your model as {form} ({program}, {manifest.source.get('route', 'its source')})"
         if log:
             log(f"reference: {what}")
         return folder / program, what

@@ -130,7 +130,8 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None, sho
             f"{html.escape(describe_cpu(cpu_info()))}, provider {html.escape(provider)}; reference: "
             f"{html.escape(report.get('reference', 'eager PyTorch'))}; "
             f"{len(report['inputs'])} batch(es) of inputs; images: "
-            f"{html.escape(report.get('images_are', 'random inputs'))}</p>"
+            f"{html.escape(report.get('images_are', 'random inputs'))}"
+            f"{'; read with ' + html.escape(report['decoding']) if 'decoding' in report else ''}</p>"
             f"<table><tr><th>artifact</th><th>mask IoU</th><th>gate</th><th>verdict</th></tr>{verdicts}</table>"
             f"<p>Overall: <span class='{'pass' if report['passed'] else 'fail'}'>"
             f"{'all gates passed' if report['passed'] else 'FAILED: ' + html.escape('; '.join(report['failures']))}"
@@ -183,5 +184,7 @@ def format_report(report: dict) -> str:
     lines += [f"FAIL {f}" for f in report["failures"]]
     if "images_are" in report:
         lines.append(f"images scored: {report['images_are']}")
+    if "decoding" in report:
+        lines.append(f"images read with {report['decoding']}")
     lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
     return "\n".join(lines)
