@@ -22,7 +22,7 @@ import torch
 
 from segrt.cpuinfo import cpu_info
 from segrt.model.unet import UNet, UNetConfig
-from segrt.training import data
+from segrt.training import augment, data
 from segrt.training.losses import SegmentationLoss
 from segrt.training.setup import make_loader
 from segrt.training.train import Dist, train_step
@@ -47,7 +47,7 @@ def main():
     pairs, _ = data.find_pairs(layout)
     samples, _ = data.load_all(pairs[: args.images], layout, False, "decode")
     size = (args.size, args.size)
-    ds = data.TrainDataset(samples, data.train_transform(size, layout.mean, layout.std))
+    ds = augment.TrainDataset(samples, augment.train_transform(size, layout.mean, layout.std))
     d = Dist()
     loader = make_loader(ds, args.batch_size, True, args.workers, d, 0, drop_last=True)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
-from segrt.training.data import IGNORE_INDEX, TrainDataset, train_transform
+from segrt.training.augment import TrainDataset, train_transform
+from segrt.training.data import IGNORE_INDEX
 
 COLORS = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230]], np.uint8)  # class c -> dominant channel c
 

@@ -10,7 +10,7 @@ import torch
 
 from segrt.model.unet import UNet, UNetConfig
 
-from . import data
+from . import augment, data
 from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
 
 __all__ = ["build_layout", "check_before_data", "class_weights", "build_data", "make_loader", "build_model",
@@ -136,10 +136,10 @@ def build_optimisation(args, model, d):
 
 def build_loaders(args, layout: data.Layout, train_samples, val_samples, multiple: int, d):
     size = (args.size, args.size)
-    transform = (data.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
-                 else data.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
-    train_ds = data.TrainDataset(train_samples, transform)
-    val_ds = data.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, multiple)
+    transform = (augment.native_train_transform(size, layout.mean, layout.std, layout.channels) if args.native
+                 else augment.train_transform(size, layout.mean, layout.std, layout.channels, args.crop_scale))
+    train_ds = augment.TrainDataset(train_samples, transform)
+    val_ds = augment.EvalDataset(val_samples, None if args.native else size, layout.mean, layout.std, multiple)
     train_loader = make_loader(train_ds, args.batch_size, True, args.workers, d, args.seed, drop_last=True)
     # native: whole images of any size, one at a time
     val_loader = make_loader(val_ds, 1 if args.native else args.batch_size, False, 0, d, args.seed, drop_last=False)
