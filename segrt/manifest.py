@@ -56,6 +56,7 @@ class Manifest:
     size_multiple: int
     input_size: list[int] | None  # the training (working) size [h, w]; None: native only
     mask_values: dict[str, int] = field(default_factory=dict)  # raw label value -> class id
+    colors: list | None = None  # [r, g, b] per class: the dataset's label colours (colour masks, overlays)
     model_config: dict = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     parity: dict[str, GateRecord] = field(default_factory=dict)  # each artifact's gate, by artifact name
@@ -91,7 +92,7 @@ class Manifest:
                       "value_range": "normalized: (pixel/255 - mean) / std"},
             "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
                        "channels": self.num_classes, "tta": self.tta},
-            "labels": {"mask_values": self.mask_values},
+            "labels": {"mask_values": self.mask_values, "colors": self.colors},
             "model_config": self.model_config,
             "artifacts": [asdict(a) for a in self.artifacts],
             **records_to_json(self),
@@ -115,6 +116,7 @@ class Manifest:
                 std=list(d["normalization"]["std"]), channels=int(inp["channels"]),
                 size_multiple=int(inp["size_multiple"]), input_size=inp.get("size"),
                 mask_values=d.get("labels", {}).get("mask_values", {}), model_config=d.get("model_config", {}),
+                colors=d.get("labels", {}).get("colors"),
                 artifacts=[Artifact(**a) for a in d.get("artifacts", [])], **records_from_json(d),
                 versions=d.get("versions", {}), input_name=inp.get("name", "image"),
                 output_name=d.get("output", {}).get("name", "logits"), fixed_size=inp.get("fixed_size"),

@@ -176,6 +176,10 @@ def check_manifest(m, raw: dict, where: str) -> None:
     for key in ("train", "val"):
         if key in m.split and not (isinstance(m.split[key], list) and all(isinstance(n, str) for n in m.split[key])):
             raise bad(f"split.{key}", "a list of image names", m.split[key])
+    if m.colors is not None and not (isinstance(m.colors, list) and len(m.colors) == len(m.classes) and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in m.colors)):
+        raise bad("labels.colors", "null or one [r, g, b] (0..255) per class", m.colors)
     if m.tta not in (None, "hflip"):
         raise bad("output.tta", "null or 'hflip'", m.tta)
     sample = m.gate_sample

@@ -91,6 +91,7 @@ def _manifest_from_checkpoint(ckpt: dict, name: str) -> Manifest:
                     input_size=list(ckpt["input_size"]) if ckpt["input_size"] else None,
                     crop_size=list(ckpt["crop_size"]) if ckpt.get("crop_size") else None,
                     mask_values={str(k): int(v) for k, v in (ckpt.get("mask_values") or {}).items()},
+                    colors=ckpt.get("colors"),
                     model_config=dict(cfg), versions=versions())
 
 
@@ -145,7 +146,8 @@ def _source(checkpoint, out, opts, force: bool, size, progress, model_options: d
     """-> (segrt checkpoint dict or None, the model to export, its manifest, the output folder)."""
     from segrt.model.foreign import is_segrt_source
 
-    if isinstance(checkpoint, nn.Module) or not is_segrt_source(Path(checkpoint)):
+    user_options = bool(model_options.get("arch") or model_options.get("trust_pickle"))
+    if isinstance(checkpoint, nn.Module) or not is_segrt_source(Path(checkpoint), user_options):
         from segrt.export.user import user_manifest
         from segrt.model.foreign import load_user_model
 
@@ -185,7 +187,8 @@ def _write_artifacts(folder: Path, ckpt: dict | None, model: nn.Module, manifest
         save_checkpoint(folder / "checkpoint.pt", model=model, classes=ckpt["classes"],
                         normalization=ckpt["normalization"], input_size=ckpt["input_size"],
                         crop_size=ckpt.get("crop_size"), epoch=ckpt.get("epoch", 0), metrics=ckpt.get("metrics", {}),
-                        ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"))
+                        ignore_index=ckpt.get("ignore_index"), mask_values=ckpt.get("mask_values"),
+                        colors=ckpt.get("colors"))
         manifest.add_artifact(folder, Artifact(file="checkpoint.pt", kind="checkpoint"))
     graph = with_tta(ExportGraph(model) if ckpt is not None else model, manifest.tta).eval()
     writers = {"onnx": lambda p: export_onnx(graph, p, manifest, opset), "openvino": _export_openvino,

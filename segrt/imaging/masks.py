@@ -16,7 +16,7 @@ from PIL import Image
 
 from segrt.imaging.decode import Geometry
 
-__all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "encode_mask_pngs", "overlay"]
+__all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "palette", "encode_mask_pngs", "overlay"]
 
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -125,20 +125,29 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return pal
 
 
-def _color_mask_image(mask: np.ndarray) -> Image.Image:
+def palette(colours: list | None = None) -> np.ndarray:
+    """(256, 3) uint8: the dataset's class colours first (a label table, manifest labels.colors), the
+    VOC palette for the rest (and for all where there are none)."""
+    pal = voc_palette().copy()
+    if colours:
+        pal[:len(colours)] = np.asarray(colours, np.uint8)
+    return pal
+
+
+def _color_mask_image(mask: np.ndarray, colours: list | None = None) -> Image.Image:
     """HW uint8 class ids -> palette ('P') image whose pixel values are still the class ids."""
     img = Image.fromarray(mask, "P")
-    img.putpalette(voc_palette().tobytes())
+    img.putpalette(palette(colours).tobytes())
     return img
 
 
-def encode_mask_pngs(mask: np.ndarray) -> tuple[bytes, bytes]:
+def encode_mask_pngs(mask: np.ndarray, colours: list | None = None) -> tuple[bytes, bytes]:
     """HW uint8 class ids -> (greyscale PNG, palette PNG), both holding the class ids as pixel values.
 
     Encoded once: the two files share their pixel data (IDAT) and differ only in the header's
     colour type and the palette chunk.
     """
-    color = _png(_color_mask_image(mask))
+    color = _png(_color_mask_image(mask, colours))
     chunks, pos = [color[:8]], 8
     while pos < len(color):
         (length,) = struct.unpack(">I", color[pos:pos + 4])
@@ -161,14 +170,14 @@ def _png(img: Image.Image) -> bytes:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0,
-            rows: int = 1024) -> np.ndarray:
+            rows: int = 1024, colours: list | None = None) -> np.ndarray:
     """Blend palette colours over an HWC uint8 RGB image; ``skip_class`` pixels are left as they are.
     Done ``rows`` rows at a time, so a huge image needs no full-size float copy."""
-    out = np.empty((*mask.shape, 3), np.uint8)
+    out, pal = np.empty((*mask.shape, 3), np.uint8), palette(colours)
     for y in range(0, mask.shape[0], rows):
         img, band = image[y:y + rows], mask[y:y + rows]
         rgb = img if img.shape[2] == 3 else np.repeat(img, 3, axis=2)
-        blend = rgb.astype(np.float32) * (1 - alpha) + voc_palette()[band].astype(np.float32) * alpha
+        blend = rgb.astype(np.float32) * (1 - alpha) + pal[band].astype(np.float32) * alpha
         if skip_class is not None:
             blend[band == skip_class] = rgb[band == skip_class]
         out[y:y + rows] = blend

@@ -32,6 +32,7 @@ def save_checkpoint(
     metrics: dict | None = None,
     ignore_index: int | None = None,
     mask_values: dict | None = None,
+    colors: list | None = None,
     train_args: dict | None = None,
     optimizer=None,
     scheduler=None,
@@ -55,6 +56,7 @@ def save_checkpoint(
         "metrics": metrics or {},
         "ignore_index": ignore_index,
         "mask_values": {int(k): int(v) for k, v in (mask_values or {}).items()},  # raw label -> class
+        "colors": [[int(v) for v in c] for c in colors] if colors else None,  # the dataset's class colours
         "train_args": train_args or {},
     }
     if raw_model is not None:

@@ -79,17 +79,22 @@ class UserModel:
     notes: list[str] = field(default_factory=list)
 
 
-def is_segrt_source(path: Path) -> bool:
-    """An export folder, or a checkpoint segrt wrote (a zip with a 'format' entry it can read)."""
+def is_segrt_source(path: Path, user_options: bool = False) -> bool:
+    """An export folder, or a checkpoint segrt wrote (a torch archive whose pickle names segrt's
+    format), or a file that is no torch archive at all (segrt's loader says what it is not); never
+    with --arch or --trust-pickle, which describe your own model. Nothing is unpickled here."""
     if path.is_dir():
         return (path / "manifest.json").is_file()
-    if path.suffix.lower() in (".pt2", ".safetensors", ".onnx") or not path.is_file():
+    if user_options or path.suffix.lower() in (".pt2", ".safetensors", ".onnx"):
         return False
+    if not path.is_file():
+        return True
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a pickled module, TorchScript, not torch at all: not segrt's
-        return False
-    return isinstance(ckpt, dict) and "format" in ckpt
+        with zipfile.ZipFile(path) as archive:
+            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            return pickle is not None and b"segrt-checkpoint" in archive.read(pickle)
+    except (zipfile.BadZipFile, OSError, RuntimeError):
+        return True
 
 
 def _import_arch(spec: str):

@@ -36,7 +36,8 @@ def outputs_exist(out: Path, rel: Path, opts: PredictOptions, pages: int = 1) ->
     return all(p.exists() for p in output_paths(out, rel, opts, pages).values())
 
 
-def mask_files(mask: np.ndarray, paths: dict) -> dict:
-    """{path: bytes} for the class-id PNG ("mask") and the colour PNG ("color") among ``paths``."""
-    grey, color = masks.encode_mask_pngs(mask)
+def mask_files(mask: np.ndarray, paths: dict, colours: list | None = None) -> dict:
+    """{path: bytes} for the class-id PNG ("mask") and the colour PNG ("color", in the dataset's
+    ``colours`` where the manifest has them) among ``paths``."""
+    grey, color = masks.encode_mask_pngs(mask, colours)
     return {paths[key]: data for key, data in (("mask", grey), ("color", color)) if key in paths}

@@ -94,12 +94,13 @@ class Predictor:
         if not paths:
             return time.perf_counter() - t0
         paths[next(iter(paths))].parent.mkdir(parents=True, exist_ok=True)
-        for path, data in mask_files(mask, paths).items():
+        for path, data in mask_files(mask, paths, self.manifest.colors).items():
             write_bytes_atomic(path, data)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
             image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
             with atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class)).save(tmp, "JPEG", quality=90)
+                Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class,
+                                              colours=self.manifest.colors)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
                 np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))

@@ -104,7 +104,7 @@ class _SegmentBatches:
             t0 = time.perf_counter()
             try:
                 paths = output_paths(Path(), Path(rel), self.opts)
-                for path, data in mask_files(masks.to_mask(out, geo), paths).items():
+                for path, data in mask_files(masks.to_mask(out, geo), paths, self.session.manifest.colors).items():
                     self.output.write(path.as_posix(), data)
                 row["ok"] = True
             except OSError as exc:

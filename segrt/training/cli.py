@@ -35,7 +35,20 @@ DATA = [
     click.option("--masks", type=click.Path(file_okay=False),
                  help="mask folder for --layout folders (pairs matched by file stem)"),
     click.option("--classes", help="class names, comma separated (--layout folders)"),
-    click.option("--mask-map", help="raw mask value -> class id, e.g. '0:0,255:1,128:ignore'"),
+    click.option("--mask-map", help="raw mask value -> class id, e.g. '0:0,255:1,128:ignore' (adds to the identity "
+                                    "mapping of --layout folders)"),
+    click.option("--label-colors", type=click.Path(dir_okay=False),
+                 help="colour-coded labels: a table of class colours ('R G B Name' or '#RRGGBB Name' lines, or a CSV "
+                      "with a name,r,g,b header); RGB and palette masks are read by colour, the classes come from it"),
+    click.option("--void", multiple=True, metavar="COLOR|NAME",
+                 help="with --label-colors: this class (name or colour) is void, the ignore label (repeatable; "
+                      "default: a class named void/unlabelled/ignore, said)"),
+    click.option("--unknown-as-void", is_flag=True, help="with --label-colors: a colour not in the table is void "
+                                                         "(counted and said) instead of an error"),
+    click.option("--ignore-index", type=click.IntRange(0, 255), help="this raw mask value is void (e.g. 11 in SegNet's "
+                                                                     "CamVid)"),
+    click.option("--mask-suffix", help="masks are named like the image stem + this suffix, e.g. _L for X_L.png "
+                                       "(default: found when every mask shares one, said)"),
     click.option("--channels", type=click.Choice(["1", "3"]), callback=lambda c, p, v: int(v) if v else None,
                  help="input channels (--layout folders; default: 1 when every image is grayscale, else 3)"),
     click.option("--mean", help="normalization mean, comma separated (default ImageNet, or 0.5 for gray)"),

@@ -15,8 +15,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from segrt.errors import ImageError, SegrtError
+from segrt.errors import SegrtError
 from segrt.imaging.decode import list_images, load_image, load_mask, page_count
+from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
@@ -43,7 +44,10 @@ class Layout:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     note: str | None = None  # what was chosen from the data (e.g. 1 channel for grayscale folders)
-
+    table: LabelTable | None = None  # colour-coded labels: masks read by colour (segrt.imaging.labels)
+    unknown_as_void: bool = False  # a colour not in the table is void (counted and said), not an error
+    mask_suffix: str = ""  # the mask of X.png is X{suffix}.* (CamVid: _L)
+    unknown_colours: dict = field(default_factory=dict)  # (r, g, b) -> pixels read as void
 
 def pets_layout(root: str | Path) -> Layout:
     """Oxford-IIIT Pet: images/<id>.jpg with masks/<id>.png or annotations/trimaps/<id>.png.
@@ -65,9 +69,9 @@ def isbi_layout(root: str | Path) -> Layout:
 
 def folders_layout(images: str | Path, masks: str | Path, classes: list[str],
                    mask_map: dict[int, int] | None = None, channels: int | None = None) -> Layout:
-    """Generic folders; the default mask map is identity (value i -> class i). ``channels`` None:
-    1 when every image is grayscale, else 3 (``Layout.note`` says which and why)."""
-    mask_map = mask_map or {i: i for i in range(len(classes))}
+    """Generic folders; the default mask map is identity (value i -> class i) and 255 the ignore label.
+    ``channels`` None: 1 when every image is grayscale, else 3 (``Layout.note`` says which and why)."""
+    mask_map = mask_map or {**{i: i for i in range(len(classes))}, IGNORE_INDEX: IGNORE_INDEX}  # 255: void
     note = None
     if channels is None:
         channels, note = _detect_channels(Path(images))
@@ -140,9 +144,11 @@ def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[_Pair], lis
         if not folder.is_dir():
             raise DataError(f"{folder}: no such folder")
     masks = {p.stem: p for p in list_images(layout.masks)}
+    if layout.mask_suffix:
+        masks = {stem[:-len(layout.mask_suffix)]: p for stem, p in masks.items() if stem.endswith(layout.mask_suffix)}
     pairs, problems = [], []
     for img in list_images(layout.images):
-        problem = f"{img}: no mask named {img.stem}.* in {layout.masks}"
+        problem = f"{img}: no mask named {img.stem}{layout.mask_suffix}.* in {layout.masks}"
         if img.stem in masks:
             pages, mask_pages = page_count(img), page_count(masks[img.stem])
             if pages == mask_pages:
@@ -164,8 +170,14 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | Non
     naming the file on any problem."""
     try:
         image = load_image(image_path, layout.channels, page=page)
+        if layout.table is not None:
+            return image, _checked_size(image, colour_mask(mask_path, layout.table, layout.unknown_as_void,
+                                                           layout.unknown_colours), image_path, mask_path)
+        if is_colour_mask(mask_path):
+            raise DataError(f"{mask_path}: a colour label image (RGB or a coloured palette): pass --label-colors FILE "
+                            "with the dataset's table of class colours")
         raw = load_mask(mask_path, page)
-    except ImageError as exc:
+    except (SegrtError, OSError) as exc:
         raise DataError(str(exc)) from None
     where = "" if page is None else f" page {page}"
     if image.shape[:2] != raw.shape:
@@ -180,6 +192,13 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | Non
         raise DataError(f"{mask_path}{where}: mask values {bad[:8]} are not in the class mapping "
                         f"{layout.mask_map} (set it with --mask-map)")
     return image, mask.astype(np.uint8)
+
+
+def _checked_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> np.ndarray:
+    if image.shape[:2] != mask.shape:
+        raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_path.name} is "
+                        f"{mask.shape[1]}x{mask.shape[0]}")
+    return mask
 
 
 def load_all(pairs, layout: Layout, skip_bad: bool, desc: str, show: bool = True):

@@ -25,17 +25,57 @@ def build_layout(args) -> data.Layout:
     elif args.layout == "isbi":
         layout = data.isbi_layout(args.data)
     else:
-        if not (args.images and args.masks and args.classes):
-            raise data.DataError("--layout folders needs --images, --masks and --classes")
-        classes = args.classes.split(",")
+        table = _label_table(args)
+        if not (args.images and args.masks and (args.classes or table)):
+            raise data.DataError("--layout folders needs --images, --masks and --classes (or --label-colors)")
+        classes = table.classes if table else args.classes.split(",")
         layout = data.folders_layout(args.images, args.masks, classes, None, args.channels)
-    if args.mask_map:
-        layout.mask_map = data.parse_mask_map(args.mask_map, len(layout.classes))
+        layout.table, layout.unknown_as_void = table, args.unknown_as_void
+        layout.mask_suffix = args.mask_suffix or _common_suffix(layout)
+    if args.mask_map:  # adds to (or changes) the identity mapping of the folders layout
+        layout.mask_map = {**layout.mask_map, **data.parse_mask_map(args.mask_map, len(layout.classes))}
+    if args.ignore_index is not None:
+        layout.mask_map[args.ignore_index] = data.IGNORE_INDEX
+    if args.layout == "folders" and layout.table is None and layout.mask_map.get(255) == data.IGNORE_INDEX:
+        print("mask value 255 is void (the ignore label: out of the loss and the metrics; --mask-map 255:N makes it "
+              "a class)", flush=True)
     if args.mean:
         layout.mean = floats(args.mean, "--mean", layout.channels)
     if args.std:
         layout.std = floats(args.std, "--std", layout.channels, positive=True)
     return layout
+
+
+def _label_table(args):
+    """--label-colors FILE with its --void choice, or None."""
+    if not args.label_colors:
+        if args.void or args.unknown_as_void:
+            raise data.DataError("--void and --unknown-as-void need --label-colors")
+        return None
+    from segrt.imaging.labels import read_label_table
+
+    table = read_label_table(args.label_colors)
+    table.choose_void(list(args.void or ()), lambda m: print(m, flush=True))
+    if args.classes and args.classes.split(",") != table.classes:
+        raise data.DataError(f"--classes and --label-colors disagree: the table's classes are {', '.join(table.classes)}")
+    return table
+
+
+def _common_suffix(layout: data.Layout) -> str:
+    """The suffix every mask stem adds to an image stem (X.png -> X_L.png), said in one line; '' if none."""
+    from os.path import commonprefix
+
+    images = {p.stem for p in data.list_images(layout.images)} if layout.images.is_dir() else set()
+    masks = [p.stem for p in data.list_images(layout.masks)] if layout.masks.is_dir() else []
+    if not masks or any(m in images for m in masks):
+        return ""
+    ends = [m[len(i):] for m in masks for i in images if m.startswith(i) and m != i]
+    suffix = commonprefix([e[::-1] for e in ends])[::-1] if ends else ""
+    if suffix and all(m.endswith(suffix) and m[:-len(suffix)] in images for m in masks):
+        print(f"masks are named like {masks[0]}: each is its image's stem + {suffix!r} (--mask-suffix to set it)",
+              flush=True)
+        return suffix
+    return ""
 
 
 def check_before_data(args, layout: data.Layout) -> None:

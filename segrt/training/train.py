@@ -144,7 +144,8 @@ def setup(args, d: Dist) -> Run:
     run = Run(args, d, layout, model, loss_fn, optimizer, scheduler, scaler, amp, use_amp, *loaders, ema=ema,
               common=dict(classes=layout.classes, normalization={"mean": layout.mean, "std": layout.std},
                           input_size=None if args.native else size, crop_size=size, ignore_index=data.IGNORE_INDEX,
-                          mask_values=layout.mask_map, train_args=plain_args(args)))
+                          mask_values=layout.mask_map, train_args=plain_args(args),
+                          colors=layout.table.class_colours if layout.table else None))
     if d.main:
         run.out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(run.out / SPLIT_FILE, (json.dumps(split, indent=1) + "\n").encode())  # what validated

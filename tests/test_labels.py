@@ -1,0 +1,125 @@
+"""Datasets as they come (issue 35): colour tables in three formats, RGB and palette label images read by
+colour, void by name, colour or value, an unknown colour named, X_L.png masks paired; and a CamVid-style
+run whose predicted colour masks use exactly the table's colours."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import one_line_error
+from PIL import Image
+
+from segrt.errors import SegrtError
+from segrt.imaging.labels import IGNORE, colour_mask, is_colour_mask, read_label_table
+
+TABLE = [("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128)), ("Void", (0, 0, 0))]
+
+
+def write_tables(folder):
+    (folder / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for n, (r, g, b) in TABLE))
+    (folder / "hex.txt").write_text("".join(f"#{r:02x}{g:02x}{b:02X} {n}\n" for n, (r, g, b) in TABLE))
+    (folder / "class_dict.csv").write_text("name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in TABLE))
+
+
+def label_image(classes: np.ndarray, colours) -> np.ndarray:
+    return np.asarray(colours, np.uint8)[classes]
+
+
+@pytest.mark.parametrize("name", ["label_colors.txt", "hex.txt", "class_dict.csv"])
+def test_every_table_format_reads_the_same(tmp_path, name):
+    write_tables(tmp_path)
+    table = read_label_table(tmp_path / name)
+    said = []
+    table.choose_void([], said.append)
+    assert table.names == [n for n, _ in TABLE] and table.colours == [c for _, c in TABLE]
+    assert table.classes == ["Sky", "Road", "Car"] and table.class_colours == [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
+    assert len(said) == 1 and "'Void' (0, 0, 0) is void" in said[0]
+
+
+def test_rgb_and_palette_masks_read_by_colour_void_and_unknown(tmp_path):
+    write_tables(tmp_path)
+    table = read_label_table(tmp_path / "label_colors.txt")
+    table.choose_void([], lambda m: None)
+    classes = np.array([[0, 1, 2, 3], [1, 1, 0, 3]])
+    Image.fromarray(label_image(classes, [c for _, c in TABLE])).save(tmp_path / "rgb.png")
+    want = np.array([[0, 1, 2, IGNORE], [1, 1, 0, IGNORE]], np.uint8)
+    assert (colour_mask(tmp_path / "rgb.png", table) == want).all()
+    assert is_colour_mask(tmp_path / "rgb.png")
+    Image.fromarray(classes.astype(np.uint8)).save(tmp_path / "grey.png")
+    assert not is_colour_mask(tmp_path / "grey.png")
+    odd = label_image(classes, [c for _, c in TABLE])
+    odd[0, 0] = (1, 2, 3)
+    Image.fromarray(odd).save(tmp_path / "odd.png")
+    with pytest.raises(SegrtError, match=r"odd.png: colour \(1, 2, 3\) \(12.50% of its pixels\) is not in .*label_colors"
+                                         r".*--unknown-as-void"):
+        colour_mask(tmp_path / "odd.png", table)
+    counted = {}
+    assert colour_mask(tmp_path / "odd.png", table, True, counted)[0, 0] == IGNORE and counted == {(1, 2, 3): 1}
+    table.void = set()
+    table.choose_void(["128 64 128"], lambda m: None)  # --void by colour: Road is void, the classes renumber
+    assert table.classes == ["Sky", "Car", "Void"]
+
+
+def test_a_palette_mask_is_read_by_its_colours_not_its_indices(tmp_path):
+    write_tables(tmp_path)
+    table = read_label_table(tmp_path / "class_dict.csv")
+    table.choose_void(["Void"], lambda m: None)
+    indices = np.array([[0, 1], [2, 3]], np.uint8)
+    pal = Image.fromarray(indices, "P")
+    pal.putpalette([v for _, c in TABLE[::-1] for v in c])  # index 0 is Void's colour, 3 is Sky's
+    pal.save(tmp_path / "pal.png")
+    assert (colour_mask(tmp_path / "pal.png", table) == np.array([[IGNORE, 2], [1, 0]])).all()
+    assert is_colour_mask(tmp_path / "pal.png")
+
+
+def _camvid(tmp_path, n=6, size=32):
+    """CamVid-style: images/X.png, labels/X_L.png (RGB), label_colors.txt."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    write_tables(tmp_path)
+    for i in range(n):
+        classes = np.zeros((size, size), np.int64)
+        classes[: size // 2] = 0
+        classes[size // 2:] = 1
+        classes[size // 2:, : size // 3] = 2
+        classes[0, :4] = 3
+        colours = np.asarray([c for _, c in TABLE], np.uint8)
+        image = (colours[classes] * 0.6 + rng.integers(0, 60, (size, size, 3))).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / "images" / f"0001TP_{i:04d}.png")
+        Image.fromarray(colours[classes]).save(tmp_path / "labels" / f"0001TP_{i:04d}_L.png")
+    return tmp_path
+
+
+def test_an_rgb_mask_without_a_table_names_the_option(tmp_path):
+    from segrt.cli import main
+
+    root = _camvid(tmp_path)
+    res = CliRunner().invoke(main, ["train", "--images", str(root / "images"), "--masks", str(root / "labels"),
+                                    "--classes", "a,b,c", "--out", str(tmp_path / "run"), "--epochs", "1",
+                                    "--workers", "0", "--quiet"])
+    one_line_error(res, "_L.png: a colour label image", "--label-colors")
+
+
+@pytest.mark.slow
+def test_a_camvid_style_run_round_trips_the_users_colours(tmp_path):
+    """train with --label-colors on X.png/X_L.png (suffix found), export, predict: the colour masks hold
+    exactly the table's RGB values."""
+    from segrt.cli import main
+
+    root = _camvid(tmp_path)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "--images", str(root / "images"), "--masks", str(root / "labels"),
+                                    "--label-colors", str(root / "label_colors.txt"), "--out", str(run), "--epochs", "2",
+                                    "--size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "4",
+                                    "--workers", "0", "--quiet", "--threads", "2"])
+    assert res.exit_code == 0, res.output
+    assert "each is its image's stem + '_L'" in res.output and "'Void' (0, 0, 0) is void" in res.output
+    res = CliRunner().invoke(main, ["export", str(run / "last.pt"), "--out", str(tmp_path / "exp"), "--formats", "onnx"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["predict", str(root / "images"), "--model", str(tmp_path / "exp"), "--out",
+                                    str(tmp_path / "pred"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    table = {c for _, c in TABLE[:3]}
+    for png in (tmp_path / "pred").glob("*.color.png"):
+        used = {tuple(v) for v in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
+        assert used <= table, (png, used - table)
