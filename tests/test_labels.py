@@ -123,3 +123,57 @@ def test_a_camvid_style_run_round_trips_the_users_colours(tmp_path):
     for png in (tmp_path / "pred").glob("*.color.png"):
         used = {tuple(v) for v in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
         assert used <= table, (png, used - table)
+
+
+def _tiles(root, layout):
+    """Index masks (0 road, 1 land, 2 water) under root/<folder>/images|masks, same names in every folder."""
+    rng = np.random.default_rng(1)
+    for folder, names in layout.items():
+        for sub in ("images", "masks"):
+            (root / folder / sub).mkdir(parents=True)
+        for name in names:
+            classes = np.zeros((24, 24), np.uint8)
+            classes[12:] = 1
+            if "water" in folder:
+                classes[:, :6] = 2
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / folder / "images" / f"{name}.jpg")
+            Image.fromarray(classes).save(root / folder / "masks" / f"{name}.png")
+    return root
+
+
+def test_data_check_nested_tiles_and_split_folders(tmp_path):
+    import json
+
+    from segrt.cli import main
+
+    root = _tiles(tmp_path / "aerial", {"Tile 1": ["part_1", "part_2"], "Tile 2 water": ["part_1", "part_2"]})
+    (root / "Tile 1" / "images" / "stray.jpg").write_bytes((root / "Tile 1" / "images" / "part_1.jpg").read_bytes())
+    res = CliRunner().invoke(main, ["data", "check", "--data", str(root), "--classes", "road,land,water"])
+    assert res.exit_code == 1, res.output  # the stray image has no mask
+    assert "all: 4 pairs (4 read)" in res.output and "water 12.5%" in res.output
+    assert "unpaired: " in res.output and "stray.jpg" in res.output
+    split = tmp_path / "split"
+    _tiles(split, {"train/water": ["a", "b", "c"], "val": ["a"], "test": ["a", "b"]})
+    res = CliRunner().invoke(main, ["data", "check", "--data", str(split), "--classes", "road,land,water", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    assert {k: v["pairs"] for k, v in report["splits"].items()} == {"train": 3, "val": 1, "test": 2}
+    assert report["absent_from_val"] == ["water"]
+
+
+@pytest.mark.slow
+def test_training_on_split_folders_never_trains_on_test(tmp_path):
+    import json
+
+    from segrt.cli import main
+
+    root = _tiles(tmp_path / "d", {"train": ["a", "b", "c", "d"], "val": ["a", "b"],
+                                   "test": ["a"]})
+    res = CliRunner().invoke(main, ["train", "--data", str(root), "--classes", "road,land,water", "--out",
+                                    str(tmp_path / "run"), "--epochs", "1", "--size", "16", "--base-channels", "4",
+                                    "--depth", "2", "--batch-size", "2", "--workers", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "split from the folders: 4 train, 2 val, 1 test (never trained on)" in res.output
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["test"] == ["test/images/a"] and all(n.startswith("train/") for n in split["train"])
+    assert split["val"] == ["val/images/a", "val/images/b"]

@@ -8,7 +8,7 @@ import click
 from segrt import __version__
 from segrt.cli import bench, export, predict, scale, verify
 from segrt.options import OneLineErrors
-from segrt.training.cli import train_command  # its options; torch is imported only when it runs
+from segrt.training.cli import data_command, train_command  # their options; torch is imported only when they run
 
 __all__ = ["main"]
 
@@ -27,6 +27,6 @@ def main():
     """
 
 
-for command in (train_command, export.export, verify.parity, verify.verify, export.quantize, export.import_onnx, predict.predict, bench.bench,
+for command in (train_command, data_command, export.export, verify.parity, verify.verify, export.quantize, export.import_onnx, predict.predict, bench.bench,
                 scale.triton_repo):
     main.add_command(command)

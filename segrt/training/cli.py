@@ -14,7 +14,8 @@ from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError
 from segrt.options import Number, OneLineCommand
 
-__all__ = ["CORES", "options", "DATA", "MODEL", "RUN", "train_command", "parse", "main"]
+__all__ = ["CORES", "options", "DATA", "MODEL", "RUN", "train_command", "data_command", "data_check_command", "parse",
+           "main"]
 
 CORES = usable_cores()
 _POSITIVE = Number(0, low_open=True)
@@ -30,7 +31,9 @@ def options(specs):
 
 DATA = [
     click.option("--layout", type=click.Choice(["pets", "isbi", "folders"]), default="folders"),
-    click.option("--data", type=click.Path(file_okay=False), help="dataset root for --layout pets/isbi"),
+    click.option("--data", type=click.Path(file_okay=False),
+                 help="dataset root: --layout pets/isbi; --layout folders: every images folder with a masks/labels/"
+                      "annot folder beside it, at any depth, paired by relative path; train/val/test folders split"),
     click.option("--images", type=click.Path(file_okay=False), help="image folder for --layout folders"),
     click.option("--masks", type=click.Path(file_okay=False),
                  help="mask folder for --layout folders (pairs matched by file stem)"),
@@ -136,6 +139,33 @@ def train_command(**kwargs):
         click.echo(f"interrupted; resume with --resume {os.path.join(args.out, 'last.pt')}", err=True)
         return 130
     return 0
+
+
+@click.group("data", context_settings={"help_option_names": ["-h", "--help"]})
+def data_command():
+    """Look at a dataset before training."""
+
+
+@data_command.command("check", cls=OneLineCommand, context_settings={"show_default": True})
+@options(DATA + [click.option("--seed", type=click.IntRange(min=0), default=0),
+                 click.option("--json", "as_json", is_flag=True, help="print the report as JSON")])
+def data_check_command(as_json, **kwargs):
+    """What `segrt train` would find with these options, without training: pairs per split, unpaired
+    and unusable files, sizes, channels, class pixel shares, unknown colours."""
+    import json
+
+    from .check import check_data, format_check
+
+    args = SimpleNamespace(**kwargs)
+    if args.layout in ("pets", "isbi") and not args.data:
+        raise click.UsageError(f"--layout {args.layout} needs --data")
+    try:
+        report = check_data(args)
+    except SegrtError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    click.echo(json.dumps(report, indent=1) if as_json else format_check(report))
+    return 1 if report["unpaired"] or report["bad"] else 0
 
 
 def parse(argv: list[str]) -> SimpleNamespace:

@@ -48,6 +48,7 @@ class Layout:
     unknown_as_void: bool = False  # a colour not in the table is void (counted and said), not an error
     mask_suffix: str = ""  # the mask of X.png is X{suffix}.* (CamVid: _L)
     unknown_colours: dict = field(default_factory=dict)  # (r, g, b) -> pixels read as void
+    folders: list = field(default_factory=list)  # [(images, masks, split)] found under --data (training.folders)
 
 def pets_layout(root: str | Path) -> Layout:
     """Oxford-IIIT Pet: images/<id>.jpg with masks/<id>.png or annotations/trimaps/<id>.png.
@@ -130,37 +131,53 @@ class _Pair(NamedTuple):
     image: Path
     mask: Path
     page: int | None = None
+    key: str = ""  # its relative path (no suffix) where folders were found under a root
+    split: str | None = None  # train / val / test, from its folders
 
     @property
     def name(self) -> str:
-        """Its name in split.json: the file stem, 'stem[page]' for a page of a stack."""
-        return self.image.stem if self.page is None else f"{self.image.stem}[{self.page}]"
+        """Its name in split.json: the file stem (or relative path), 'stem[page]' for a page of a stack."""
+        base = self.key or self.image.stem
+        return base if self.page is None else f"{base}[{self.page}]"
 
 
 def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[_Pair], list[str]]:
-    """Match images to masks by file stem; a multi-page TIFF pairs page by page with its mask stack.
-    Returns (pairs, problems skipped)."""
-    for folder in (layout.images, layout.masks):
-        if not folder.is_dir():
-            raise DataError(f"{folder}: no such folder")
-    masks = {p.stem: p for p in list_images(layout.masks)}
-    if layout.mask_suffix:
-        masks = {stem[:-len(layout.mask_suffix)]: p for stem, p in masks.items() if stem.endswith(layout.mask_suffix)}
+    """Match images to masks by file stem (by relative path in folders found under a root); a
+    multi-page TIFF pairs page by page with its mask stack. Returns (pairs, problems skipped)."""
     pairs, problems = [], []
-    for img in list_images(layout.images):
-        problem = f"{img}: no mask named {img.stem}{layout.mask_suffix}.* in {layout.masks}"
-        if img.stem in masks:
-            pages, mask_pages = page_count(img), page_count(masks[img.stem])
-            if pages == mask_pages:
-                pairs += [_Pair(img, masks[img.stem])] if pages == 1 else \
-                    [_Pair(img, masks[img.stem], i) for i in range(pages)]
-                continue
-            problem = f"{img}: {pages} page(s) but its mask {masks[img.stem].name} has {mask_pages}"
-        if not skip_bad:
-            raise DataError(problem + " (use --skip-bad to skip such images)")
-        problems.append(problem)
+    for images, masks, split in layout.folders or [(layout.images, layout.masks, None)]:
+        for folder in (images, masks):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: no such folder")
+        root = layout.images if layout.folders else None  # the --data root
+        found, more = _pairs_in(images, masks, layout.mask_suffix, root, split)
+        pairs += found
+        for problem in more:
+            if not skip_bad:
+                raise DataError(problem + " (use --skip-bad to skip such images)")
+            problems.append(problem)
     if not pairs:
         raise DataError(f"{layout.images}: no image/mask pairs found")
+    return pairs, problems
+
+
+def _pairs_in(images: Path, masks: Path, suffix: str, root: Path | None, split: str | None):
+    key = (lambda p, top: p.relative_to(top).with_suffix("").as_posix()) if root else (lambda p, top: p.stem)
+    by_key = {key(p, masks): p for p in list_images(masks)}
+    if suffix:
+        by_key = {k[:-len(suffix)]: p for k, p in by_key.items() if k.endswith(suffix)}
+    pairs, problems = [], []
+    for img in list_images(images):
+        k, problem = key(img, images), f"{img}: no mask named {img.stem}{suffix}.* in {masks}"
+        name = f"{images.relative_to(root).as_posix()}/{k}" if root else ""
+        if k in by_key:
+            pages, mask_pages = page_count(img), page_count(by_key[k])
+            if pages == mask_pages:
+                pairs += [_Pair(img, by_key[k], None, name, split)] if pages == 1 else \
+                    [_Pair(img, by_key[k], i, name, split) for i in range(pages)]
+                continue
+            problem = f"{img}: {pages} page(s) but its mask {by_key[k].name} has {mask_pages}"
+        problems.append(problem)
     return pairs, problems
 
 

@@ -26,12 +26,18 @@ def build_layout(args) -> data.Layout:
         layout = data.isbi_layout(args.data)
     else:
         table = _label_table(args)
-        if not (args.images and args.masks and (args.classes or table)):
-            raise data.DataError("--layout folders needs --images, --masks and --classes (or --label-colors)")
+        if not ((args.images and args.masks or args.data) and (args.classes or table)):
+            raise data.DataError("--layout folders needs --images and --masks, or --data ROOT; and --classes (or "
+                                 "--label-colors)")
         classes = table.classes if table else args.classes.split(",")
-        layout = data.folders_layout(args.images, args.masks, classes, None, args.channels)
+        folders = _found_folders(args.data) if args.data and not args.images else []
+        first = folders[0][:2] if folders else (args.images, args.masks)
+        layout = data.folders_layout(*first, classes, None, args.channels)
         layout.table, layout.unknown_as_void = table, args.unknown_as_void
         layout.mask_suffix = args.mask_suffix or _common_suffix(layout)
+        if folders:
+            layout.images = layout.masks = Path(args.data)
+            layout.folders = folders
     if args.mask_map:  # adds to (or changes) the identity mapping of the folders layout
         layout.mask_map = {**layout.mask_map, **data.parse_mask_map(args.mask_map, len(layout.classes))}
     if args.ignore_index is not None:
@@ -59,6 +65,16 @@ def _label_table(args):
     if args.classes and args.classes.split(",") != table.classes:
         raise data.DataError(f"--classes and --label-colors disagree: the table's classes are {', '.join(table.classes)}")
     return table
+
+
+def _found_folders(root) -> list:
+    """The image/mask folders under --data ROOT, said in one line each."""
+    from .folders import discover
+
+    found = discover(root)
+    for images, masks, split in found:
+        print(f"found {images} with its masks in {masks.name}/" + (f" ({split} split)" if split else ""), flush=True)
+    return found
 
 
 def _common_suffix(layout: data.Layout) -> str:
@@ -113,6 +129,8 @@ def build_data(args, layout: data.Layout, show: bool):
                               layout.mask_map, layout.channels, layout.mean, layout.std)
         train_pairs, (val_pairs, more) = pairs, data.find_pairs(val_layout, args.skip_bad)
         problems += more
+    elif any(p.split for p in pairs):  # train/ val/ test/ folders
+        train_pairs, val_pairs = _folder_split(pairs, args)
     elif args.split_file and Path(args.split_file).is_file():
         train_pairs, val_pairs = data.split_from_file(pairs, Path(args.split_file))
     else:
@@ -122,7 +140,23 @@ def build_data(args, layout: data.Layout, show: bool):
     train_samples, bad = data.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
     val_samples, bad2 = data.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
     split = data.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
+    if any(p.split == "test" for p in pairs):
+        split["test"] = sorted(p.name for p in pairs if p.split == "test")
     return train_samples, val_samples, problems + bad + bad2, split
+
+
+def _folder_split(pairs, args):
+    """The split the folders give: train trains, val validates (a share of train when there is no val
+    folder), test is never used; said in one line."""
+    by = {k: [p for p in pairs if p.split == k] for k in ("train", "val", "test", None)}
+    train = by["train"] + by[None]
+    val = by["val"]
+    if not val:
+        train, val = data.split_pairs(train, args.val_fraction, getattr(args, "seed", 0))
+    print(f"split from the folders: {len(train)} train, {len(val)} val"
+          + ("" if by["val"] else f" (--val-fraction {args.val_fraction} of train: no val folder)")
+          + (f", {len(by['test'])} test (never trained on)" if by["test"] else ""), flush=True)
+    return train, val
 
 
 def make_loader(dataset, batch_size, shuffle, workers, d, seed, drop_last):
