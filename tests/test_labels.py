@@ -171,9 +171,11 @@ def test_training_on_split_folders_never_trains_on_test(tmp_path):
                                    "test": ["a"]})
     res = CliRunner().invoke(main, ["train", "--data", str(root), "--classes", "road,land,water", "--out",
                                     str(tmp_path / "run"), "--epochs", "1", "--size", "16", "--base-channels", "4",
-                                    "--depth", "2", "--batch-size", "2", "--workers", "0", "--quiet"])
+                                    "--depth", "2", "--batch-size", "2", "--workers", "0"])
     assert res.exit_code == 0, res.output
     assert "split from the folders: 4 train, 2 val, 1 test (never trained on)" in res.output
+    assert "train: 4 pairs; pixels: road 50.0%, land 50.0%, water absent" in res.output  # before the first epoch
+    assert "over the 2 of 3 classes present" in res.output and "water=absent" in res.output
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["test"] == ["test/images/a"] and all(n.startswith("train/") for n in split["train"])
     assert split["val"] == ["val/images/a", "val/images/b"]

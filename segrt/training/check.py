@@ -11,11 +11,6 @@ from . import data
 __all__ = ["check_data", "format_check"]
 
 
-def _shares(samples, n: int) -> list[float]:
-    counts = data.label_counts(samples, n).astype(np.float64)
-    return (counts / max(counts.sum(), 1.0)).tolist()
-
-
 def check_data(args) -> dict:
     """-> the report (plain JSON). Every pair is decoded once; a bad one is listed, not fatal."""
     from .setup import _folder_split, build_layout
@@ -33,7 +28,7 @@ def check_data(args) -> dict:
         report["bad"] += bad
         sizes += [img.shape[:2] for img, _ in samples]
         report["splits"][name] = {"pairs": len(group), "read": len(samples),
-                                  "shares": _shares(samples, len(layout.classes))}
+                                  "shares": data.class_shares(samples, len(layout.classes))}
     if sizes:
         report["sizes"] = {"min": [int(v) for v in np.min(sizes, axis=0)], "max": [int(v) for v in np.max(sizes, axis=0)]}
     train, val = report["splits"].get("train"), report["splits"].get("val")
@@ -50,8 +45,8 @@ def format_check(report: dict) -> str:
         (h0, w0), (h1, w1) = report["sizes"]["min"], report["sizes"]["max"]
         lines.append(f"image sizes: {w0}x{h0} to {w1}x{h1}")
     for name, s in report["splits"].items():
-        shares = ", ".join(f"{c} {v:.1%}" if v else f"{c} absent" for c, v in zip(report["classes"], s["shares"]))
-        lines.append(f"{name}: {s['pairs']} pairs ({s['read']} read); pixels: {shares}")
+        lines.append(f"{name}: {s['pairs']} pairs ({s['read']} read); pixels: "
+                     f"{data.describe_shares(report['classes'], s['shares'])}")
     lines += [f"in train but absent from val: {c}" for c in report["absent_from_val"]]
     lines += [f"unpaired: {u}" for u in report["unpaired"]]
     lines += [f"unusable: {b}" for b in report["bad"]]

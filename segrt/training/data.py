@@ -22,7 +22,7 @@ from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
            "find_pairs", "load_pair", "load_all", "split_pairs", "read_split", "split_from_file", "split_record",
-           "write_split", "label_counts"]
+           "write_split", "class_shares", "describe_shares", "label_counts"]
 
 IGNORE_INDEX = 255
 _GRAY_MEAN, _GRAY_STD = [0.5], [0.25]
@@ -269,6 +269,16 @@ def write_split(train, val, path: Path, seed: int, val_fraction: float) -> None:
 
     record = split_record(train, val, seed, val_fraction)
     write_bytes_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def class_shares(samples, num_classes: int) -> list[float]:
+    """Each class's share of the labelled pixels (void left out)."""
+    counts = label_counts(samples, num_classes).astype(np.float64)
+    return (counts / max(counts.sum(), 1.0)).tolist()
+
+
+def describe_shares(classes: list[str], shares: list[float]) -> str:
+    return ", ".join(f"{c} {v:.1%}" if v else f"{c} absent" for c, v in zip(classes, shares))
 
 
 def label_counts(samples, num_classes: int) -> np.ndarray:

@@ -122,7 +122,7 @@ def class_weights(text: str, num_classes: int) -> list[float]:
     return weights
 
 
-def build_data(args, layout: data.Layout, show: bool):
+def build_data(args, layout: data.Layout, show: bool, report: bool = False):
     pairs, problems = data.find_pairs(layout, args.skip_bad)
     if args.val_images:
         val_layout = data.Layout(Path(args.val_images), Path(args.val_masks or args.val_images), layout.classes,
@@ -139,6 +139,10 @@ def build_data(args, layout: data.Layout, show: bool):
             data.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
     train_samples, bad = data.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
     val_samples, bad2 = data.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
+    if report:  # what was found, before the first epoch
+        for name, samples in (("train", train_samples), ("val", val_samples)):
+            shares = data.class_shares(samples, len(layout.classes))
+            print(f"{name}: {len(samples)} pairs; pixels: {data.describe_shares(layout.classes, shares)}", flush=True)
     split = data.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
     if any(p.split == "test" for p in pairs):
         split["test"] = sorted(p.name for p in pairs if p.split == "test")

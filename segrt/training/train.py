@@ -127,7 +127,8 @@ def setup(args, d: Dist) -> Run:
     model = build_model(args, layout, d)
     if args.init:
         _init_weights(model, args.init, d, args.seed)
-    train_samples, val_samples, problems, split = build_data(args, layout, show=_show_progress(args, d))
+    train_samples, val_samples, problems, split = build_data(args, layout, show=_show_progress(args, d),
+                                                                report=d.main and not args.quiet)
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
@@ -286,7 +287,9 @@ def _finish_epoch(run: Run, epoch: int, loss_sum: float, seen: float, train_time
         append_csv(run.out / "metrics.csv", row)
         plot_curves(run.out / "metrics.csv", run.out / "curves.png")
         if not args.quiet:
-            ious = " ".join(f"{k}={v:.3f}" for k, v in summary["iou"].items() if v is not None)
+            ious = " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=absent" for k, v in summary["iou"].items())
+            present = sum(v is not None for v in summary["iou"].values())
+            over = "" if present == len(classes) else f" over the {present} of {len(classes)} classes present"
             print(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  mIoU "
-                  f"{summary['miou']:.4f} ({ious})  {row['train_img_s']:.1f} img/s" + ("  *best*" if improved else ""))
+                  f"{summary['miou']:.4f}{over} ({ious})  {row['train_img_s']:.1f} img/s" + ("  *best*" if improved else ""))
     return row

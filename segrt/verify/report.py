@@ -177,6 +177,10 @@ def format_report(report: dict) -> str:
         f"{c} {k['iou'] if k['iou'] is not None else float('nan'):.4f} ({k['share']:.1%}{'' if k['gated'] else ', not gating'})"
         for c, k in zip(report.get("classes", []), res["summary"].get("classes") or []))
         for name, res in report["artifacts"].items() if res["summary"]["precision"] != "fp32"]
+    lines += [f"vs ground truth, per class for {name}: " + ", ".join(
+        f"{c} {v:.4f}" if v is not None else f"{c} absent"
+        for c, v in zip(report.get("classes", []), res["summary"]["iou_vs_ground_truth"]))
+        for name, res in report["artifacts"].items() if "iou_vs_ground_truth" in res["summary"]]
     lines += [f"skipped {a}: {why}" for a, why in report.get("skipped", {}).items()]
     lines += [f"failed its gate, not written: {a}: {why}" for a, why in report.get("failed_variants", {}).items()]
     lines += [f"below its gate on this CPU (gated on another CPU class; auto leaves it out here, predict refuses it): "
