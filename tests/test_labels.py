@@ -97,7 +97,7 @@ def test_an_rgb_mask_without_a_table_names_the_option(tmp_path):
     res = CliRunner().invoke(main, ["train", "--images", str(root / "images"), "--masks", str(root / "labels"),
                                     "--classes", "a,b,c", "--out", str(tmp_path / "run"), "--epochs", "1",
                                     "--workers", "0", "--quiet"])
-    one_line_error(res, "_L.png: a colour label image", "--label-colors")
+    one_line_error(res, "_L.png: an RGB label image", "--label-colors")
 
 
 @pytest.mark.slow
@@ -119,6 +119,13 @@ def test_a_camvid_style_run_round_trips_the_users_colours(tmp_path):
     res = CliRunner().invoke(main, ["predict", str(root / "images"), "--model", str(tmp_path / "exp"), "--out",
                                     str(tmp_path / "pred"), "--quiet"])
     assert res.exit_code == 0, res.output
+    truth = tmp_path / "truth"  # RGB ground truth, named like the photos: parity reads it by the export's colours
+    truth.mkdir()
+    for f in (root / "labels").iterdir():
+        (truth / f.name.replace("_L.png", ".png")).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(main, ["parity", str(tmp_path / "exp"), "--images", str(root / "images"), "--masks",
+                                    str(truth)])
+    assert res.exit_code == 0 and "vs ground truth, per class for model.onnx: Sky" in res.output, res.output
     table = {c for _, c in TABLE[:3]}
     for png in (tmp_path / "pred").glob("*.color.png"):
         used = {tuple(v) for v in np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)}
@@ -179,3 +186,26 @@ def test_training_on_split_folders_never_trains_on_test(tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["test"] == ["test/images/a"] and all(n.startswith("train/") for n in split["train"])
     assert split["val"] == ["val/images/a", "val/images/b"]
+
+
+def test_palette_masks_without_a_table_are_read_by_index_while_they_share_one_palette(tmp_path):
+    from segrt.training.data import DataError, folders_layout, load_pair
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    indices = np.array([[0, 1], [2, 255]], np.uint8)
+    for name, palette in (("a", TABLE), ("b", TABLE), ("c", TABLE[::-1])):
+        Image.new("RGB", (2, 2)).save(tmp_path / "images" / f"{name}.png")
+        pal = Image.fromarray(indices, "P")
+        colours = [v for _, c in palette for v in c]
+        pal.putpalette(colours + [0] * (768 - len(colours)))  # a full palette: index 255 stays 255
+        pal.save(tmp_path / "masks" / f"{name}.png")
+    Image.fromarray(label_image(np.array([[0, 1], [2, 3]]), [c for _, c in TABLE])).save(tmp_path / "rgb.png")
+    layout = folders_layout(tmp_path / "images", tmp_path / "masks", ["a", "b", "c"])
+    for name in ("a", "b"):  # VOC-style: indices are the classes, 255 void
+        _, mask = load_pair(tmp_path / "images" / f"{name}.png", tmp_path / "masks" / f"{name}.png", layout)
+        assert (mask == indices).all()
+    with pytest.raises(DataError, match=r"c.png: its palette differs from a.png's.*--label-colors"):
+        load_pair(tmp_path / "images" / "c.png", tmp_path / "masks" / "c.png", layout)
+    with pytest.raises(DataError, match=r"rgb.png: an RGB label image: pass --label-colors"):
+        load_pair(tmp_path / "images" / "a.png", tmp_path / "rgb.png", layout)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from segrt.errors import SegrtError
 
-__all__ = ["IGNORE", "VOID_NAMES", "LabelTable", "read_label_table", "is_colour_mask", "colour_mask"]
+__all__ = ["IGNORE", "VOID_NAMES", "LabelTable", "read_label_table", "is_colour_mask", "palette_of", "colour_mask"]
 
 IGNORE = 255
 VOID_NAMES = ("void", "unlabelled", "unlabeled", "ignore", "ignored")
@@ -120,6 +120,12 @@ def is_colour_mask(path: str | Path) -> bool:
             pal = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)
             return bool(len(pal)) and not (pal == np.arange(len(pal))[:, None]).all()
     return False
+
+
+def palette_of(path: str | Path) -> bytes | None:
+    """A palette PNG's palette (its RGB triplets), None for any other label image."""
+    with Image.open(path) as img:
+        return bytes(img.getpalette() or []) if img.mode == "P" else None
 
 
 def colour_mask(path: str | Path, table: LabelTable, unknown_as_void: bool = False,

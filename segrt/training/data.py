@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from segrt.errors import SegrtError
 from segrt.imaging.decode import list_images, load_image, load_mask, page_count
-from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask
+from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palette_of
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
@@ -49,6 +49,7 @@ class Layout:
     mask_suffix: str = ""  # the mask of X.png is X{suffix}.* (CamVid: _L)
     unknown_colours: dict = field(default_factory=dict)  # (r, g, b) -> pixels read as void
     folders: list = field(default_factory=list)  # [(images, masks, split)] found under --data (training.folders)
+    first_palette: tuple | None = None  # (palette, file) of the first palette mask read without a table
 
 def pets_layout(root: str | Path) -> Layout:
     """Oxford-IIIT Pet: images/<id>.jpg with masks/<id>.png or annotations/trimaps/<id>.png.
@@ -190,9 +191,7 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | Non
         if layout.table is not None:
             return image, _checked_size(image, colour_mask(mask_path, layout.table, layout.unknown_as_void,
                                                            layout.unknown_colours), image_path, mask_path)
-        if is_colour_mask(mask_path):
-            raise DataError(f"{mask_path}: a colour label image (RGB or a coloured palette): pass --label-colors FILE "
-                            "with the dataset's table of class colours")
+        _check_palette(mask_path, layout)
         raw = load_mask(mask_path, page)
     except (SegrtError, OSError) as exc:
         raise DataError(str(exc)) from None
@@ -209,6 +208,21 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | Non
         raise DataError(f"{mask_path}{where}: mask values {bad[:8]} are not in the class mapping "
                         f"{layout.mask_map} (set it with --mask-map)")
     return image, mask.astype(np.uint8)
+
+
+def _check_palette(mask_path: Path, layout: Layout) -> None:
+    """Without a colour table: an RGB mask is refused (naming --label-colors); palette masks are read by
+    index only while every file shares the first one's palette."""
+    palette = palette_of(mask_path)
+    if palette is None:
+        if is_colour_mask(mask_path):
+            raise DataError(f"{mask_path}: an RGB label image: pass --label-colors FILE with the dataset's table of "
+                            "class colours")
+        return
+    layout.first_palette = layout.first_palette or (palette, mask_path.name)
+    if layout.first_palette[0] != palette:
+        raise DataError(f"{mask_path}: its palette differs from {layout.first_palette[1]}'s, so its indices mean other colours: pass "
+                        "--label-colors FILE to read masks by colour")
 
 
 def _checked_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> np.ndarray:

@@ -81,11 +81,10 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
         if masks:
             if p.stem not in mask_by_stem:
                 raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
-            raw = load_mask(mask_by_stem[p.stem])
-            if raw.shape != geo.original_hw:
-                raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {raw.shape[::-1]} != image size "
+            truth = _truth(mask_by_stem[p.stem], manifest, lut)
+            if truth.shape != geo.original_hw:
+                raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {truth.shape[::-1]} != image size "
                                  f"{geo.original_hw[::-1]}")
-            truth = lut[raw]
         items.append((p.name, x, geo, truth))
     batches = []  # group same-size inputs (all of them when resizing)
     for shape in dict.fromkeys(it[1].shape for it in items):
@@ -95,6 +94,20 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
             batches.append(Batch(f"images {chunk[0][0]}..", np.stack([c[1] for c in chunk]),
                                  [c[0] for c in chunk], [c[2] for c in chunk], [c[3] for c in chunk]))
     return batches
+
+
+def _truth(path: Path, manifest: Manifest, lut: np.ndarray) -> np.ndarray:
+    """A ground-truth mask as class ids: by the export's class colours for an RGB mask (colours not
+    among them, such as void, are ignored), else through the mask-value table; an RGB mask for an export
+    without colours is refused rather than read as grey levels."""
+    from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palette_of
+
+    if palette_of(path) is None and is_colour_mask(path):
+        if not manifest.colors:
+            raise SegrtError(f"{path}: an RGB mask, and the export records no class colours (labels.colors, from "
+                             "training with --label-colors): give masks of class ids")
+        return colour_mask(path, LabelTable(manifest.classes, [tuple(c) for c in manifest.colors]), True)
+    return lut[load_mask(path)]
 
 
 def batch_invariance(session, batches: list[Batch]) -> dict:
