@@ -209,3 +209,20 @@ def test_palette_masks_without_a_table_are_read_by_index_while_they_share_one_pa
         load_pair(tmp_path / "images" / "c.png", tmp_path / "masks" / "c.png", layout)
     with pytest.raises(DataError, match=r"rgb.png: an RGB label image: pass --label-colors"):
         load_pair(tmp_path / "images" / "a.png", tmp_path / "rgb.png", layout)
+
+
+def test_a_void_value_and_mask_map_adding_to_the_identity(tmp_path):
+    from segrt.training.cli import parse
+    from segrt.training.data import load_pair
+    from segrt.training.setup import build_layout
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (3, 1)).save(tmp_path / "images" / "x.png")
+    Image.fromarray(np.array([[0, 11, 2]], np.uint8)).save(tmp_path / "masks" / "x.png")
+    base = ["--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--classes", "a,b,c",
+            "--out", str(tmp_path / "run")]
+    layout = build_layout(parse([*base, "--ignore-index", "11", "--mask-map", "2:1"]))  # SegNet's CamVid: 11 is void
+    assert layout.mask_map == {0: 0, 1: 1, 2: 1, 255: 255, 11: 255}
+    _, mask = load_pair(tmp_path / "images" / "x.png", tmp_path / "masks" / "x.png", layout)
+    assert mask.tolist() == [[0, 255, 1]]
