@@ -1,6 +1,6 @@
 """User-facing errors: one line that says what is wrong and, where possible, what to do."""
 
-__all__ = ["SegrtError", "ImageError", "CheckpointError", "ProviderError", "GateFailed", "first_line"]
+__all__ = ["SegrtError", "ImageError", "CheckpointError", "ProviderError", "GateFailed", "DiskFull", "first_line"]
 
 
 class SegrtError(Exception):
@@ -27,6 +27,12 @@ class GateFailed(SegrtError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report or {}
+
+
+class DiskFull(SegrtError):
+    """The disk filled up while segrt wrote a file (exit code 1): what was there before is untouched."""
+
+    exit_code = 1
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from segrt.errors import SegrtError
 
-__all__ = ["umask", "temp_beside", "atomic_path", "atomic_dir", "write_bytes_atomic", "remove_stale_temps",
+__all__ = ["disk_full", "disk_full_error", "umask", "temp_beside", "atomic_path", "atomic_dir", "write_bytes_atomic", "remove_stale_temps",
            "remove_stale_temps_under", "cache_root", "writable_dir", "plain_name", "inside", "check_apart",
            "check_replaceable", "check_file_output", "writable", "check_writable", "next_free", "check_member"]
 
@@ -44,17 +44,44 @@ def temp_beside(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it."""
+    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it. A
+    write that failed because the disk is full becomes DiskFull, one line naming the device and file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)) and disk_full(path.parent, exc):
+            raise disk_full_error(path) from None
         raise
+
+
+def disk_full(folder: str | os.PathLike, exc: BaseException) -> bool:
+    """Did ``exc`` (an OSError, or torch's RuntimeError from its zip writer) come from a full disk?"""
+    import errno
+    import shutil
+
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def disk_full_error(path: str | os.PathLike):
+    """DiskFull: no space left on the file system (its mount point) while writing ``path``."""
+    from segrt.errors import DiskFull
+
+    mount = Path(path).resolve().parent
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return DiskFull(f"no space left on {mount} while writing {path}; nothing was left half-written (free some space "
+                    "and run it again)")
 
 
 @contextlib.contextmanager
@@ -76,8 +103,10 @@ def atomic_dir(path: str | os.PathLike, force: bool = False):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, RuntimeError)) and disk_full(path.parent, exc):
+            raise disk_full_error(path) from None
         raise
 
 

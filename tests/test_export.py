@@ -183,7 +183,7 @@ def test_disk_full_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx, "save", full)
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(tmp_path / "x"), "--formats", "onnx"])
-    assert res.exit_code == 2 and "No space left on device" in res.output
+    assert res.exit_code == 1 and "no space left on" in res.output and "while writing" in res.output  # issue 36
     assert list(tmp_path.iterdir()) == []
 
 

@@ -29,6 +29,8 @@ def speed_size(manifest, images=None) -> tuple[tuple[int, int], str]:
 
     sizes = []
     for p in (list_images(images)[:50] if images and Path(images).is_dir() else []):
+        if not p.is_file():  # a FIFO or a device is never opened
+            continue
         try:
             with Image.open(p) as img:
                 sizes.append(img.size[::-1])

@@ -133,6 +133,10 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
                       if a.kind == "onnx" and a.opset not in (None, opset)]
             manifest = Manifest.load(tmp)
     except OSError as exc:
+        from segrt.fsutil import disk_full, disk_full_error
+
+        if disk_full(out.parent, exc):
+            raise disk_full_error(exc.filename or out) from None
         raise SegrtError(f"{out}: cannot write the export ({exc.strerror or exc}); nothing was written") from None
     if failed:
         from segrt.errors import GateFailed

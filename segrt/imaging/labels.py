@@ -111,9 +111,16 @@ def read_label_table(path: str | Path) -> LabelTable:
     return LabelTable([n for n, _ in entries], colours, source=str(path))
 
 
+def _open(path: str | Path) -> Image.Image:
+    """A label image, refused unless it is a regular file (a FIFO or a device is never opened)."""
+    if not Path(path).is_file():
+        raise SegrtError(f"{path}: not a regular file (or missing); only regular files are read as masks")
+    return Image.open(path)
+
+
 def is_colour_mask(path: str | Path) -> bool:
     """Is this label image in colour (RGB/RGBA, or a palette whose colours are not grey levels)?"""
-    with Image.open(path) as img:
+    with _open(path) as img:
         if img.mode in ("RGB", "RGBA"):
             return True
         if img.mode == "P":
@@ -124,7 +131,7 @@ def is_colour_mask(path: str | Path) -> bool:
 
 def palette_of(path: str | Path) -> bytes | None:
     """A palette PNG's palette (its RGB triplets), None for any other label image."""
-    with Image.open(path) as img:
+    with _open(path) as img:
         return bytes(img.getpalette() or []) if img.mode == "P" else None
 
 
@@ -133,7 +140,7 @@ def colour_mask(path: str | Path, table: LabelTable, unknown_as_void: bool = Fal
     """An RGB or palette label image -> HW uint8 class ids by the table (IGNORE for void). A colour
     not in the table is an error naming the file, the colour and its share of the pixels, unless
     ``unknown_as_void`` (then counted into ``counted``: colour -> pixels)."""
-    with Image.open(path) as img:
+    with _open(path) as img:
         rgb = np.asarray(img.convert("RGB"), np.uint32)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     values, inverse = np.unique(packed, return_inverse=True)

@@ -14,7 +14,8 @@ from segrt.fsutil import atomic_path
 from segrt.model.unet import UNet, UNetConfig
 from segrt.records import finite_numbers, hw_size
 
-__all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint", "blocked_global"]
+__all__ = ["FORMAT", "save_checkpoint", "cpu_state", "load_checkpoint", "model_from_checkpoint", "blocked_global",
+           "plain_load_error"]
 
 FORMAT = "segrt-checkpoint/1"
 _REQUIRED_KEYS = ("model_config", "state_dict", "classes", "normalization", "input_size")
@@ -87,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         if blocked:
             raise CheckpointError(f"{path}: refused: it needs {blocked} to load, and segrt loads only tensors and "
                                   "plain values (weights_only=True); this is not a segrt checkpoint") from None
-        raise CheckpointError(f"{path}: not a readable segrt checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable segrt checkpoint: {plain_load_error(exc)}") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise CheckpointError(f"{path}: not a segrt checkpoint (no 'format' key)")
     if ckpt["format"] != FORMAT:
@@ -153,11 +154,13 @@ def blocked_global(exc: Exception) -> str | None:
     return found.group(1) if found else None
 
 
-def _first_line(exc: Exception) -> str:
-    """The informative line of a torch.load error: 'failed finding central directory' where the
-    file is no zip archive, else the first line."""
-    found = next((ln.strip() for ln in str(exc).splitlines() if "failed finding central directory" in ln), None)
-    return found[:200] if found else first_line(exc)
+def plain_load_error(exc: Exception) -> str:
+    """What is wrong with a file torch could not load, in plain words (never torch's internal text,
+    never a hint to load with weights_only=False)."""
+    text = str(exc)
+    if "central directory" in text or "miniz" in text or "zip archive" in text or isinstance(exc, EOFError):
+        return "truncated, or not a checkpoint at all; re-copy it, or resume from last.pt"
+    return f"not a torch checkpoint ({type(exc).__name__}); re-copy it, or resume from last.pt"
 
 
 def model_from_checkpoint(ckpt: dict) -> UNet:

@@ -167,7 +167,9 @@ def _load_refusal(path: Path, exc: Exception) -> str:
     if blocked:
         return (f"{path}: a pickled object ({blocked}), and segrt loads weights only: save model.state_dict() and "
                 "pass --arch FILE.py:CLASS (or --trust-pickle if you trust this file and its code)")
-    return f"{path}: not a readable torch file ({first_line(exc)})"
+    from segrt.model.checkpoint import plain_load_error
+
+    return f"{path}: not a readable torch file: {plain_load_error(exc)}"
 
 
 def _strict_load(model: nn.Module, state: dict, where: str) -> None:

@@ -54,6 +54,8 @@ def _pixels(paths: list[Path], manifest: Manifest) -> list[int]:
         return [h * w] * len(paths)
     found = []
     for p in paths:
+        if not p.is_file():  # a FIFO or a device is never opened (the reader names it)
+            continue
         try:
             with Image.open(p) as img:
                 w, h = img.size

@@ -129,10 +129,15 @@ def train_command(**kwargs):
 
     try:
         train(args)
-    except SegrtError as exc:
+    except SegrtError as exc:  # a full disk (DiskFull) exits 1, bad input 2
         click.echo(f"error: {exc}", err=True)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except OSError as exc:  # the run folder: read-only, a file in the way, a full disk
+        from segrt.fsutil import disk_full, disk_full_error
+
+        if disk_full(args.out, exc):
+            click.echo(f"error: {disk_full_error(exc.filename or args.out)}", err=True)
+            return 1
         click.echo(f"error: {exc.filename or args.out}: {exc.strerror or exc}", err=True)
         return 2
     except KeyboardInterrupt:

@@ -90,6 +90,8 @@ def _detect_channels(folder: Path) -> tuple[int, str | None]:
 
     paths, gray = list_images(folder) if folder.is_dir() else [], 0
     for p in paths:
+        if not p.is_file():  # a FIFO or a device is never opened (loading names it)
+            continue
         try:
             with Image.open(p) as img:
                 gray += img.mode in GRAY_MODES

@@ -137,12 +137,22 @@ def build_data(args, layout: data.Layout, show: bool, report: bool = False):
         train_pairs, val_pairs = data.split_pairs(pairs, args.val_fraction, args.seed)
         if args.split_file:
             data.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
+    if not train_pairs or not val_pairs:
+        n = len(train_pairs) + len(val_pairs)
+        raise data.DataError(f"{layout.images}: {n} image/mask pair(s) in all, {len(train_pairs)} to train on and "
+                             f"{len(val_pairs)} to validate on; a run needs at least 1 of each (2 pairs with "
+                             "--val-fraction, or --val-images): add images")
     train_samples, bad = data.load_all(train_pairs, layout, args.skip_bad, "decode train", show)
     val_samples, bad2 = data.load_all(val_pairs, layout, args.skip_bad, "decode val", show)
-    if report:  # what was found, before the first epoch
-        for name, samples in (("train", train_samples), ("val", val_samples)):
+    for name, samples in (("train", train_samples), ("val", val_samples)) if report else ():
+        counts = data.label_counts(samples, len(layout.classes))
+        if not args.quiet:  # what was found, before the first epoch
             shares = data.class_shares(samples, len(layout.classes))
             print(f"{name}: {len(samples)} pairs; pixels: {data.describe_shares(layout.classes, shares)}", flush=True)
+        never = [f"{c} ({int(n)} pixels)" for c, n in zip(layout.classes, counts) if n == 0]
+        if never:
+            print(f"warning: never in the {name} masks: {', '.join(never)}; "
+                  + ("the model cannot learn them" if name == "train" else "their IoU shows as absent"), flush=True)
     split = data.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
     if any(p.split == "test" for p in pairs):
         split["test"] = sorted(p.name for p in pairs if p.split == "test")

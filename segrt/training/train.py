@@ -128,7 +128,7 @@ def setup(args, d: Dist) -> Run:
     if args.init:
         _init_weights(model, args.init, d, args.seed)
     train_samples, val_samples, problems, split = build_data(args, layout, show=_show_progress(args, d),
-                                                                report=d.main and not args.quiet)
+                                                                report=d.main)
     if d.main and problems:
         print(f"skipped {len(problems)} bad file(s):", *problems, sep="\n  ")
     if not val_samples:
