@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segrt.bench.timing import timed
 from segrt.cpuinfo import cpu_info, usable_cores
-from segrt.imaging.decode import prepare, round_up
+from segrt.imaging.decode import round_up
 from segrt.manifest import Manifest
 from segrt.records import SpeedRecord
-from segrt.runtime.session import Session
 
 __all__ = ["speed_size", "record_speeds"]
 
@@ -48,21 +46,14 @@ def record_speeds(folder: str | Path, log=print, runs: int = 8, rounds: int = 3,
     see speed_size, from decoded pixels so that the host's normalization counts for the float
     variants; all usable cores, rounds alternating between variants) and store it as
     ``manifest.speed``."""
+    from segrt.runtime.here import time_variants
     from segrt.runtime.select import candidates
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     ok, _ = candidates(manifest, folder=folder)
     (h, w), basis = speed_size(manifest, images)
-    pixels = np.random.default_rng(0).integers(0, 256, (h, w, manifest.channels), dtype=np.uint8)
-    sessions = {a.name: Session(folder, artifact=a.name, provider="openvino" if a.kind == "openvino" else "cpu")
-                for a in ok}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, s in sessions.items():  # from decoded pixels: a float variant's normalization counts, as in predict
-            run = lambda px, s=s: s.run(prepare(px, manifest.mean, manifest.std, None, 1, pixels=s.takes_uint8)[0][None])
-            times[name] += timed(run, pixels, runs, warmup=1)  # warm-up after the other variants ran
-    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
+    ms = time_variants(folder, manifest, ok, (h, w), rounds, runs)
     manifest.speed = SpeedRecord(cpu=cpu_info(), threads=usable_cores(), input=[1, manifest.channels, h, w], size_from=basis,
                                  ms_per_image=ms, date=dt.date.today().isoformat())
     manifest.save(folder)

@@ -12,6 +12,7 @@ platform cache folder), never in the export, which may be read-only (an installe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -22,18 +23,20 @@ import numpy as np
 
 from segrt.cpuinfo import cpu_info, isa_class, module_available, usable_cores
 from segrt.errors import SegrtError
-from segrt.imaging.decode import normalize
+from segrt.imaging.decode import normalize, prepare
 from segrt.imaging.metrics import ConfusionMatrix, agreement, agreement_problems
 from segrt.manifest import Artifact, Manifest, member, sha256_file
 
 __all__ = ["SAMPLE_FILE", "SAMPLE_MAX", "signature", "same_signature", "Verdict", "load_sample", "sample_inputs",
-           "sample_verdict", "open_variant", "check_here", "measure_here"]
+           "sample_verdict", "open_variant", "check_here", "time_variants", "measure_here"]
 
 SAMPLE_FILE = "gate_sample.npz"
 SAMPLE_MAX = 16
 
 
+@functools.lru_cache(maxsize=1)
 def _runtime_versions() -> dict:
+    """The installed ONNX Runtime and OpenVINO versions (read once: they do not change in a process)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
@@ -186,17 +189,19 @@ def open_variant(folder: Path, manifest: Manifest, art: Artifact, threads: int =
     return backend, art.extra.get("input_dtype") == "uint8" or backend.input_dtype == "uint8"
 
 
-def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: None) -> Verdict | None:
+def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: None,
+               fresh: bool = False) -> Verdict | None:
     """Re-check a reduced-precision variant on this CPU's gate sample, once per (artifact, CPU,
     runtime version): None when no check is needed (fp32, gated on this ISA class and runtime) or
-    possible (no gate sample: the gate is trusted as recorded)."""
+    possible (no gate sample: the gate is trusted as recorded). ``fresh``: run it even when a
+    verdict is cached (segrt verify), and cache the new one."""
     gate = manifest.parity.get(art.name)
     if art.precision == "fp32" or gate is None or same_signature(gate.measured_on, art) or manifest.missing(folder, art):
         return None
     here = signature()
     key = {"artifact": art.sha256, "isa_class": here["isa_class"], "runtime": f"{_runtime_of(art)} "
            f"{here.get(_runtime_of(art))}", "gate": gate.gates.mask_iou_min, "recorded": gate.mask_iou, "sample": (manifest.gate_sample or {}).get("sha256")}
-    hit = _cached("verdicts", key, log)
+    hit = None if fresh else _cached("verdicts", key, log)
     if hit:
         hit.pop("key", None)
         return Verdict(**{**hit, "cached": True, "key": key})
@@ -214,6 +219,28 @@ def check_here(folder: Path, manifest: Manifest, art: Artifact, log=lambda m: No
     return verdict
 
 
+def time_variants(folder: Path, manifest: Manifest, arts: list[Artifact], hw, rounds: int = 3,
+                  runs: int = 3) -> dict[str, float]:
+    """Batch-1 ms/image of each variant at ``hw`` from decoded pixels (the host's normalization counts
+    for a float variant, as in predict), rounds alternating between variants, one warm-up run before
+    each variant's runs in a round. What auto's measurement and the export's speed record share."""
+    pixels = np.random.default_rng(0).integers(0, 256, (*hw, manifest.channels), dtype=np.uint8)
+    runners = {}
+    for a in arts:
+        backend, uint8 = open_variant(folder, manifest, a)
+        runners[a.name] = lambda b=backend, u=uint8: b.run(prepare(pixels, manifest.mean, manifest.std, None, 1,
+                                                                   pixels=u)[0][None])
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            run()  # warm-up after the other variants ran
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
+
+
 def measure_here(folder: Path, manifest: Manifest, arts: list[Artifact], log=lambda m: None,
                  rounds: int = 3, runs: int = 3) -> tuple[dict[str, float], bool]:
     """Batch-1 ms/image of ``arts`` on this CPU at the working size (the sample's size, else the
@@ -227,20 +254,6 @@ def measure_here(folder: Path, manifest: Manifest, arts: list[Artifact], log=lam
     hit = _cached("speeds", key, log)
     if hit and all(a.name in hit.get("ms_per_image", {}) for a in arts):
         return hit["ms_per_image"], True
-    pixels = np.random.default_rng(0).integers(0, 256, (1, manifest.channels, *size), dtype=np.uint8)
-    runners = {}
-    for a in arts:
-        backend, uint8 = open_variant(folder, manifest, a)
-        x = sample_inputs(pixels, manifest, uint8)
-        backend.run(x)  # warm-up: the first run allocates
-        runners[a.name] = (backend, x)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, (backend, x) in runners.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                backend.run(x)
-                times[name].append(time.perf_counter() - t0)
-    ms = {name: float(np.median(t)) * 1000 for name, t in times.items()}
+    ms = time_variants(folder, manifest, arts, size, rounds, runs)
     _store("speeds", key, {"ms_per_image": ms, "size": list(size)}, log)
     return ms, False

@@ -124,14 +124,18 @@ def run_verify(folder: str | Path, sample_images=None, log=print) -> dict:
         if why or gate is None:
             rows.append({**row, "status": f"not run here: {why}" if why else "no gate recorded"})
             continue
-        try:
-            backend, uint8 = open_variant(folder, manifest, art)
-            verdict = sample_verdict(backend.run, uint8, sample, manifest, art, backend.fixed_batch or 4)
-        except SegrtError as exc:
-            rows.append({**row, "problems": [f"cannot run here: {exc}"], "status": "FAIL"})
+        # gated on another CPU class: the check auto makes, run fresh and cached for it; else the sample alone
+        verdict = check_here(folder, manifest, art, log, fresh=True) if art.precision != "fp32" else None
+        if verdict is None:
+            try:
+                backend, uint8 = open_variant(folder, manifest, art)
+                verdict = sample_verdict(backend.run, uint8, sample, manifest, art, backend.fixed_batch or 4)
+            except SegrtError as exc:
+                rows.append({**row, "problems": [f"cannot run here: {exc}"], "status": "FAIL"})
+                continue
+        if not verdict.images:  # the runtime cannot run it here
+            rows.append({**row, "problems": verdict.problems, "status": "FAIL"})
             continue
-        if art.precision != "fp32":
-            check_here(folder, manifest, art, log)  # the verdict auto reads, cached where needed
         rows.append({**row, "here": verdict.mask_iou, "estimate": verdict.estimate, "then": verdict.then,
                      "pixel_agreement": verdict.pixel_agreement,
                      "problems": verdict.problems, "status": "pass" if verdict.passed else "FAIL"})
