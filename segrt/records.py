@@ -170,6 +170,8 @@ def check_manifest(m, raw: dict, where: str) -> None:
                          ("input.crop_size", m.crop_size)):
         if not hw_size(value):
             raise bad(key, "null or [height, width] in positive integers", value)
+    if m.decode not in ("full", "reduced"):
+        raise bad("input.decode", "'full' or 'reduced'", m.decode)
     for key in _DICT_FIELDS:
         if not isinstance(getattr(m, key), dict):
             raise bad(key, "an object", getattr(m, key))

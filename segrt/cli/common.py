@@ -63,9 +63,12 @@ def _stdout_gone() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def gate_options(fn):
-    fn = click.option("--gate-iou", type=_FRACTION, default=FP32_MASK_IOU, show_default=True,
-                      help="minimum mask IoU agreement for fp32 artifacts")(fn)
+def gate_options(fn, recorded: bool = False):
+    """--gate-iou, --gate-logit; ``recorded``: --gate-iou defaults to the gate the export was made under."""
+    fn = click.option("--gate-iou", type=_FRACTION, default=None if recorded else FP32_MASK_IOU, show_default=not recorded,
+                      help="minimum mask IoU agreement for fp32 artifacts" + (
+                          f" (default: the gate its export was made under, else {FP32_MASK_IOU})" if recorded else
+                          "; also what reduced-scale JPEG decoding must keep"))(fn)
     return click.option("--gate-logit", type=click.FloatRange(min=0.0), default=FP32_MAX_LOGIT_DIFF, show_default=True,
                         help="maximum |logit difference| for fp32 artifacts")(fn)
 

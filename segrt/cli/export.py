@@ -36,6 +36,8 @@ __all__ = ["export", "quantize", "import_onnx"]
                                             "training size); the gates and the quantizers run at it")
 @click.option("--uint8-input", is_flag=True, help="also a uint8-input copy of every gated ONNX/OpenVINO variant "
                                                   "(normalization in the graph; gated like its base)")
+@click.option("--full-decode", is_flag=True, help="read every JPEG in full at predict (default: reduced-scale "
+              "decoding for large JPEGs where the held-out images show it keeps the fp32 gate)")
 @click.option("--arch", metavar="FILE.py:NAME", help="your own model: the class or factory that builds it "
               "(FILE.py:NAME, imported like uvicorn main:app, or package.module:NAME); CHECKPOINT is its state_dict")
 @click.option("--arch-args", metavar="JSON", help="keyword arguments for --arch, e.g. '{\"n_classes\": 3}'")
@@ -49,7 +51,7 @@ __all__ = ["export", "quantize", "import_onnx"]
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, arch, arch_args, classes,
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, full_decode, arch, arch_args, classes,
            mean, std, size_multiple, output_key, trust_pickle, calib_images, calib_count, calib_method, val_images,
            val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds. CHECKPOINT:
@@ -63,7 +65,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
                             progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
-                            uint8_input=uint8_input,
+                            uint8_input=uint8_input, full_decode=full_decode,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate),
                             arch=arch, arch_args=arch_args, classes=classes.split(",") if classes else None, mean=mean,

@@ -58,6 +58,8 @@ __all__ = ["predict", "exit_code"]
 @click.option("--allow-below-gate", is_flag=True,
               help="run a reduced-precision variant even when it fails its gate on this CPU's gate sample "
                    "(said; default: refused)")
+@click.option("--full-decode", is_flag=True, help="read every JPEG in full, as training did (default: as the export "
+              "chose; reduced-scale decoding of large JPEGs only where its held-out images showed it keeps the gate)")
 @click.option("--no-measure", is_flag=True,
               help="auto: where the export has no speeds from this CPU, use the default order (int8 > fp32, "
                    "OpenVINO first) instead of timing the candidates once")
@@ -71,7 +73,7 @@ __all__ = ["predict", "exit_code"]
 @user_errors
 def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
             overlay, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
-            no_arena, workers, writers, max_pixels, classes, mean, std, size, allow_below_gate, no_measure, quiet, as_json):
+            no_arena, workers, writers, max_pixels, classes, mean, std, size, allow_below_gate, full_decode, no_measure, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
 
@@ -99,7 +101,7 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color, overlay=overlay,
                           save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
                           writers=writers, max_pixels=max_pixels or None, progress=not quiet,
-                          shard=parse_shard(shard) if shard else None)
+                          shard=parse_shard(shard) if shard else None, full_decode=full_decode)
     if engine == "ray":
         from segrt.scale.ray import predict as ray_predict
 

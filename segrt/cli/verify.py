@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -28,15 +29,17 @@ __all__ = ["parity", "verify"]
 @click.option("--limit", type=COUNT, help="use only the first N images")
 @click.option("--batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--provider", default="cpu", show_default=True)
+@click.option("--full-decode", is_flag=True, help="serve the images as predict --full-decode reads them (every JPEG "
+                                                  "in full) instead of as the export chose")
 @gpu_options
 @click.option("--tile", help="instead: tiled vs whole-image agreement of one artifact at this tile size (or 'auto')")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True)
 @click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
 @click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
-@gate_options
+@functools.partial(gate_options, recorded=True)
 @user_errors
 def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
-           provider, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
+           provider, full_decode, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
     if tile:
@@ -55,7 +58,8 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
     report = run_parity(export_dir, images=images, masks=masks, checkpoint=checkpoint, json_path=json_path,
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
                         provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
-                        report_path=report_path, bench_path=bench_path, worst=worst, record=record)
+                        report_path=report_path, bench_path=bench_path, worst=worst, record=record,
+                        full_decode=full_decode)
     echo_out(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 
@@ -66,9 +70,12 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
 @click.option("--sample-images", type=click.Path(exists=True),
               help="first make the export's gate sample from these held-out images (up to 16; never a training "
                    "image); for exports made before gate samples")
+@click.option("--decode-images", type=click.Path(exists=True),
+              help="first measure reduced-scale JPEG decoding on these held-out images and record whether predict "
+                   "uses it (kept only where it holds the fp32 gate); for exports made before that was measured")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the table as JSON")
 @user_errors
-def verify(export_dir, sample_images, json_path):
+def verify(export_dir, sample_images, decode_images, json_path):
     """Run every variant of EXPORT_DIR on its gate sample on this CPU and hold it to its gate (the
     check auto makes before a variant gated on another CPU runs); exit 1 when one fails here."""
     import json
@@ -77,7 +84,12 @@ def verify(export_dir, sample_images, json_path):
     from segrt.fsutil import write_bytes_atomic
     from segrt.verify.sample import format_verify, run_verify
 
-    result = run_verify(export_dir, sample_images, log=lambda m: click.echo(m, err=True))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if decode_images:
+        from segrt.verify.decoding import measure_decode
+
+        measure_decode(export_dir, decode_images, log)
+    result = run_verify(export_dir, sample_images, log=log)
     echo_out(format_verify(result))
     if json_path:
         write_bytes_atomic(Path(json_path), (json.dumps(result, indent=2) + "\n").encode())

@@ -42,7 +42,7 @@ def import_onnx(onnx_path, out, *, classes=None, mean=None, std=None, size=None,
         log(f"no --size: images run at native resolution, padded to a multiple of {manifest.size_multiple}")
     out = output_folder(out, onnx_path, QuantizeOptions(), force, log)
     manifest.name, manifest.source = out.name, {"route": f"segrt import {onnx_path}", "imported": onnx_path.name,
-                                                "batch": _fixed_batch(onnx_path), "decode": "full"}
+                                                "batch": _fixed_batch(onnx_path)}
     with atomic_dir(out, force=force) as tmp:
         model = onnx.load(str(onnx_path))
         manifest.set_onnx_metadata(model)

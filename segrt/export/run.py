@@ -99,14 +99,16 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
                formats: tuple[str, ...] = DEFAULT_FORMATS, opset: int = _DEFAULT_OPSET, force: bool = False,
                gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
-               size: list[int] | None = None, uint8_input: bool = False, **model_options) -> ExportResult:
+               size: list[int] | None = None, uint8_input: bool = False, full_decode: bool = False,
+               **model_options) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
     ``checkpoint``: a segrt checkpoint or export folder, or your own model (an nn.Module, a state_dict
     with ``arch``, a .pt2 program, an smp folder: segrt.model.foreign), described by ``model_options``
     (classes, mean, std, size_multiple, arch, arch_args, output_key, trust_pickle: export.user).
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
-    resizes to (default: the training size). Raises SegrtError (bad input) or ParityFailed (gate)."""
+    resizes to (default: the training size). JPEGs are read at reduced scale only where the held-out
+    images show it keeps the fp32 gate (verify.decoding), never with ``full_decode``. Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.options import QuantizeOptions
 
     formats = check_formats(formats)
@@ -127,6 +129,7 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
         with atomic_dir(out, force=force) as tmp:
             _write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
             report = _gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
+            _choose_decode(tmp, manifest, with_tta(model, tta), opts, gate_iou, full_decode, progress)
             failed = add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)[1]
             notes += [_INT8_NOTE] if ("onnxruntime", "int8") in quant_jobs else []
             notes += [f"note: asked for opset {opset}; the exporter wrote opset {a.opset}" for a in manifest.artifacts
@@ -217,6 +220,15 @@ def _gate_parity(folder: Path, manifest: Manifest, model: nn.Module, gate_iou: f
     return report
 
 
+def _choose_decode(folder: Path, manifest: Manifest, model: nn.Module, opts, gate_iou: float, full: bool,
+                   progress) -> None:
+    from segrt.verify.decoding import choose_decode
+    from segrt.verify.imagesets import held_out_paths
+
+    choose_decode(manifest, model, held_out_paths(opts, manifest), gate_iou, progress, full)
+    manifest.save(folder)
+
+
 def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, final: Path | None = None,
                  uint8: bool | list[str] = False) -> tuple[list[Artifact], dict[str, str]]:
     """--quantize: each gated variant; --uint8-input: uint8-input copies of the gated variants (or of
@@ -267,18 +279,13 @@ def _record_failure(folder: Path, name: str, exc, opts, precision: str) -> None:
 
 def _add_gate_sample(folder: Path, opts, progress) -> None:
     """The gate sample (runtime.here) from the held-out gate images, when the export has none."""
-    from segrt.verify.imagesets import split_paths
+    from segrt.verify.imagesets import held_out_paths
     from segrt.verify.sample import write_sample
 
     manifest = Manifest.load(folder)
     if manifest.gate_sample or not (opts.val_images or opts.calib_images):
         return
-    held = split_paths(opts, manifest.split.get("train"))[1] if opts.calib_images else None
-    if held is None:
-        from segrt.imaging.decode import list_images
-
-        held = list_images(opts.val_images)
-    write_sample(folder, held, str(opts.val_images or opts.calib_images), progress)
+    write_sample(folder, held_out_paths(opts, manifest), str(opts.val_images or opts.calib_images), progress)
 
 
 def describe_export(result: ExportResult) -> str:

@@ -43,7 +43,7 @@ def user_manifest(user, name: str, *, classes=None, mean=None, std=None, size=No
     return Manifest(name=name, classes=classes, mean=mean, std=std, channels=user.channels, size_multiple=multiple,
                     input_size=input_size, fixed_size=user.fixed_size, versions=versions or {},
                     source={"route": user.route, "notes": user.notes, "reference": _REFERENCE_FILES[user.reference],
-                            "batch": 1 if user.fixed_batch else None, "decode": "full"})
+                            "batch": 1 if user.fixed_batch else None})
 
 
 def reference_format(manifest: Manifest) -> str | None:

@@ -150,17 +150,16 @@ def _check_regular_file(path: Path) -> None:
         raise ImageError(f"{path}: not a regular file ({kind}); only regular files are read as images")
 
 
-def read_model_input(path: str | os.PathLike, manifest, native: bool = False,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS, notes: list[str] | None = None,
-                     page: int | None = None, pixels: bool = False) -> tuple[np.ndarray, Geometry]:
+def read_model_input(path: str | os.PathLike, manifest, native: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     notes: list[str] | None = None, page: int | None = None, pixels: bool = False,
+                     decode: str | None = None) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
     Resizes to the manifest's working size unless ``native`` (or the model has none): then pads. A
-    JPEG is decoded at a reduced DCT scale where that still covers the working size, unless the
-    manifest says ``source.decode == "full"`` (your own model: read as its own pipeline would).
-    """
+    JPEG is decoded at a reduced DCT scale that still covers the working size when ``decode`` (else the
+    manifest's, which its export measured: verify.decoding) is "reduced"; "full" reads every pixel."""
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
-    draft = size if getattr(manifest, "source", {}).get("decode") != "full" else None
+    draft = size if (decode or manifest.decode) == "reduced" else None
     image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels)
 

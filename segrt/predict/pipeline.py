@@ -76,7 +76,7 @@ class Predictor:
         else:
             job.x, job.geometry = decode.read_model_input(job.path, self.manifest, self.opts.native,
                                                               self.opts.max_pixels, job.notes, job.page,
-                                                              pixels=self.session.takes_uint8)
+                                                              pixels=self.session.takes_uint8, decode=self.opts.decode)
         job.decode_s = time.perf_counter() - t0
         return job
 

@@ -16,7 +16,7 @@ from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.imaging import decode
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
-from segrt.predict.options import PredictOptions
+from segrt.predict.options import PredictOptions, decode_note
 from segrt.predict.pipeline import Predictor
 from segrt.predict.summary import Stats, make_summary, summary_bytes, summary_name
 from segrt.runtime.memory import check_batch_memory
@@ -120,6 +120,8 @@ def _check_options(opts: PredictOptions, session: Session, model, log) -> None:
                          "so --native cannot apply; drop --native (images are resized to that size)")
     if session.auto_note:
         log(session.auto_note)
+    if decode_note(opts, session.manifest):
+        log(decode_note(opts, session.manifest))
     if session.artifact.precision == "int8" and session.provider == "cuda":
         log("warning: INT8 (QDQ) models are not accelerated by ONNX Runtime's CUDA provider; use fp16 on "
             "cuda, or tensorrt for INT8")

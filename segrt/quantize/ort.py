@@ -146,7 +146,7 @@ def _search_key(manifest: Manifest, opts: QuantizeOptions, batches) -> dict:
 
     calib = split_paths(opts, manifest.split.get("train"))[0][: opts.calib_count or None]
     digest = lambda names: hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]  # noqa: E731
-    return {"fp32": manifest.artifact("onnx", "fp32").sha256, "method": opts.calib_method,
+    return {"fp32": manifest.artifact("onnx", "fp32").sha256, "method": opts.calib_method, "decode": manifest.decode,
             "calibration_images": digest([p.name for p in calib]), "gate_images": digest([n for b in batches for n in b.names])}
 
 

@@ -47,7 +47,7 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
     manifest = Manifest.from_metadata_props(props, path.stem)
     if manifest is None:
         manifest = _manifest_from_graph(model, path)
-        manifest.source = {"assumed": _assumed(manifest, overrides), "decode": "full"}  # read as its own pipeline would
+        manifest.source = {"assumed": _assumed(manifest, overrides)}
     _apply_overrides(manifest, path, **overrides)
     int8 = any(n.op_type in _INT8_OPS for n in model.graph.node)
     manifest.artifacts = [Artifact(file=path.name, kind="onnx", precision="int8" if int8 else "fp32")]

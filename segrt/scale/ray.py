@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import ImageError, SegrtError
-from segrt.predict.options import PredictOptions
+from segrt.predict.options import PredictOptions, decode_note
 from segrt.predict.outputs import mask_files, output_paths, outputs_exist
 from segrt.predict.summary import SUMMARY, Stats, make_summary, summary_bytes
 
@@ -83,7 +83,8 @@ class _SegmentBatches:
             row = {"path": str(path), "ok": False, "reason": "", "decode_s": 0.0, "inference_s": 0.0, "write_s": 0.0}
             t0 = time.perf_counter()
             try:
-                x, geo = decode.read_model_input(path, self.session.manifest, self.opts.native, self.opts.max_pixels)
+                x, geo = decode.read_model_input(path, self.session.manifest, self.opts.native, self.opts.max_pixels,
+                                                 decode=self.opts.decode)
                 ready.append((row, str(rel), x, geo))
             except ImageError as exc:
                 row["reason"] = str(exc)
@@ -126,6 +127,8 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, opts: Predict
     model, local = str(Path(model).resolve()), "://" not in str(out)
     opts = opts or PredictOptions(out=Path(out) if local else Path("predictions"))
     probe = Session(model, provider=provider, precision=precision)  # errors before Ray starts
+    if decode_note(opts, probe.manifest):
+        log(decode_note(opts, probe.manifest))
     pairs = _refuse_stacks(gather_inputs(inputs, Path(out) if local else None))
     if local:
         check_no_overwrite(pairs, Path(out), opts)

@@ -25,7 +25,7 @@ from segrt.options import QuantizeOptions
 from segrt.records import GateRecord
 from segrt.verify.compare import Batch, compare
 from segrt.verify.imagesets import gate_batches, split_paths, validation_batches
-from segrt.verify.reference import reference_logits
+from segrt.verify.reference import reference_runner
 
 __all__ = ["GateResult", "write_gate_report", "run_batches", "evaluate", "save_variant", "require"]
 
@@ -75,8 +75,8 @@ def write_gate_report(folder: str | os.PathLike, opts: QuantizeOptions, log=prin
     batches = (validation_batches(opts, manifest, split_paths(opts, manifest.split.get("train"))[1])
                if opts.calib_images
                else gate_batches(opts, manifest))
-    reference, ref_name = reference_logits(folder, manifest, batches)
-    report, shown = run_parity_on(folder, manifest, None, batches, eager=reference, worst=8)
+    reference, ref_name = reference_runner(folder, manifest)
+    report, shown = run_parity_on(folder, manifest, reference, batches, worst=8)
     report["reference"] = ref_name
     report["failed_variants"] = {n: r.measures.get("reason", "") for n, r in manifest.parity.items()
                                  if not r.passed and r.measures.get("written") is False}

@@ -15,7 +15,7 @@ from segrt.options import QuantizeOptions
 from segrt.progress import progress
 from segrt.verify.compare import Batch
 
-__all__ = ["split_images", "split_paths", "validation_batches", "gate_batches"]
+__all__ = ["split_images", "split_paths", "held_out_paths", "validation_batches", "gate_batches"]
 
 
 def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
@@ -30,11 +30,18 @@ def _read_set(paths: list[Path], manifest: Manifest, what: str) -> list[tuple]:
 
 
 def _image_batches(paths: list[Path], manifest: Manifest, batch_size: int) -> list[Batch]:
-    """Validation images read like predict, in batches of ``batch_size`` (same-size inputs only)."""
-    read = _read_set(paths, manifest, "validation")
-    return [Batch(f"val {i}", np.stack([x for x, _ in read[i:i + batch_size]]),
-                  [p.name for p in paths[i:i + batch_size]], [g for _, g in read[i:i + batch_size]])
-            for i in range(0, len(read), batch_size)]
+    """Held-out images as predict serves them (and as training read them, where that differs:
+    verify.decoding), in batches of ``batch_size`` (same-size inputs only)."""
+    from segrt.verify.decoding import make_batch, read_pair
+
+    rows = []
+    for p in progress(paths, desc="reading validation images", unit="img"):
+        try:
+            x, geo, trained = read_pair(p, manifest)
+        except ImageError as exc:
+            raise SegrtError(f"validation image unusable: {exc}") from None
+        rows.append((p.name, x, geo, None, trained))
+    return [make_batch(f"val {i}", rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
 def split_images(opts: QuantizeOptions, manifest: Manifest, log) -> tuple[list[np.ndarray], list[Batch]]:
@@ -83,6 +90,15 @@ def split_paths(opts: QuantizeOptions, train: list[str] | None = None) -> tuple[
     random.Random(opts.seed).shuffle(shuffled)
     n_val = max(1, round(len(shuffled) * opts.val_fraction))
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def held_out_paths(opts: QuantizeOptions, manifest: Manifest) -> list[Path]:
+    """The held-out images the gates judge on: the held-out share of --calib-images (or --val-images
+    with it), else --val-images less the training images; [] without either."""
+    if opts.calib_images:
+        return split_paths(opts, manifest.split.get("train"))[1]
+    train = set(manifest.split.get("train", []))
+    return [p for p in list_images(opts.val_images) if p.stem not in train] if opts.val_images else []
 
 
 def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Path]) -> list[Batch]:

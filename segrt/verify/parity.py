@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import GateFailed, ImageError, ProviderError, SegrtError
-from segrt.imaging.decode import list_images, load_mask, read_model_input, round_up
+from segrt.imaging.decode import list_images, load_mask, round_up
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
 from segrt.progress import progress
 from segrt.records import QualityRecord
 from segrt.verify.compare import Batch, compare
-from segrt.verify.reference import eager_logits, eager_model, export_checkpoint, reference_logits
-from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MASK_IOU, FP32_MAX_LOGIT_DIFF
+from segrt.verify.reference import eager_logits, eager_model, export_checkpoint, reference_runner
+from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MAX_LOGIT_DIFF
 
 __all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
            "run_parity", "check_outputs"]
@@ -60,8 +60,12 @@ def truth_lut(manifest: Manifest) -> np.ndarray:
 
 
 def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.PathLike | None = None,
-                 batch_size: int = 4, limit: int | None = None, native: bool = False) -> list[Batch]:
-    """Real images preprocessed exactly as `segrt predict` does; masks matched by file stem."""
+                 batch_size: int = 4, limit: int | None = None, native: bool = False,
+                 decode: str | None = None) -> list[Batch]:
+    """Real images as `segrt predict` serves them (and, where that differs, as training read them:
+    verify.decoding); masks matched by file stem."""
+    from segrt.verify.decoding import make_batch, read_pair
+
     paths = list_images(images) if Path(images).is_dir() else [Path(images)]
     if limit:
         paths = paths[:limit]
@@ -74,7 +78,7 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
     items = []
     for p in paths:
         try:
-            x, geo = read_model_input(p, manifest, native)
+            x, geo, trained = read_pair(p, manifest, native, decode)
         except ImageError as exc:
             raise SegrtError(f"parity needs readable images: {exc}") from None
         truth = None
@@ -85,14 +89,11 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
             if truth.shape != geo.original_hw:
                 raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {truth.shape[::-1]} != image size "
                                  f"{geo.original_hw[::-1]}")
-        items.append((p.name, x, geo, truth))
+        items.append((p.name, x, geo, truth, trained))
     batches = []  # group same-size inputs (all of them when resizing)
     for shape in dict.fromkeys(it[1].shape for it in items):
         same = [it for it in items if it[1].shape == shape]
-        for i in range(0, len(same), batch_size):
-            chunk = same[i:i + batch_size]
-            batches.append(Batch(f"images {chunk[0][0]}..", np.stack([c[1] for c in chunk]),
-                                 [c[0] for c in chunk], [c[2] for c in chunk], [c[3] for c in chunk]))
+        batches += [make_batch(f"images {same[i][0]}..", same[i:i + batch_size]) for i in range(0, len(same), batch_size)]
     return batches
 
 
@@ -120,19 +121,22 @@ def batch_invariance(session, batches: list[Batch]) -> dict:
             "max_abs_logit_diff": float(np.abs(together - alone).max())}
 
 
-def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float = FP32_MASK_IOU,
+def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch], gate_iou: float | None = None,
                   gate_logit: float = FP32_MAX_LOGIT_DIFF, provider: str = "cpu", names: list[str] | None = None,
-                  options=None, eager: list[np.ndarray] | None = None, worst: int = 0) -> tuple[dict, dict]:
-    """Compare every runnable artifact in ``folder`` with the eager ``model`` (or with the reference
-    logits ``eager``). -> (the report, plain JSON; the worst images: for ``worst`` > 0, that many of
-    each non-fp32 artifact on real images, {artifact: [photo and both masks as arrays]}, for the
-    HTML report)."""
+                  options=None, worst: int = 0, decode: str | None = None) -> tuple[dict, dict]:
+    """Compare every runnable artifact in ``folder`` with the reference ``model`` (an eager model or
+    a runner, verify.reference). Masks agree end to end: the reference on the images as training read
+    them, each artifact on them as predict serves them; |logit difference| on the same pixels. ->
+    (the report, plain JSON; the worst images: for ``worst`` > 0, that many of each non-fp32 artifact
+    on real images, {artifact: [photo and both masks as arrays]}, for the HTML report). ``decode``:
+    how the served side read the images, when not as the manifest says."""
     from segrt.runtime.here import same_signature
     from segrt.runtime.session import Session
+    from segrt.verify.decoding import decoding_report
 
-    eager = eager if eager is not None else eager_logits(model, batches)
+    eager, served = eager_logits(model, batches), eager_logits(model, batches, served=True)
     report = {"artifacts": {}, "failures": [], "skipped": {}, "inputs": [b.label for b in batches],
-              "classes": manifest.classes}
+              "classes": manifest.classes, **decoding_report(decode or manifest.decode, batches, eager, served, manifest.num_classes)}
     shown: dict[str, list[dict]] = {}
     real = all(b.geometries is not None for b in batches)
     for art in manifest.artifacts:
@@ -152,13 +156,14 @@ def run_parity_on(folder: Path, manifest: Manifest, model, batches: list[Batch],
         except SegrtError as exc:  # an input the manifest allows but the artifact cannot run fails its gate
             report["failures"].append(f"{art.name}: {exc}")
             continue
-        res = compare(eager, outs, batches, manifest.num_classes)
+        res = compare(eager, outs, batches, manifest.num_classes, served)
         s = res["summary"]
         s["provider"], s["precision"], s["kind"] = session.provider, art.precision, art.kind
         s["batch_invariance"] = batch_invariance(session, batches)
         record = manifest.parity.get(art.name)  # the gate it was made under
         recorded = record.gates.mask_iou_min if record else None
-        min_iou = gate_iou if art.precision == "fp32" else recorded or DEFAULT_IOU_GATES[art.precision]
+        min_iou = (gate_iou if gate_iou is not None and art.precision == "fp32"
+                   else recorded or DEFAULT_IOU_GATES[art.precision])
         s["gates"] = {"mask_iou_min": min_iou, **({"max_abs_logit_diff_max": gate_logit} if art.precision == "fp32" else {})}
         problems = _gate_problems(s, res, art.precision == "fp32", manifest.classes)
         s["passed"] = not problems
@@ -182,7 +187,7 @@ def _gate_problems(s: dict, res: dict, fp32: bool, names: list[str]) -> list[str
         problems[0] += f" (worst input: {worst.get('input')}, IoU {worst.get('mask_iou', float('nan')):.4f})"
     gate_logit = s["gates"].get("max_abs_logit_diff_max")
     if fp32 and not s["max_abs_logit_diff"] <= gate_logit:
-        top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff", 0))
+        top = max(res["worst"] + [worst], key=lambda r: r.get("max_abs_logit_diff") or 0)
         problems.append(f"max |logit diff| {s['max_abs_logit_diff']:.3g} > {gate_logit:g} (on {top.get('input')})")
     if s["batch_invariance"].get("checked") and not s["batch_invariance"]["same_mask"]:
         problems.append(f"mask of {s['batch_invariance']['input']} changes with batch size")
@@ -223,11 +228,13 @@ def _skip_reason(art, provider: str, real: bool) -> str | None:
 
 
 def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkpoint=None, json_path=None,
-               gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, batch_size: int = 4, limit: int | None = None,
+               gate_iou: float | None = None, gate_logit: float = FP32_MAX_LOGIT_DIFF, batch_size: int = 4,
+               limit: int | None = None,
                provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8,
-               record: str | None = None) -> dict:
+               record: str | None = None, full_decode: bool = False) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
-    ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact)."""
+    ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact).
+    ``full_decode``: serve the images as `predict --full-decode` does."""
     folder = Path(export_dir)
     manifest = Manifest.load(folder)
     manifest.verify(folder)
@@ -244,19 +251,16 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
         raise SegrtError("--masks needs --images")
     if record and not masks:
         raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
-    batches = image_inputs(manifest, images, masks, batch_size, limit) if images else random_inputs(manifest)
+    decode = "full" if full_decode else None
+    batches = image_inputs(manifest, images, masks, batch_size, limit, decode=decode) if images else random_inputs(manifest)
     bench = _load_bench(bench_path) if bench_path else None
-    eager = reference_logits(folder, manifest, batches)[0] if model is None else None
+    model = reference_runner(folder, manifest)[0] if model is None else model
     report, shown = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,
-                                  worst=worst if report_path else 0, eager=eager)
+                                  worst=worst if report_path else 0, decode=decode)
     report["export"] = str(folder)
     report["checkpoint"] = checkpoint["path"] if isinstance(checkpoint, dict) else str(checkpoint)
     if images:
         from segrt.imaging.splits import describe
-
-        report["decoding"] = ("full JPEG decoding, as your model's own pipeline reads photos" if
-                              manifest.source.get("decode") == "full" else "reduced-scale JPEG decoding where it still "
-                              "covers the working size, as predict runs this model (both sides)")
 
         report["images_are"], report["training_images"] = describe(
             [n for b in batches for n in b.names], manifest.split)

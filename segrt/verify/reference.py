@@ -6,6 +6,7 @@ where a model is built."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from segrt.progress import progress
 from segrt.verify.compare import Batch
 from segrt.verify.thresholds import FP32_MAX_LOGIT_DIFF
 
-__all__ = ["eager_model", "export_checkpoint", "eager_logits", "reference_logits"]
+__all__ = ["eager_model", "export_checkpoint", "eager_runner", "eager_logits", "reference_runner", "reference_logits"]
 
 
 def _rebuild_from_onnx(onnx_path: str | os.PathLike, manifest) -> dict:
@@ -138,22 +139,40 @@ def export_checkpoint(folder: Path, manifest: Manifest, log=None) -> tuple[str |
     return _rebuild_from_onnx(folder / onnx.file, manifest), what
 
 
-def eager_logits(model, batches: list[Batch]) -> list[np.ndarray]:
+def eager_runner(model) -> Callable[[np.ndarray], np.ndarray]:
+    """An eager model as a function NCHW float32 -> logits (numpy), without autograd."""
     import torch
 
-    with torch.inference_mode():
-        return [model(torch.from_numpy(b.x)).numpy() for b in progress(batches, desc="eager", unit="batch")]
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+    return run
 
 
-def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
+def eager_logits(run, batches: list[Batch], served: bool = False) -> list[np.ndarray | None]:
+    """The reference's logits per batch on the images as training read them; ``served``: on the
+    served pixels instead, for the batches whose pixels differ (None for the others). ``run``: a
+    runner, or an eager model."""
+    run = run if not hasattr(run, "eval") else eager_runner(run)
+    if served:
+        return [run(b.x) if b.trained_x is not None else None for b in batches]
+    return [run(b.reference_x) for b in progress(batches, desc="eager", unit="batch")]
+
+
+def reference_runner(folder: Path, manifest: Manifest) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """Eager PyTorch from the export's checkpoint when torch is here, else the fp32 ONNX (which
-    passed parity with eager at export)."""
+    passed parity with eager at export). -> (runner, what it is)."""
     from segrt.runtime.session import Session, torch_available
 
     ckpt = next((a for a in manifest.artifacts if a.kind == "checkpoint"), None)
     if (ckpt is not None or manifest.source.get("reference")) and torch_available():
         checkpoint, _ = export_checkpoint(folder, manifest)
-        return eager_logits(eager_model(checkpoint, manifest), batches), \
+        return eager_runner(eager_model(checkpoint, manifest)), \
             "eager" if isinstance(checkpoint, Path) else "eager (rebuilt from the fp32 ONNX)"
-    session = Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu")
-    return [session.run(b.x) for b in batches], "onnx fp32"
+    return Session(folder, artifact=manifest.artifact("onnx", "fp32").name, provider="cpu").run, "onnx fp32"
+
+
+def reference_logits(folder: Path, manifest: Manifest, batches: list[Batch]) -> tuple[list[np.ndarray], str]:
+    """The reference's logits (reference_runner) on the images as training read them."""
+    run, name = reference_runner(folder, manifest)
+    return eager_logits(run, batches), name

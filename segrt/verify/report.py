@@ -18,6 +18,7 @@ from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.imaging.masks import overlay, voc_palette
+from segrt.verify.decoding import describe
 from segrt.verify.thresholds import FP32_MASK_IOU
 
 __all__ = ["fmt", "render", "format_report"]
@@ -107,9 +108,14 @@ def _worst_figures(items: list[dict], skip_class: int | None) -> str:
                 ("disagreement", _disagreement(photo, it["eager"], it["mask"]))]
         tags = "".join(f'<img src="{_data_uri(a)}" alt="{k}" title="{k}">' for k, a in imgs)
         figs.append(f"<figure>{tags}<figcaption><b>{html.escape(it['input'])}</b>: mask IoU {it['mask_iou']:.4f}, "
-                    f"pixels {it['pixel_agreement']:.4f}, max |logit diff| {it['max_abs_logit_diff']:.3g}"
+                    f"pixels {it['pixel_agreement']:.4f}" + (", decoded at reduced scale for the artifact" if
+                    it.get("decoded_differently") else "") + _logit_caption(it["max_abs_logit_diff"]) +
                     "</figcaption></figure>")
     return '<div class="worst">' + "".join(figs) + "</div>"
+
+
+def _logit_caption(diff: float | None) -> str:
+    return "" if diff is None else f", max |logit diff| {diff:.3g}"
 
 
 def render(report: dict, manifest, provider: str, bench: dict | None = None, shown: dict | None = None) -> str:
@@ -131,7 +137,7 @@ def render(report: dict, manifest, provider: str, bench: dict | None = None, sho
             f"{html.escape(report.get('reference', 'eager PyTorch'))}; "
             f"{len(report['inputs'])} batch(es) of inputs; images: "
             f"{html.escape(report.get('images_are', 'random inputs'))}"
-            f"{'; read with ' + html.escape(report['decoding']) if 'decoding' in report else ''}</p>"
+            f"{'; ' + html.escape(describe(report['decoding'])) if 'decoding' in report else ''}</p>"
             f"<table><tr><th>artifact</th><th>mask IoU</th><th>gate</th><th>verdict</th></tr>{verdicts}</table>"
             f"<p>Overall: <span class='{'pass' if report['passed'] else 'fail'}'>"
             f"{'all gates passed' if report['passed'] else 'FAILED: ' + html.escape('; '.join(report['failures']))}"
@@ -189,6 +195,6 @@ def format_report(report: dict) -> str:
     if "images_are" in report:
         lines.append(f"images scored: {report['images_are']}")
     if "decoding" in report:
-        lines.append(f"images read with {report['decoding']}")
+        lines.append(describe(report["decoding"]))
     lines.append("parity: " + ("all gates passed" if report["passed"] else "FAILED"))
     return "\n".join(lines)
