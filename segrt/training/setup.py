@@ -85,7 +85,8 @@ def _common_suffix(layout: data.Layout) -> str:
     masks = [p.stem for p in data.list_images(layout.masks)] if layout.masks.is_dir() else []
     if not masks or any(m in images for m in masks):
         return ""
-    ends = [m[len(i):] for m in masks for i in images if m.startswith(i) and m != i]
+    cuts = [next((k for k in range(len(m) - 1, 0, -1) if m[:k] in images), 0) for m in masks]  # longest image stem
+    ends = [m[k:] for m, k in zip(masks, cuts) if k]
     suffix = commonprefix([e[::-1] for e in ends])[::-1] if ends else ""
     if suffix and all(m.endswith(suffix) and m[:-len(suffix)] in images for m in masks):
         print(f"masks are named like {masks[0]}: each is its image's stem + {suffix!r} (--mask-suffix to set it)",
