@@ -258,3 +258,33 @@ def test_a_torchscript_archive_is_exported_and_kept_as_its_reference(tmp_path):
     assert m.source["reference"] == "model.ts" and m.passed("model.onnx") and m.passed("model.ts")
     res = cli("parity", tmp_path / "exp", "--images", IMAGES, "--limit", "3")
     assert res.exit_code == 0 and "your model as a TorchScript archive (model.ts" in res.output, res.output
+
+
+def test_everything_downstream_works_on_your_model(tmp_path):
+    """OpenVINO IR and both INT8 variants, a uint8-input copy, auto, tiles, bench, the HTML report and the
+    Triton repository, on an nn.Module of your own, as on segrt's U-Net."""
+    import segrt
+    from segrt.options import QuantizeOptions
+
+    pytest.importorskip("openvino")
+    out = tmp_path / "exp"
+    segrt.run_export(tutorial_model(), out, classes=["background", "pet", "border"], mean=[0.485, 0.456, 0.406],
+                     std=[0.229, 0.224, 0.225], size=[64, 64], size_multiple=4, formats=("onnx", "openvino"),
+                     quantize=("int8",), quantize_options=QuantizeOptions(calib_images=IMAGES, gate=0.8),
+                     uint8_input=True, progress=lambda m: None)
+    m = Manifest.load(out)
+    assert m.passed("model.int8.onnx") and m.passed("model.int8.xml") and m.source["reference"] == "model.pt2"
+    assert any(a.extra.get("input_dtype") == "uint8" for a in m.artifacts)
+    res = cli("predict", IMAGES, "--model", out, "--provider", "auto", "--out", tmp_path / "auto", "--quiet", "--json")
+    assert res.exit_code == 0 and "provider auto ->" in res.output, res.output
+    res = cli("predict", IMAGES, "--model", out, "--tile", "64", "--out", tmp_path / "tiles", "--quiet")
+    assert res.exit_code == 0 and len(list((tmp_path / "tiles").glob("*.color.png"))) == len(list(IMAGES.iterdir()))
+    res = cli("bench", out, "--runs", "1", "--warmup", "0", "--sizes", "64", "--batch-sizes", "1", "--provider", "cpu",
+              "--json", tmp_path / "b.json")
+    assert res.exit_code == 0, res.output
+    benched = {r["artifact"] for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert {"model.onnx", "model.int8.onnx", "model.xml", "model.int8.xml"} <= benched
+    res = cli("parity", out, "--images", IMAGES, "--limit", "8", "--report", tmp_path / "r.html")
+    assert res.exit_code == 0 and "model.int8.xml" in (tmp_path / "r.html").read_text(), res.output
+    res = cli("triton-repo", out, "--out", tmp_path / "repo", "--name", "mine")
+    assert res.exit_code == 0 and (tmp_path / "repo" / "mine" / "config.pbtxt").is_file(), res.output
