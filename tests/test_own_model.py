@@ -193,6 +193,9 @@ def test_a_bare_onnx_imported_joins_the_fold_and_matches_the_users_pipeline(tmp_
     res = cli("import", tmp_path / "user.onnx", "--out", out, *NORM, "--classes", "background,pet,border")
     assert res.exit_code == 0, res.output
     assert "no reference: later gates compare with the fp32 ONNX itself" in res.output
+    res = cli("verify", out, "--decode-images", ROOT / "examples" / "images")  # no gate sample yet: decoding only
+    assert res.exit_code == 0 and "reduced-scale decoding fails the gate" in res.output, res.output
+    assert "no gate sample, so no variant was re-checked" in res.output and Manifest.load(out).decode == "full"
     res = cli("quantize", out, "--calib-images", IMAGES, "--quant-gate", "0.8")
     assert res.exit_code == 0, res.output
     res = cli("parity", out, "--images", IMAGES, "--limit", "4")

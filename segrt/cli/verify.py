@@ -88,7 +88,9 @@ def verify(export_dir, sample_images, decode_images, json_path):
     if decode_images:
         from segrt.verify.decoding import measure_decode
 
-        measure_decode(export_dir, decode_images, log)
+        if not measure_decode(export_dir, decode_images, log).gate_sample and not sample_images:
+            return log(f"{export_dir}: no gate sample, so no variant was re-checked here (add one with "
+                       "--sample-images HELD_OUT_IMAGES)")
     result = run_verify(export_dir, sample_images, log=log)
     echo_out(format_verify(result))
     if json_path:
