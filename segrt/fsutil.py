@@ -19,7 +19,8 @@ from segrt.errors import SegrtError
 
 __all__ = ["disk_full", "disk_full_error", "umask", "temp_beside", "atomic_path", "atomic_dir", "write_bytes_atomic", "remove_stale_temps",
            "remove_stale_temps_under", "cache_root", "writable_dir", "plain_name", "inside", "check_apart",
-           "check_replaceable", "check_file_output", "writable", "check_writable", "next_free", "check_member"]
+           "check_replaceable", "check_file_output", "writable", "check_writable", "next_free", "check_member",
+           "export_path"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -231,6 +232,15 @@ def check_file_output(target, option: str, folders: dict[str, str | os.PathLike 
 
 def writable(folder: str | os.PathLike) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def export_path(value) -> Path:
+    """An export folder or model file given to the API as a path; an nn.Module (say) gets one line
+    saying what to do instead of a TypeError."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise SegrtError(f"a {type(value).__name__} is not an export: segrt runs an export folder or a model file; "
+                         "for your own model, segrt.run_export(model, OUT, mean=..., std=...) first, then use OUT")
+    return Path(value)
 
 
 def check_writable(folder: str | os.PathLike, why: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segrt.errors import SegrtError
+from segrt.fsutil import export_path
 from segrt.records import GateRecord, QualityRecord, SpeedRecord, check_manifest, records_from_json, records_to_json
 
 __all__ = ["FORMAT", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_MULTIPLE", "Artifact", "Manifest", "member",
@@ -135,13 +136,13 @@ class Manifest:
     def save(self, folder: Path) -> Path:
         from segrt.fsutil import write_bytes_atomic
 
-        path = Path(folder) / "manifest.json"
+        path = export_path(folder) / "manifest.json"
         write_bytes_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
         return path
 
     @classmethod
     def load(cls, folder: Path) -> "Manifest":
-        path = Path(folder) / "manifest.json"
+        path = export_path(folder) / "manifest.json"
         if not path.is_file():
             raise SegrtError(f"{folder}: no manifest.json (is this a segrt export folder?)")
         try:

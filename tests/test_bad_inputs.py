@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from synthetic import conv_onnx
 
+import segrt
 from segrt.cli import main
 from segrt.errors import CheckpointError, SegrtError
 from segrt.runtime.session import Session
@@ -170,6 +171,10 @@ def test_foreign_models(tmp_path):
     onnx.save(model, failing)
     with pytest.raises(SegrtError, match=r"fail.onnx: ONNX Runtime failed on an input of shape \[1, 3, 32, 32\]"):
         Session(failing, provider="cpu").run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(SegrtError, match=r"a Conv2d is not an export: .* segrt.run_export\(model, OUT"):
+        Session(torch.nn.Conv2d(3, 2, 1))  # an nn.Module: says what to do, not a TypeError
+    with pytest.raises(SegrtError, match=r"a Conv2d is not an export"):
+        segrt.run_parity(torch.nn.Conv2d(3, 2, 1))
 
 
 # 5. integrity -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from segrt.errors import SegrtError, first_line
+from segrt.fsutil import export_path
 from segrt.manifest import DEFAULT_MULTIPLE, IMAGENET_MEAN, IMAGENET_STD, Artifact, Manifest
 
 __all__ = ["load_model_info"]
@@ -23,7 +24,7 @@ def load_model_info(path: str | os.PathLike, *, classes: list[str] | None = None
                     size_multiple: int | None = None, size: list[int] | None = None) -> tuple[Manifest, Path | None]:
     """-> (manifest, export folder or None). The overrides are for a bare .onnx only, and must fit it;
     what a bare file without segrt metadata is assumed to take is listed in ``manifest.source["assumed"]``."""
-    path = Path(path)
+    path = export_path(path)
     overrides = {"classes": classes, "mean": mean, "std": std, "size_multiple": size_multiple, "size": size}
     given = [k for k, v in overrides.items() if v is not None]
     folder = path if path.is_dir() else path.parent if path.is_file() and (path.suffix != ".onnx" or

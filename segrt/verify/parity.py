@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import GateFailed, ImageError, ProviderError, SegrtError
+from segrt.fsutil import export_path
 from segrt.imaging.decode import list_images, load_mask, round_up
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
@@ -235,7 +236,7 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
     ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact).
     ``full_decode``: serve the images as `predict --full-decode` does."""
-    folder = Path(export_dir)
+    folder = export_path(export_dir)
     manifest = Manifest.load(folder)
     manifest.verify(folder)
     check_outputs(folder, manifest, images, masks, json_path, report_path, record)
