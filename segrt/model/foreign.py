@@ -144,11 +144,11 @@ def _build(spec: str, args: str | dict | None) -> nn.Module:
 
 
 def _state_dict(path: Path) -> tuple[dict, str]:
-    """-> (the tensors of a .pt/.pth/.safetensors state_dict, where in the file they were)."""
+    """-> (the tensors of a .pt/.pth/.safetensors state_dict, the entry they were under or None)."""
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path)), "safetensors"
+        return load_file(str(path)), None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -156,7 +156,7 @@ def _state_dict(path: Path) -> tuple[dict, str]:
     for key in (None, *_STATE_KEYS):
         found = data if key is None else data.get(key) if isinstance(data, dict) else None
         if isinstance(found, dict) and found and all(isinstance(v, torch.Tensor) for v in found.values()):
-            return found, "the file" if key is None else f"its {key!r} entry"
+            return found, None if key is None else f"its {key!r} entry"
     raise CheckpointError(f"{path}: no state_dict in it (a dict of tensors, or one under {', '.join(_STATE_KEYS)})")
 
 
@@ -226,9 +226,9 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
         model = _build(arch, arch_args)
         state, where = _state_dict(path)
         _strict_load(model, state, str(path))
-        how = "imported like uvicorn main:app (its folder first on sys.path)" if ":" in arch and \
+        how = "imported like uvicorn main:app, its folder first on sys.path" if ":" in arch and \
             arch.rpartition(":")[0].endswith(".py") else "imported"
-        return model, f"state_dict from {where} of {path} into --arch {arch} ({how})", (None, False)
+        return model, f"state_dict {f'{where} of ' if where else ''}{path} into --arch {arch} ({how})", (None, False)
     if trust_pickle:
         model = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(model, nn.Module):

@@ -85,11 +85,11 @@ def _apply_overrides(manifest: Manifest, path: Path, **overrides) -> None:
     sizes = {"classes": manifest.num_classes, "mean": manifest.channels, "std": manifest.channels}
     size = overrides.pop("size", None)
     if size is not None:
-        if manifest.fixed_size:
-            raise SegrtError(f"--size: {path} takes one size, {'x'.join(map(str, manifest.fixed_size))}")
         hw = list(size) * 2 if len(size) == 1 else list(size)
         if len(hw) != 2 or min(hw) < 1:
             raise SegrtError(f"--size {','.join(map(str, size))}: expected N or H,W")
+        if manifest.fixed_size and hw != list(manifest.fixed_size):
+            raise SegrtError(f"--size: {path} takes one size, {'x'.join(map(str, manifest.fixed_size))}")
         manifest.input_size = hw
     for key, value in overrides.items():
         if value is None:

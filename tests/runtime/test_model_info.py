@@ -21,6 +21,9 @@ def test_a_foreign_onnx_gets_the_documented_defaults(tmp_path):
 def test_fixed_sizes_and_symbolic_class_counts(tmp_path):
     fixed, _ = load_model_info(conv_onnx(tmp_path / "f.onnx", in_shape=[1, 3, 64, 48], out_shape=[1, 2, 64, 48]))
     assert fixed.fixed_size == [64, 48] and fixed.input_size == [64, 48] and fixed.size_multiple == 1
+    assert load_model_info(tmp_path / "f.onnx", size=[64, 48])[0].input_size == [64, 48]  # --size saying the same
+    with pytest.raises(SegrtError, match="--size: .*f.onnx takes one size, 64x48"):
+        load_model_info(tmp_path / "f.onnx", size=[64])
     probed, _ = load_model_info(conv_onnx(tmp_path / "s.onnx", classes=5, out_shape=["n", "k", "h", "w"]))
     assert probed.num_classes == 5  # one run on zeros
 
