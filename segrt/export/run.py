@@ -106,12 +106,13 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
     with ``arch``, a .pt2 program, an smp folder: segrt.model.foreign), described by ``model_options``
     (classes, mean, std, size_multiple, arch, arch_args, output_key, trust_pickle: export.user).
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
-    reference the gates compare with). ``size`` ([side] or [h, w]) is the working size predict
+    reference the gates compare with). ``size`` (side, [side] or [h, w]) is the working size predict
     resizes to (default: the training size). JPEGs are read at reduced scale only where the held-out
     images show it keeps the fp32 gate (verify.decoding), never with ``full_decode``. Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.options import QuantizeOptions
 
-    formats = check_formats(formats)
+    formats = check_formats(tuple(formats.split(",")) if isinstance(formats, str) else formats)
+    size = [size] if isinstance(size, int) else size  # the API's size=256, as the CLI's --size 256
     check_opset(opset)
     if tta is not None and tta not in TTA_MODES:
         raise SegrtError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
