@@ -113,7 +113,8 @@ def test_an_nn_module_through_the_python_api(tmp_path):
 
     result = segrt.run_export(tutorial_model(), tmp_path / "exp", classes=["a", "b", "c"], mean=[0.5] * 3,
                               std=[0.25] * 3, size=64, size_multiple=4, formats="onnx", progress=lambda m: None)
-    assert result.manifest.classes == ["a", "b", "c"] and result.manifest.input_size == [64, 64] and "nn.Module UNet" in result.manifest.source["route"]
+    m = result.manifest
+    assert m.classes == ["a", "b", "c"] and m.input_size == [64, 64] and "nn.Module UNet" in m.source["route"]
     gated_and_predicts(tmp_path / "exp", tmp_path)
 
 
