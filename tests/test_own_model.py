@@ -224,6 +224,52 @@ def test_a_qdq_onnx_is_labelled_int8(tmp_path):
     assert load_model_info(tmp_path / "m.onnx")[0].artifacts[0].precision == "fp32"
 
 
+def test_import_gated_against_its_reference(tmp_path):
+    """segrt import --reference: the ONNX is gated against the program it came from; another model's
+    program fails that gate (exit 1) and leaves nothing."""
+    from torch.export import Dim
+
+    x, dims = torch.randn(1, 3, 64, 64), {"x": {2: 4 * Dim("h", min=1, max=64), 3: 4 * Dim("w", min=1, max=64)}}
+    model = tutorial_model()
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=dims), str(tmp_path / "ref.pt2"))
+    torch.manual_seed(1)
+    other = torch.export.export(type(model)(base=8).eval(), (x,), dynamic_shapes=dims)
+    torch.export.save(other, str(tmp_path / "other.pt2"))
+    args = ["--mean", "0.5", "--std", "0.25", "--size", "64", "--size-multiple", "4"]
+    res = cli("import", tmp_path / "m.onnx", "--reference", tmp_path / "ref.pt2", *args, "--out", tmp_path / "imp")
+    assert res.exit_code == 0 and "reference: model.pt2, the fp32 ONNX gated against it" in res.output, res.output
+    m = Manifest.load(tmp_path / "imp")
+    assert m.source["reference"] == "model.pt2" and m.passed("model.onnx") and m.std == [0.25] * 3
+    res = cli("import", tmp_path / "m.onnx", "--reference", tmp_path / "other.pt2", *args, "--out", tmp_path / "bad")
+    assert res.exit_code == 1 and "parity gate failed: model.onnx" in res.output and not (tmp_path / "bad").exists()
+    res = cli("parity", tmp_path / "imp", "--images", IMAGES, "--limit", "4")
+    assert res.exit_code == 0 and "your model as a torch.export program (model.pt2" in res.output, res.output
+
+
+class _Heads(torch.nn.Module):
+    """Returns a dict without 'out': the logits under another key, beside an auxiliary map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return {"aux": x[:, :1], "logits": self.conv(x)}
+
+
+def test_output_key_picks_the_logits_of_a_dict(tmp_path):
+    torch.save(_Heads().state_dict(), tmp_path / "m.pt")
+    (tmp_path / "heads.py").write_text("from test_own_model import _Heads as Heads\n")
+    args = ["export", tmp_path / "m.pt", "--arch", f"{tmp_path / 'heads.py'}:Heads", *NORM, "--formats", "onnx"]
+    one_line_error(cli(*args, "--out", tmp_path / "no"), "it returns a dict with aux, logits; pass --output-key")
+    assert not (tmp_path / "no").exists()
+    res = cli(*args, "--output-key", "logits", "--out", tmp_path / "exp")
+    assert res.exit_code == 0 and "the model returns a dict: segrt uses 'logits'" in res.output, res.output
+    assert Manifest.load(tmp_path / "exp").num_classes == 2
+
+
 class _HalfResolutionPair(torch.nn.Module):
     """Returns (logits at half the input's size, an auxiliary head), as many segmentation models do."""
 

@@ -55,9 +55,8 @@ def import_onnx(onnx_path, out, *, classes=None, mean=None, std=None, size=None,
             manifest.source["reference"] = "model.pt2"
         manifest.save(tmp)
         _gate(tmp, manifest, log)
-    log(f"imported {onnx_path} as {out}/ ("
-        + ("gated against its reference, model.pt2" if reference else "no reference: later gates compare with the "
-           "fp32 ONNX itself") + ")")
+    log("reference: model.pt2, the fp32 ONNX gated against it" if reference else
+        "no reference: later gates compare with the fp32 ONNX itself")
     return out, Manifest.load(out)
 
 

@@ -94,6 +94,8 @@ def _apply_overrides(manifest: Manifest, path: Path, **overrides) -> None:
     for key, value in overrides.items():
         if value is None:
             continue
+        if key in ("mean", "std") and len(value) == 1:  # one value for every channel, as export takes it
+            value = list(value) * manifest.channels
         if key in sizes and len(value) != sizes[key]:
             what = "classes" if key == "classes" else "input channels"
             raise SegrtError(f"--{key}: {path} has {sizes[key]} {what}, got {len(value)} value(s)")

@@ -32,6 +32,7 @@ def test_overrides_must_fit_the_file(tmp_path):
     path = conv_onnx(tmp_path / "m.onnx", classes=2)
     m, _ = load_model_info(path, classes=["sky", "road"], mean=[0.1, 0.2, 0.3])
     assert m.classes == ["sky", "road"] and m.mean == [0.1, 0.2, 0.3]
+    assert load_model_info(path, mean=[0.5], std=[0.25])[0].std == [0.25] * 3  # one value: every channel
     with pytest.raises(SegrtError, match=r"--classes: .* has 2 classes, got 3 value\(s\)"):
         load_model_info(path, classes=["a", "b", "c"])
     with pytest.raises(SegrtError, match="--mean is for a bare .onnx file"):
