@@ -168,3 +168,7 @@ def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record
     assert "scanning" not in res.output and res.output.count("all nodes int8") == 1
     m = Manifest.load(out)
     assert m.passed("model.int8.onnx") and (out / "model.int8.onnx").is_file()
+    before = (out / "model.int8.onnx").read_bytes()
+    res = quantize(out, "--quant-gate", "0.99999")  # a failed retry keeps the variant that passed, and its record
+    assert res.exit_code == 1 and "the earlier model.int8.onnx, which passed its gate at" in res.output, res.output
+    assert Manifest.load(out).passed("model.int8.onnx") and (out / "model.int8.onnx").read_bytes() == before

@@ -247,9 +247,9 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
         try:
             art = run_quantize(folder, precision, opts, progress, backend)
         except GateFailed as exc:
-            failed[NAMES[(backend, precision)]] = str(exc)
-            _record_failure(folder, NAMES[(backend, precision)], exc, opts, precision)
-            progress(f"error: {exc}; the rest of the export is kept")
+            kept = _record_failure(folder, NAMES[(backend, precision)], exc, opts, precision)
+            failed[NAMES[(backend, precision)]] = f"{exc}; {kept}" if kept else str(exc)
+            progress(f"error: {exc}; {kept or 'the rest of the export is kept'}")
             continue
         made += [art] if art else []
     if uint8:
@@ -261,13 +261,17 @@ def add_variants(folder: Path, jobs: list[tuple[str, str]], opts, progress, fina
     return made, failed
 
 
-def _record_failure(folder: Path, name: str, exc, opts, precision: str) -> None:
-    """parity[NAME] for a variant that failed its gate: its best measurement, the reason, the search."""
+def _record_failure(folder: Path, name: str, exc, opts, precision: str) -> str | None:
+    """parity[NAME] for a variant that failed its gate: its best measurement, the reason, the search.
+    Where an earlier NAME passed and is in the export, a failed retry leaves it and its record: -> that line."""
     from segrt.records import Gates
     from segrt.runtime.here import signature
     from segrt.verify.thresholds import DEFAULT_IOU_GATES
 
     manifest = Manifest.load(folder)
+    earlier = manifest.parity.get(name)
+    if earlier is not None and earlier.passed and manifest.find(name) is not None:
+        return f"the earlier {name}, which passed its gate at {earlier.mask_iou:.4f}, is kept as it was"
     best = exc.report.get("best", {})
     gate = exc.report.get("gate") or (opts.gate if opts.gate is not None else DEFAULT_IOU_GATES[precision])
     manifest.parity[name] = GateRecord(passed=False, mask_iou=float(best.get("mask_iou", 0.0)), gates=Gates(gate),
