@@ -13,7 +13,7 @@ from PIL import Image
 from segrt.cli import main
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.manifest import Manifest
-from segrt.verify.parity import truth_lut
+from segrt.verify.truth import truth_lut
 
 MODEL = ROOT / "exported" / "isbi"
 DATA = ROOT / "tests" / "data" / "isbi"

@@ -15,7 +15,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, ProviderError, SegrtError
 from segrt.fsutil import export_path
-from segrt.imaging.decode import list_images, load_mask, round_up
+from segrt.imaging.decode import list_images, round_up
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
 from segrt.progress import progress
@@ -23,8 +23,9 @@ from segrt.records import QualityRecord
 from segrt.verify.compare import Batch, compare
 from segrt.verify.reference import eager_logits, eager_model, export_checkpoint, reference_runner
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MAX_LOGIT_DIFF
+from segrt.verify.truth import read_truth, truth_lut
 
-__all__ = ["ParityFailed", "random_inputs", "truth_lut", "image_inputs", "batch_invariance", "run_parity_on",
+__all__ = ["ParityFailed", "random_inputs", "image_inputs", "batch_invariance", "run_parity_on",
            "run_parity", "check_outputs"]
 
 _RANDOM_SIZES = ((1, 1), (64, 64), (96, 160), (256, 192))  # (1, 1) rounds up to one size multiple
@@ -50,14 +51,6 @@ def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batche
             out.append(Batch(label, rng.standard_normal((n, c, h, w)).astype(np.float32),
                              [f"{label}[{i}]" for i in range(n)]))
     return out
-
-
-def truth_lut(manifest: Manifest) -> np.ndarray:
-    lut = np.full(256, 255, np.uint8)  # unmapped values are ignored
-    mapping = manifest.mask_values or {str(i): i for i in range(manifest.num_classes)}
-    for raw, cls in mapping.items():
-        lut[int(raw)] = cls
-    return lut
 
 
 def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.PathLike | None = None,
@@ -86,7 +79,7 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
         if masks:
             if p.stem not in mask_by_stem:
                 raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
-            truth = _truth(mask_by_stem[p.stem], manifest, lut)
+            truth = read_truth(mask_by_stem[p.stem], manifest, lut)
             if truth.shape != geo.original_hw:
                 raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {truth.shape[::-1]} != image size "
                                  f"{geo.original_hw[::-1]}")
@@ -96,20 +89,6 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
         same = [it for it in items if it[1].shape == shape]
         batches += [make_batch(f"images {same[i][0]}..", same[i:i + batch_size]) for i in range(0, len(same), batch_size)]
     return batches
-
-
-def _truth(path: Path, manifest: Manifest, lut: np.ndarray) -> np.ndarray:
-    """A ground-truth mask as class ids: by the export's class colours for an RGB mask (colours not
-    among them, such as void, are ignored), else through the mask-value table; an RGB mask for an export
-    without colours is refused rather than read as grey levels."""
-    from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palette_of
-
-    if palette_of(path) is None and is_colour_mask(path):
-        if not manifest.colors:
-            raise SegrtError(f"{path}: an RGB mask, and the export records no class colours (labels.colors, from "
-                             "training with --label-colors): give masks of class ids")
-        return colour_mask(path, LabelTable(manifest.classes, [tuple(c) for c in manifest.colors]), True)
-    return lut[load_mask(path)]
 
 
 def batch_invariance(session, batches: list[Batch]) -> dict:

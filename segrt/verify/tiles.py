@@ -24,7 +24,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     """Per image: the whole-image mask (native resolution, padded) and the tiled one; their mask IoU
     and pixel agreement, and with ``masks`` the mIoU of each against the ground truth."""
     from segrt.runtime.session import Session
-    from segrt.verify.parity import truth_lut
+    from segrt.verify.truth import truth_lut
 
     session = Session(export_dir, provider=provider, artifact=artifact,
                       kind=None if artifact else "onnx", precision=None if artifact else "fp32")
