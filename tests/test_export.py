@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import PETS, ROOT
+from conftest import PETS, ROOT, one_line_error
 
 from segrt.cli import main
 from segrt.manifest import Manifest, sha256_file
@@ -101,6 +101,37 @@ def test_parity_on_real_images_with_truth(exported, tmp_path):
     assert 0 < s["miou_vs_ground_truth"] <= 1
     assert s["miou_vs_ground_truth"] == pytest.approx(s["miou_eager_vs_ground_truth"], abs=1e-3)
     assert len(report["artifacts"]["model.onnx"]["worst"]) == 5
+    assert "no class id of this export" not in res.output  # the trimaps' values are all in the export's table
+
+
+def test_parity_says_what_ground_truth_values_it_cannot_map_and_mask_map_maps_them(exported, tmp_path):
+    """Masks labelled otherwise (the trimap's 1, 2, 3 stored as 11, 12, 13): said in one line, not
+    silently left out; --mask-map maps them, and mIoU is then the same as on the original masks."""
+    from PIL import Image
+
+    (tmp_path / "m").mkdir()
+    for p in sorted((PETS / "masks").iterdir())[:4]:
+        Image.fromarray(np.asarray(Image.open(p)) + 10).save(tmp_path / "m" / p.name)
+
+    def miou(*extra):
+        res = CliRunner().invoke(main, ["parity", str(exported), "--images", str(PETS / "images"), "--limit", "4",
+                                        "--masks", str(tmp_path / "m"), "--json", str(tmp_path / "r.json"), *extra])
+        assert res.exit_code == 0, res.output
+        return res.output, json.loads((tmp_path / "r.json").read_text())["artifacts"]["model.onnx"]["summary"]
+
+    out, s = miou()
+    assert "mask values 11, 12, 13 are no class id of this export (in 4 of 4 masks, 100.0% of their pixels)" in out
+    assert "--mask-map VALUE:CLASS" in out and np.isnan(s["miou_vs_ground_truth"] or np.nan)
+    table = Manifest.load(exported).mask_values  # the trimap's values -> the export's classes
+    out, mapped = miou("--mask-map", ",".join(f"{int(raw) + 10}:{cls}" for raw, cls in table.items()))
+    assert "no class id" not in out and 0 < mapped["miou_vs_ground_truth"] <= 1
+    res = CliRunner().invoke(main, ["parity", str(exported), "--images", str(PETS / "images"), "--limit", "4",
+                                    "--masks", str(PETS / "masks"), "--json", str(tmp_path / "o.json")])
+    assert res.exit_code == 0, res.output
+    original = json.loads((tmp_path / "o.json").read_text())["artifacts"]["model.onnx"]["summary"]
+    assert mapped["miou_vs_ground_truth"] == pytest.approx(original["miou_vs_ground_truth"])
+    one_line_error(CliRunner().invoke(main, ["parity", str(exported), "--images", str(PETS / "images"), "--masks",
+                                             str(tmp_path / "m"), "--mask-map", "11:7"]), "--mask-map: class 7")
 
 
 def test_perturbed_artifact_fails_parity(exported, tmp_path):

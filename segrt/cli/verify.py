@@ -17,6 +17,8 @@ __all__ = ["parity", "verify"]
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.option("--images", type=click.Path(exists=True), help="real images (default: random inputs)")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
+@click.option("--mask-map", help="ground-truth value -> class id, e.g. '1:0,2:1,3:2' (over the export's own table; "
+                                 "CLASS may be 'ignore'): for masks labelled otherwise than the model's classes")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="eager reference (default: the export's)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the full report here")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
@@ -38,10 +40,16 @@ __all__ = ["parity", "verify"]
 @click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
 @functools.partial(gate_options, recorded=True)
 @user_errors
-def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
+def parity(export_dir, images, masks, mask_map, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
            provider, full_decode, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
+    if mask_map:
+        from segrt.training.data import parse_mask_map
+
+        if not masks:
+            raise SegrtError("--mask-map needs --masks")
+        mask_map = parse_mask_map(mask_map)
     if tile:
         from segrt.verify.tiles import format_tile_report, run_tile_parity
 
@@ -49,7 +57,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
             raise SegrtError("--tile needs --images (real images to compare on)")
         echo_out(format_tile_report(run_tile_parity(
             export_dir, images, masks, tile=tile, overlap=overlap, blend=blend, provider=provider, artifact=artifact,
-            batch_size=batch_size, limit=limit, json_path=json_path)))
+            batch_size=batch_size, limit=limit, json_path=json_path, mask_map=mask_map)))
         return
     from segrt.runtime.backends.base import SessionOptions
     from segrt.verify.parity import run_parity
@@ -59,7 +67,7 @@ def parity(export_dir, images, masks, checkpoint, json_path, report_path, bench_
                         gate_iou=gate_iou, gate_logit=gate_logit, batch_size=batch_size, limit=limit,
                         provider=provider, options=SessionOptions(device=device, trt_fp16=trt_fp16),
                         report_path=report_path, bench_path=bench_path, worst=worst, record=record,
-                        full_decode=full_decode)
+                        full_decode=full_decode, mask_map=mask_map)
     echo_out(format_report(report))
     sys.exit(0 if report["passed"] else 1)
 

@@ -23,7 +23,7 @@ from segrt.records import QualityRecord
 from segrt.verify.compare import Batch, compare
 from segrt.verify.reference import eager_logits, eager_model, export_checkpoint, reference_runner
 from segrt.verify.thresholds import DEFAULT_IOU_GATES, FP32_MAX_LOGIT_DIFF
-from segrt.verify.truth import read_truth, truth_lut
+from segrt.verify.truth import Unmapped, read_truth, truth_lut
 
 __all__ = ["ParityFailed", "random_inputs", "image_inputs", "batch_invariance", "run_parity_on",
            "run_parity", "check_outputs"]
@@ -55,9 +55,10 @@ def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batche
 
 def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.PathLike | None = None,
                  batch_size: int = 4, limit: int | None = None, native: bool = False,
-                 decode: str | None = None) -> list[Batch]:
+                 decode: str | None = None, mask_map: dict[int, int] | None = None) -> list[Batch]:
     """Real images as `segrt predict` serves them (and, where that differs, as training read them:
-    verify.decoding); masks matched by file stem."""
+    verify.decoding); masks matched by file stem, their values through the export's table and
+    ``mask_map`` (values it lacks are said in one line)."""
     from segrt.verify.decoding import make_batch, read_pair
 
     paths = list_images(images) if Path(images).is_dir() else [Path(images)]
@@ -68,7 +69,7 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
     mask_by_stem = {p.stem: p for p in list_images(masks)} if masks else {}
     if masks and not mask_by_stem:
         raise SegrtError(f"{masks}: no mask images found")
-    lut = truth_lut(manifest)
+    lut, unmapped = truth_lut(manifest, mask_map), Unmapped(manifest, mask_map)
     items = []
     for p in paths:
         try:
@@ -79,11 +80,13 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
         if masks:
             if p.stem not in mask_by_stem:
                 raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
-            truth = read_truth(mask_by_stem[p.stem], manifest, lut)
+            truth = read_truth(mask_by_stem[p.stem], manifest, lut, unmapped)
             if truth.shape != geo.original_hw:
                 raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {truth.shape[::-1]} != image size "
                                  f"{geo.original_hw[::-1]}")
         items.append((p.name, x, geo, truth, trained))
+    if unmapped.note(masks):
+        print(unmapped.note(masks), file=sys.stderr)
     batches = []  # group same-size inputs (all of them when resizing)
     for shape in dict.fromkeys(it[1].shape for it in items):
         same = [it for it in items if it[1].shape == shape]
@@ -211,10 +214,11 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
                gate_iou: float | None = None, gate_logit: float = FP32_MAX_LOGIT_DIFF, batch_size: int = 4,
                limit: int | None = None,
                provider: str = "cpu", options=None, report_path=None, bench_path=None, worst: int = 8,
-               record: str | None = None, full_decode: bool = False) -> dict:
+               record: str | None = None, full_decode: bool = False, mask_map: dict[int, int] | None = None) -> dict:
     """The `segrt parity` command: verify hashes, load eager model, compare, write JSON (and, with
     ``report_path``, the HTML report with the ``worst`` images of each reduced-precision artifact).
-    ``full_decode``: serve the images as `predict --full-decode` does."""
+    ``full_decode``: serve the images as `predict --full-decode` does. ``mask_map``: raw ground-truth
+    value -> class id, over the export's table (--mask-map)."""
     folder = export_path(export_dir)
     manifest = Manifest.load(folder)
     manifest.verify(folder)
@@ -232,7 +236,8 @@ def run_parity(export_dir: str | os.PathLike, *, images=None, masks=None, checkp
     if record and not masks:
         raise SegrtError("--record needs both --images and --masks (it records mIoU against ground truth)")
     decode = "full" if full_decode else None
-    batches = image_inputs(manifest, images, masks, batch_size, limit, decode=decode) if images else random_inputs(manifest)
+    batches = image_inputs(manifest, images, masks, batch_size, limit, decode=decode, mask_map=mask_map) if images \
+        else random_inputs(manifest)
     bench = _load_bench(bench_path) if bench_path else None
     model = reference_runner(folder, manifest)[0] if model is None else model
     report, shown = run_parity_on(folder, manifest, model, batches, gate_iou, gate_logit, provider, options=options,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from segrt.errors import ImageError, SegrtError
-from segrt.imaging.decode import list_images, load_image, load_mask, prepare
+from segrt.imaging.decode import list_images, load_image, prepare
 from segrt.imaging.masks import to_mask
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.progress import progress
@@ -20,11 +21,11 @@ __all__ = ["run_tile_parity", "format_tile_report"]
 
 def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="auto", overlap: float = 0.25,
                     blend: str = "gaussian", provider: str = "cpu", artifact: str | None = None,
-                    batch_size: int = 4, limit: int | None = None, json_path=None) -> dict:
+                    batch_size: int = 4, limit: int | None = None, json_path=None, mask_map=None) -> dict:
     """Per image: the whole-image mask (native resolution, padded) and the tiled one; their mask IoU
     and pixel agreement, and with ``masks`` the mIoU of each against the ground truth."""
     from segrt.runtime.session import Session
-    from segrt.verify.truth import truth_lut
+    from segrt.verify.truth import Unmapped, read_truth, truth_lut
 
     session = Session(export_dir, provider=provider, artifact=artifact,
                       kind=None if artifact else "onnx", precision=None if artifact else "fp32")
@@ -35,7 +36,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
     if not paths:
         raise SegrtError(f"{images}: no images found")
     truths = {p.stem: p for p in list_images(masks)} if masks else {}
-    lut, n = truth_lut(manifest), manifest.num_classes
+    lut, unmapped, n = truth_lut(manifest, mask_map), Unmapped(manifest, mask_map), manifest.num_classes
     agree, gt_whole, gt_tiled = ConfusionMatrix(n), ConfusionMatrix(n, 255), ConfusionMatrix(n, 255)
     per_image, skipped = [], {}
     for p in progress(paths, desc="tiled vs whole", unit="img"):
@@ -50,7 +51,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
         if masks:
             if p.stem not in truths:
                 raise SegrtError(f"{p}: no ground-truth mask named {p.stem}.* in {masks}")
-            truth = lut[load_mask(truths[p.stem])]
+            truth = read_truth(truths[p.stem], manifest, lut, unmapped)
             gt_whole.update(whole, truth)
             gt_tiled.update(tiled, truth)
     report = {"artifact": session.describe(), "tile": spec.tile, "overlap": spec.overlap, "stride": spec.stride,
@@ -59,6 +60,8 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
               "worst": sorted(per_image, key=lambda r: r["mask_iou"])[:5]}
     if masks:
         report["miou_whole_vs_ground_truth"], report["miou_tiled_vs_ground_truth"] = gt_whole.miou(), gt_tiled.miou()
+        if unmapped.note(masks):
+            print(unmapped.note(masks), file=sys.stderr)
     if json_path:
         from segrt.fsutil import write_bytes_atomic
 
