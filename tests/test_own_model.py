@@ -299,11 +299,14 @@ def test_tuple_output_low_resolution_safetensors_and_trust_pickle(tmp_path):
     assert res.exit_code == 0 and "pickled module" in Manifest.load(tmp_path / "p").source["route"], res.output
 
 
-def test_a_torchscript_archive_is_exported_and_kept_as_its_reference(tmp_path):
+def test_a_torchscript_archive_is_exported_and_kept_as_its_reference(tmp_path, recwarn):
     torch.jit.save(torch.jit.script(tutorial_model()), str(tmp_path / "m.ts"))
+    recwarn.clear()
     res = cli("export", tmp_path / "m.ts", *NORM, "--size", "64", "--size-multiple", "4", "--formats", "onnx",
               "--out", tmp_path / "exp")
     assert res.exit_code == 0, res.output
+    assert "torchscript (the archive's graph)" in res.output
+    assert not [w for w in recwarn if "torch" in w.filename], [str(w.message) for w in recwarn]  # no torch internals
     m = Manifest.load(tmp_path / "exp")
     assert m.source["reference"] == "model.ts" and m.passed("model.onnx") and m.passed("model.ts")
     res = cli("parity", tmp_path / "exp", "--images", IMAGES, "--limit", "3")

@@ -65,7 +65,10 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     m, c, fixed, one = manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph)
     x = example_input(m, c, fixed, one)
     common = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
+    scripted = isinstance(graph, torch.jit.ScriptModule)  # your TorchScript archive: only that exporter reads it
     try:
+        if scripted:
+            raise SegrtError("a TorchScript archive")
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), size_oblivious():
             warnings.simplefilter("ignore")
             torch.onnx.export(graph, (x,), str(path), dynamo=True, external_data=False,
@@ -73,16 +76,17 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
         exporter = "torch.export (dynamo)"
     except Exception as exc:  # fall back to the TorchScript-based exporter
         first = first_line(exc)
+        axes = {0: "batch", 2: "height", 3: "width"} if not one else {2: "height", 3: "width"}
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # its deprecation and tracer notes: torch's internals, not the user's
                 warnings.simplefilter("ignore")
-                axes = {0: "batch", 2: "height", 3: "width"} if not one else {2: "height", 3: "width"}
-            torch.onnx.export(graph, (x,), str(path), dynamo=False, **common,
-                              dynamic_axes=None if fixed else {"image": axes, "logits": axes})
+                torch.onnx.export(graph, (x,), str(path), dynamo=False, **common,
+                                  dynamic_axes=None if fixed else {"image": axes, "logits": axes})
         except Exception as exc2:  # noqa: BLE001 - neither exporter: the model's operation is named
-            raise SegrtError(f"torch cannot export the model to ONNX: {first_line(exc2)} (the torch.export-based "
-                             f"exporter: {first[:120]})") from None
-        exporter = f"torchscript (fallback; torch.export-based failed: {first})"
+            raise SegrtError(f"torch cannot export the model to ONNX: {first_line(exc2)}"
+                             + ("" if scripted else f" (the torch.export-based exporter: {first[:120]})")) from None
+        exporter = "torchscript (the archive's graph)" if scripted else \
+            f"torchscript (fallback; torch.export-based failed: {first})"
     model = onnx.load(str(path))
     for value in (model.graph.input[0], model.graph.output[0]) if not fixed else ():
         dims = value.type.tensor_type.shape.dim
@@ -101,7 +105,9 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
 
 def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
     if isinstance(graph, torch.jit.ScriptModule):  # your TorchScript archive: kept as it is
-        torch.jit.save(graph, str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
+            torch.jit.save(graph, str(path))
         return Artifact(file=path.name, kind="torchscript", exporter="torch.jit (given)")
     x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph))
     with warnings.catch_warnings():

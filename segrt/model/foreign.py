@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +222,9 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
         fixed = [int(s) for s in dims[2:]] if len(dims) == 4 and all(isinstance(s, int) for s in dims[2:]) else None
         return program.module(), f"torch.export program {path}", (fixed, bool(dims) and isinstance(dims[0], int))
     if _is_torchscript(path):  # exported through the TorchScript-based ONNX exporter; its reference: model.ts
-        return torch.jit.load(str(path), map_location="cpu"), f"TorchScript archive {path}", (None, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation: export says it once, plainly
+            return torch.jit.load(str(path), map_location="cpu"), f"TorchScript archive {path}", (None, False)
     if arch:
         model = _build(arch, arch_args)
         state, where = _state_dict(path)

@@ -6,6 +6,7 @@ where a model is built."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def eager_model(checkpoint: str | os.PathLike | dict, manifest: Manifest):
 
         from segrt.model.foreign import Outputs
 
-        return Outputs(torch.jit.load(str(checkpoint), map_location="cpu")).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation: export said it
+            return Outputs(torch.jit.load(str(checkpoint), map_location="cpu")).eval()
     if not isinstance(checkpoint, dict) and Path(checkpoint).suffix == ".pt2":
         import torch
 
