@@ -154,6 +154,7 @@ def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record
     assert res.exit_code == 1, res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert errors[-1].startswith("error: INT8 gate failed") and f"{out} was written without model.int8.onnx" in errors[-1]
+    assert "try --calib-method percentile (or entropy)" in errors[-1]  # the methods not tried, percentile first
     m = Manifest.load(out)
     assert m.artifact("onnx", "fp32") and not (out / "model.int8.onnx").exists()
     failed = m.parity["model.int8.onnx"]

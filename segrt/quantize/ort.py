@@ -99,7 +99,9 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
         best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
         fp32_ms = run_batches(_ort_run(fp32), batches)[1]
         try:
-            require(best, gate, "INT8", search, names=manifest.classes)
+            others = [m for m in ("percentile", "entropy", "minmax") if m != opts.calib_method]  # percentile first
+            require(best, gate, "INT8", search, f"try --calib-method {others[0]} (or {others[1]}), more or other "
+                    "calibration images, or a lower --quant-gate", names=manifest.classes)
         except GateFailed as exc:
             exc.report["tried"] = {"key": key, "calibration": build.cache.read_text(), "results": build.tried}
             raise

@@ -114,7 +114,7 @@ def save_variant(folder: Path, art, gate_record: GateRecord) -> None:
     manifest.save(folder)
 
 
-_CALIB_HINT = "try more/other calibration images, --calib-method entropy|percentile, or a lower --quant-gate"
+_CALIB_HINT = "try more or other calibration images, or a lower --quant-gate"
 
 
 def require(result: GateResult, gate: float, what: str, search: list[dict] | None = None,
