@@ -139,7 +139,7 @@ class OneLineCommand(_OneLine, click.Command):
 class QuantizeOptions:
     calib_images: Path | None = None
     calib_count: int | None = None
-    calib_method: str = "minmax"
+    calib_method: str | None = None  # ONNX Runtime INT8; None: minmax, then percentile where minmax misses the gate
     val_images: Path | None = None
     val_masks: Path | None = None
     val_fraction: float = 0.2

@@ -146,23 +146,27 @@ def test_entropy_calibration_clips_ranges(exported, tmp_path):
 
 
 def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record(tiny_ckpt, tmp_path):
-    """export --quantize int8 below its gate: the fp32 export is written, the failure recorded (manifest,
-    parity.html), exit 1; quantize with a lower --quant-gate reuses the search instead of repeating it."""
+    """export --quantize int8 below its gate: minmax, then percentile calibration (no --calib-method); the
+    fp32 export is written, the failure recorded (manifest, parity.html), exit 1; quantize with a lower
+    --quant-gate reuses the searches instead of repeating them."""
     out = tmp_path / "exp"
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx", "--quantize",
                                     "int8", "--calib-images", str(PETS / "images"), "--quant-gate", "0.99999"])
     assert res.exit_code == 1, res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert errors[-1].startswith("error: INT8 gate failed") and f"{out} was written without model.int8.onnx" in errors[-1]
-    assert "try --calib-method percentile (or entropy)" in errors[-1]  # the methods not tried, percentile first
+    assert "minmax calibration misses the gate (best mask IoU" in res.output and "trying percentile" in res.output
+    assert "try --calib-method entropy," in errors[-1]  # the method not tried
     m = Manifest.load(out)
     assert m.artifact("onnx", "fp32") and not (out / "model.int8.onnx").exists()
     failed = m.parity["model.int8.onnx"]
     assert not failed.passed and failed.measures["written"] is False and "INT8 gate failed" in failed.measures["reason"]
-    tried = failed.measures["tried"]["results"]
-    assert len(tried) > 1 and failed.mask_iou == max(r["mask_iou"] for r in tried)
+    searches = {t["key"]["method"]: t["results"] for t in [failed.measures["tried"], *failed.measures["tried_also"]]}
+    assert set(searches) == {"minmax", "percentile"} and failed.mask_iou in [r["mask_iou"] for r in
+                                                                            failed.measures["tried"]["results"]]
     assert "failed its gate, not written" in (out / "parity.html").read_text()
     Session(out, provider="auto")  # the export runs: the failed variant is not a candidate
+    tried = searches["minmax"]
     res = quantize(out, "--quant-gate", str(round(tried[0]["mask_iou"] - 0.01, 4)))
     assert res.exit_code == 0, res.output
     assert f"reusing the last search's {len(tried)} measurement(s)" in res.output
@@ -170,6 +174,7 @@ def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record
     m = Manifest.load(out)
     assert m.passed("model.int8.onnx") and (out / "model.int8.onnx").is_file()
     before = (out / "model.int8.onnx").read_bytes()
-    res = quantize(out, "--quant-gate", "0.99999")  # a failed retry keeps the variant that passed, and its record
+    res = quantize(out, "--quant-gate", "0.99999", "--calib-method", "minmax")  # a failed retry keeps what passed
     assert res.exit_code == 1 and "the earlier model.int8.onnx, which passed its gate at" in res.output, res.output
+    assert "trying percentile" not in res.output  # an explicit method is the only one tried
     assert Manifest.load(out).passed("model.int8.onnx") and (out / "model.int8.onnx").read_bytes() == before

@@ -98,8 +98,9 @@ def quantize_options(fn):
     for opt in reversed([
         click.option("--calib-images", type=click.Path(), help="calibration images (INT8), read like predict"),
         click.option("--calib-count", type=COUNT, help="use at most N calibration images"),
-        click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-                     show_default=True),
+        click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+                     help="ONNX Runtime INT8 calibration (default: minmax, then percentile where minmax misses the gate "
+                          "and memory allows)"),
         click.option("--val-images", type=click.Path(), help="held-out gate images (default: the calibration images that did not train the model, "
                                                           "or 20% of them when its split is unknown)"),
         click.option("--val-masks", type=click.Path(), help="ground truth for the held-out images (adds mIoU)"),

@@ -278,7 +278,7 @@ def _record_failure(folder: Path, name: str, exc, opts, precision: str) -> str |
                                        measured_on=signature(), measures={
                                            "reason": str(exc), "written": False, "excluded": best.get("excluded", []),
                                            "search": exc.report.get("search", []),
-                                           **({"tried": exc.report["tried"]} if "tried" in exc.report else {})})
+                                           **{k: exc.report[k] for k in ("tried", "tried_also") if k in exc.report}})
     manifest.save(folder)
 
 

@@ -80,7 +80,7 @@ def check_calibration_memory(folder: Path, manifest: Manifest, opts, backend: st
     in the memory available, naming the largest --calib-count that does."""
     from segrt.verify.imagesets import split_paths
 
-    budget, method = memory_budget(), opts.calib_method if backend == "onnxruntime" else "minmax"
+    budget, method = memory_budget(), (opts.calib_method or "minmax") if backend == "onnxruntime" else "minmax"
     calib_paths, held_paths = split_paths(opts, manifest.split.get("train"))
     calib_paths = calib_paths[: opts.calib_count] if opts.calib_count else calib_paths
     if budget is None or not calib_paths:

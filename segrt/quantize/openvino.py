@@ -83,7 +83,7 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
     nncf = _import_nncf()
     ov = import_openvino()
     folder, manifest, gate = _setup(folder, opts, "int8")
-    if opts.calib_method != "minmax":
+    if opts.calib_method not in (None, "minmax"):
         log(f"note: --calib-method {opts.calib_method} is for ONNX Runtime INT8; NNCF calibrates with its own "
             "defaults (min-max)")
     check_calibration_memory(folder, manifest, opts, "openvino")

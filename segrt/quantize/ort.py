@@ -78,32 +78,43 @@ def _write_metadata(path: Path, manifest: Manifest) -> None:
 
 def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -> Artifact:
     """Add model.int8.onnx to an export folder: prepare the graph, calibrate, search exclusions until
-    the gate passes (the fallback keeps sensitive nodes fp32), record."""
+    the gate passes (the fallback keeps sensitive nodes fp32), record. With no --calib-method, a
+    minmax search that misses the gate is followed by a percentile one where memory allows (said)."""
     from segrt.runtime.session import Session
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     Session(folder, provider="cpu", kind="onnx")  # the fp32 model opens and matches its manifest (channels, NCHW)
-    if opts.calib_method not in _CALIB_METHODS:
+    if opts.calib_method not in (None, *_CALIB_METHODS):
         raise SegrtError(f"--calib-method must be one of {', '.join(_CALIB_METHODS)}")
     fp32 = folder / manifest.artifact("onnx", "fp32").file
     gate = opts.gate if opts.gate is not None else DEFAULT_IOU_GATES["int8"]
     check_calibration_memory(folder, manifest, opts, "onnxruntime")
     calib, batches = split_images(opts, manifest, log)
     reference, ref_name = reference_logits(folder, manifest, batches)
-    key = _search_key(manifest, opts, batches)
     with tempfile.TemporaryDirectory(prefix="segrt-int8-") as tmp:
         prepared = _prepare_graph(fp32, Path(tmp))
-        build = _Candidates(prepared, calib, opts.calib_method, manifest, reference, batches, _memo(manifest, key, log))
-        log(f"quantizing ({opts.calib_method} calibration) and gating at mask IoU >= {gate} vs {ref_name} ...")
-        best, search = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
+        search = lambda method: _search(method, prepared, calib, manifest, (reference, ref_name), batches, opts,  # noqa: E731
+                                        gate, log)
+        method = opts.calib_method or "minmax"
+        best, trail, build = search(method)
+        second, other = _second_method(folder, manifest, opts, best, gate, log), None
+        if second:  # the better of the two searches is the result; the other is kept for a rerun
+            alt = search(second)
+            if alt[0].passes(gate) or alt[0].score > best.score:
+                other, (best, trail, build), method = build, alt, second
+            else:
+                other = alt[2]
         fp32_ms = run_batches(_ort_run(fp32), batches)[1]
+        others = [m for m in ("percentile", "entropy", "minmax") if m not in (method, opts.calib_method or "minmax")]
         try:
-            others = [m for m in ("percentile", "entropy", "minmax") if m != opts.calib_method]  # percentile first
-            require(best, gate, "INT8", search, f"try --calib-method {others[0]} (or {others[1]}), more or other "
-                    "calibration images, or a lower --quant-gate", names=manifest.classes)
+            hint = others[0] + (f" (or {others[1]})" if len(others) > 1 else "")
+            require(best, gate, "INT8", trail, f"try --calib-method {hint}, more or other calibration images, or a "
+                    "lower --quant-gate", names=manifest.classes)
         except GateFailed as exc:
-            exc.report["tried"] = {"key": key, "calibration": build.cache.read_text(), "results": build.tried}
+            exc.report["tried"] = _tried(build)
+            if other is not None:  # both searches are kept for a rerun (_memo)
+                exc.report["tried_also"] = [_tried(other)]
             raise
         build.file(best.excluded)  # a result read from an earlier run's record is built now, once
         target = folder / "model.int8.onnx"
@@ -112,12 +123,12 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
             _write_metadata(t, manifest)
     art = Artifact(file=target.name, kind="onnx", precision="int8", exporter="onnxruntime.quantization (QDQ)",
                    opset=_fp32_opset(fp32), extra={
-                       "calibration": {"method": opts.calib_method, "count": len(calib)},
+                       "calibration": {"method": method, "count": len(calib)},
                        "activations": "uint8", "weights": "int8 per-channel",
                        "rewrites": {"ConvTranspose -> Conv 1x1 + pixel shuffle": prepared["n_rewritten"],
                                     "1x1 Conv head -> MatMul, float logits": int(bool(prepared["float_tail"]))},
                        "excluded_nodes": best.excluded, "quantizable_nodes": len(prepared["candidates"]),
-                       "search": search, "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": search[0]["ms_per_image"],
+                       "search": trail, "ms_per_image": {"fp32": fp32_ms, "int8_all_nodes": trail[0]["ms_per_image"],
                                                           "int8": best.ms_per_image}})
     save_variant(folder, art, best.record(gate, ref_name))
     log(f"model.int8.onnx: mask IoU {best.mask_iou:.5f} (gate {gate}), {len(best.excluded)} node(s) fp32, "
@@ -140,7 +151,37 @@ def _prepare_graph(fp32: Path, tmp: Path) -> dict:
             "tmp": tmp}
 
 
-def _search_key(manifest: Manifest, opts: QuantizeOptions, batches) -> dict:
+def _search(method: str, prepared: dict, calib, manifest: Manifest, reference, batches, opts, gate: float, log):
+    """One calibration method's fallback search. -> (best result, its search, the candidates)."""
+    key = _search_key(manifest, opts, batches, method)
+    build = _Candidates(prepared, calib, method, manifest, reference[0], batches, _memo(manifest, key, log))
+    build.key = key
+    log(f"quantizing ({method} calibration) and gating at mask IoU >= {gate} vs {reference[1]} ...")
+    best, trail = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
+    return best, trail, build
+
+
+def _second_method(folder: Path, manifest: Manifest, opts, best: GateResult, gate: float, log) -> str | None:
+    """"percentile" after a default (minmax) search that missed the gate, where its histograms fit in memory."""
+    import dataclasses
+
+    if opts.calib_method is not None or best.passes(gate):
+        return None
+    try:
+        check_calibration_memory(folder, manifest, dataclasses.replace(opts, calib_method="percentile"), "onnxruntime")
+    except SegrtError as exc:
+        log(f"  minmax calibration misses the gate; percentile calibration not tried: {exc}")
+        return None
+    log(f"  minmax calibration misses the gate (best mask IoU {best.mask_iou:.5f}): trying percentile calibration")
+    return "percentile"
+
+
+def _tried(build) -> dict:
+    """A failed search's record, for a rerun with another gate (_memo)."""
+    return {"key": build.key, "calibration": build.cache.read_text(), "results": build.tried}
+
+
+def _search_key(manifest: Manifest, opts: QuantizeOptions, batches, method: str) -> dict:
     """What an INT8 search's results depend on (the gate is not one of them)."""
     import hashlib
 
@@ -148,7 +189,7 @@ def _search_key(manifest: Manifest, opts: QuantizeOptions, batches) -> dict:
 
     calib = split_paths(opts, manifest.split.get("train"))[0][: opts.calib_count or None]
     digest = lambda names: hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]  # noqa: E731
-    return {"fp32": manifest.artifact("onnx", "fp32").sha256, "method": opts.calib_method, "decode": manifest.decode,
+    return {"fp32": manifest.artifact("onnx", "fp32").sha256, "method": method, "decode": manifest.decode,
             "calibration_images": digest([p.name for p in calib]), "gate_images": digest([n for b in batches for n in b.names])}
 
 
@@ -157,8 +198,10 @@ def _memo(manifest: Manifest, key: dict, log) -> dict:
     from the same model, calibration and gate images: a rerun with another --quant-gate decides
     from it in seconds."""
     record = manifest.parity.get("model.int8.onnx")
-    tried = record.measures.get("tried") if record is not None and not record.passed else None
-    if not isinstance(tried, dict) or tried.get("key") != key:
+    found = [record.measures.get("tried"), *record.measures.get("tried_also", [])] \
+        if record is not None and not record.passed else []
+    tried = next((t for t in found if isinstance(t, dict) and t.get("key") == key), None)
+    if tried is None:
         return {}
     log(f"  reusing the last search's {len(tried.get('results', []))} measurement(s) and calibration ranges "
         "(same model, calibration and gate images)")
@@ -179,7 +222,7 @@ class _Candidates:
         self.reference, self.batches = reference, batches
         self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}[method]
-        self.cache, self.files = prepared["tmp"] / "calibration.json", {}
+        self.cache, self.files, self.name = prepared["tmp"] / f"calibration.{method}.json", {}, method
         self.known = {tuple(r["excluded"]): r for r in memo.get("results", [])}
         self.tried = list(memo.get("results", []))
         if memo.get("calibration"):
@@ -203,7 +246,7 @@ class _Candidates:
 
         if tuple(excluded) in self.files:
             return self.files[tuple(excluded)]
-        out = self.files.setdefault(tuple(excluded), self.prepared["tmp"] / f"candidate{len(self.files)}.onnx")
+        out = self.files.setdefault(tuple(excluded), self.prepared["tmp"] / f"candidate.{self.name}.{len(self.files)}.onnx")
         tail = self.prepared["float_tail"]
         reader = _Reader(self.calib, self.manifest.input_name) if not self.cache.exists() else None
         quantize_static(str(self.prepared["pre"]), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,

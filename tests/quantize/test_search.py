@@ -71,3 +71,16 @@ def test_calibration_memory_is_checked_before_any_image_is_read(tmp_path, monkey
     monkeypatch.setattr(memory, "memory_budget", lambda: need["minmax"])
     memory.check_calibration_memory(folder, manifest, QuantizeOptions(calib_images=images), "onnxruntime")  # minmax fits
     memory.check_calibration_memory(folder, manifest, opts, "openvino")  # NNCF streams
+    # after a default (minmax) search misses the gate, percentile is tried only where it fits, and said
+    from segrt.quantize.ort import _second_method
+
+    missed, said = GateResult(mask_iou=0.9, summary={}, excluded=[], ms_per_image=1.0), []
+    default = QuantizeOptions(calib_images=images)
+    assert _second_method(folder, manifest, default, missed, 0.99, said.append) is None
+    assert said[-1].startswith("  minmax calibration misses the gate; percentile calibration not tried: "
+                               "--calib-method percentile on 32 calibration images needs")
+    monkeypatch.setattr(memory, "memory_budget", lambda: need["percentile"])
+    assert _second_method(folder, manifest, default, missed, 0.99, said.append) == "percentile"
+    assert _second_method(folder, manifest, QuantizeOptions(calib_images=images, calib_method="minmax"), missed, 0.99,
+                          said.append) is None  # an explicit method is the only one
+    assert _second_method(folder, manifest, default, missed, 0.8, said.append) is None  # it passed
