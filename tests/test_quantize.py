@@ -178,3 +178,15 @@ def test_a_failed_int8_keeps_the_fp32_export_and_a_rerun_decides_from_its_record
     assert res.exit_code == 1 and "the earlier model.int8.onnx, which passed its gate at" in res.output, res.output
     assert "trying percentile" not in res.output  # an explicit method is the only one tried
     assert Manifest.load(out).passed("model.int8.onnx") and (out / "model.int8.onnx").read_bytes() == before
+
+
+def test_gate_masks_with_values_of_no_class_are_said_once(export_copy, tmp_path):
+    """--val-masks labelled otherwise (the trimap's values + 10): one line for all of them, not one per image."""
+    from PIL import Image
+
+    (tmp_path / "m").mkdir()
+    for p in (PETS / "masks").iterdir():
+        Image.fromarray(np.asarray(Image.open(p)) + 10).save(tmp_path / "m" / p.name)
+    res = quantize(export_copy, "--quant-gate", "0.9", "--val-masks", str(tmp_path / "m"))
+    assert res.exit_code == 0, res.output
+    assert res.output.count("mask values 11, 12, 13 are no class id of this export") == 1, res.output

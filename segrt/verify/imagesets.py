@@ -107,8 +107,12 @@ def validation_batches(opts: QuantizeOptions, manifest: Manifest, paths: list[Pa
     if not opts.val_masks:
         return _image_batches(paths, manifest, size)
     from segrt.verify.parity import image_inputs
+    from segrt.verify.truth import Unmapped
 
-    return [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, size)]
+    unmapped = Unmapped(manifest)  # one line for all the masks, not one per image
+    batches = [b for p in paths for b in image_inputs(manifest, p, opts.val_masks, size, unmapped=unmapped)]
+    unmapped.say(opts.val_masks)
+    return batches
 
 
 def gate_batches(opts: QuantizeOptions, manifest: Manifest) -> list[Batch]:

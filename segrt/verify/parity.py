@@ -55,10 +55,11 @@ def random_inputs(manifest: Manifest, seed: int = 0, sizes=_RANDOM_SIZES, batche
 
 def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.PathLike | None = None,
                  batch_size: int = 4, limit: int | None = None, native: bool = False,
-                 decode: str | None = None, mask_map: dict[int, int] | None = None) -> list[Batch]:
+                 decode: str | None = None, mask_map: dict[int, int] | None = None,
+                 unmapped: Unmapped | None = None) -> list[Batch]:
     """Real images as `segrt predict` serves them (and, where that differs, as training read them:
     verify.decoding); masks matched by file stem, their values through the export's table and
-    ``mask_map`` (values it lacks are said in one line)."""
+    ``mask_map`` (values it lacks are said in one line, or counted into ``unmapped`` for the caller to say)."""
     from segrt.verify.decoding import make_batch, read_pair
 
     paths = list_images(images) if Path(images).is_dir() else [Path(images)]
@@ -69,7 +70,7 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
     mask_by_stem = {p.stem: p for p in list_images(masks)} if masks else {}
     if masks and not mask_by_stem:
         raise SegrtError(f"{masks}: no mask images found")
-    lut, unmapped = truth_lut(manifest, mask_map), Unmapped(manifest, mask_map)
+    lut, say, unmapped = truth_lut(manifest, mask_map), unmapped is None, unmapped or Unmapped(manifest, mask_map)
     items = []
     for p in paths:
         try:
@@ -85,8 +86,8 @@ def image_inputs(manifest: Manifest, images: str | os.PathLike, masks: str | os.
                 raise SegrtError(f"{mask_by_stem[p.stem]}: mask size {truth.shape[::-1]} != image size "
                                  f"{geo.original_hw[::-1]}")
         items.append((p.name, x, geo, truth, trained))
-    if unmapped.note(masks):
-        print(unmapped.note(masks), file=sys.stderr)
+    if say:
+        unmapped.say(masks)
     batches = []  # group same-size inputs (all of them when resizing)
     for shape in dict.fromkeys(it[1].shape for it in items):
         same = [it for it in items if it[1].shape == shape]

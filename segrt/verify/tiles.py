@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from segrt.errors import ImageError, SegrtError
@@ -60,8 +59,7 @@ def run_tile_parity(export_dir: str | os.PathLike, images, masks=None, *, tile="
               "worst": sorted(per_image, key=lambda r: r["mask_iou"])[:5]}
     if masks:
         report["miou_whole_vs_ground_truth"], report["miou_tiled_vs_ground_truth"] = gt_whole.miou(), gt_tiled.miou()
-        if unmapped.note(masks):
-            print(unmapped.note(masks), file=sys.stderr)
+        unmapped.say(masks)
     if json_path:
         from segrt.fsutil import write_bytes_atomic
 

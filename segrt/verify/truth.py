@@ -3,6 +3,7 @@ masks by its class colours."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from segrt.manifest import Manifest
 __all__ = ["truth_lut", "Unmapped", "read_truth"]
 
 VOID = 255  # the ignore label: never a class, never reported
+_SAID: set[str] = set()
 
 
 def _mapping(manifest: Manifest, mask_map: dict[int, int] | None) -> dict[int, int]:
@@ -51,6 +53,14 @@ class Unmapped:
         if odd.any():
             self.files, self.pixels = self.files + 1, self.pixels + int(odd.sum())
             self.values |= set(np.unique(raw[odd]).tolist())
+
+    def say(self, where) -> None:
+        """The note on stderr, once a process: a command that reads the same masks twice (the gate,
+        then its report) says it once."""
+        note = self.note(where)
+        if note and note not in _SAID:
+            _SAID.add(note)
+            print(note, file=sys.stderr)
 
     def note(self, where) -> str | None:
         """One line when any mask held such values, else None."""
