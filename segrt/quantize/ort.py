@@ -106,15 +106,15 @@ def quantize_int8(folder: str | os.PathLike, opts: QuantizeOptions, log=print) -
             else:
                 other = alt[2]
         fp32_ms = run_batches(_ort_run(fp32), batches)[1]
-        others = [m for m in ("percentile", "entropy", "minmax") if m not in (method, opts.calib_method or "minmax")]
+        others = [m for m in ("percentile", "entropy", "minmax") if m not in (opts.calib_method or "minmax", second)]
         try:
             hint = others[0] + (f" (or {others[1]})" if len(others) > 1 else "")
             require(best, gate, "INT8", trail, f"try --calib-method {hint}, more or other calibration images, or a "
                     "lower --quant-gate", names=manifest.classes)
         except GateFailed as exc:
-            exc.report["tried"] = _tried(build)
+            exc.report["tried"] = build.record()
             if other is not None:  # both searches are kept for a rerun (_memo)
-                exc.report["tried_also"] = [_tried(other)]
+                exc.report["tried_also"] = [other.record()]
             raise
         build.file(best.excluded)  # a result read from an earlier run's record is built now, once
         target = folder / "model.int8.onnx"
@@ -154,8 +154,7 @@ def _prepare_graph(fp32: Path, tmp: Path) -> dict:
 def _search(method: str, prepared: dict, calib, manifest: Manifest, reference, batches, opts, gate: float, log):
     """One calibration method's fallback search. -> (best result, its search, the candidates)."""
     key = _search_key(manifest, opts, batches, method)
-    build = _Candidates(prepared, calib, method, manifest, reference[0], batches, _memo(manifest, key, log))
-    build.key = key
+    build = _Candidates(prepared, calib, method, manifest, reference[0], batches, key, _memo(manifest, key, log))
     log(f"quantizing ({method} calibration) and gating at mask IoU >= {gate} vs {reference[1]} ...")
     best, trail = fallback_search(build, prepared["candidates"], gate, opts.max_fp32_nodes, log)
     return best, trail, build
@@ -174,11 +173,6 @@ def _second_method(folder: Path, manifest: Manifest, opts, best: GateResult, gat
         return None
     log(f"  minmax calibration misses the gate (best mask IoU {best.mask_iou:.5f}): trying percentile calibration")
     return "percentile"
-
-
-def _tried(build) -> dict:
-    """A failed search's record, for a rerun with another gate (_memo)."""
-    return {"key": build.key, "calibration": build.cache.read_text(), "results": build.tried}
 
 
 def _search_key(manifest: Manifest, opts: QuantizeOptions, batches, method: str) -> dict:
@@ -212,13 +206,14 @@ class _Candidates:
     """``build(excluded)``: the prepared graph quantized with those nodes left fp32, evaluated against
     the reference; every candidate file is kept in ``files`` until the search is over. Calibration
     runs once: its ranges are cached (entropy calibration is done here, with ENTROPY_BINS). ``memo``:
-    an earlier search's ranges and results (see _memo): a result found there is not built again."""
+    an earlier search's ranges and results (see _memo): a result found there is not built again.
+    ``key``: what the results depend on (_search_key), kept with them by ``record()``."""
 
     def __init__(self, prepared: dict, calib: list[np.ndarray], method: str, manifest: Manifest, reference, batches,
-                 memo: dict):
+                 key: dict, memo: dict):
         from onnxruntime.quantization import CalibrationMethod
 
-        self.prepared, self.calib, self.manifest = prepared, calib, manifest
+        self.prepared, self.calib, self.manifest, self.key = prepared, calib, manifest, key
         self.reference, self.batches = reference, batches
         self.method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}[method]
@@ -239,6 +234,10 @@ class _Candidates:
         self.tried.append({"excluded": list(excluded), "mask_iou": result.mask_iou, "ms_per_image": result.ms_per_image,
                            "summary": {k: v for k, v in result.summary.items() if k != "worst"}})
         return result
+
+    def record(self) -> dict:
+        """This search for a failure record: a rerun with another gate reuses it (_memo)."""
+        return {"key": self.key, "calibration": self.cache.read_text(), "results": self.tried}
 
     def file(self, excluded: list[str]) -> Path:
         """The candidate with ``excluded`` left fp32, built once."""
