@@ -14,10 +14,10 @@ $(VENV)/.base: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e .
 	touch $@
 
-# everything: export, training, OpenVINO, TIFF stacks, Ray, Triton client, smp models, tests (torch with CUDA wheels: ~5 GB)
+# everything: export, training, OpenVINO, TIFF stacks, serve, Ray, Triton client, smp models, tests (torch with CUDA wheels: ~5 GB)
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[torch,openvino,tiff,ray,triton,smp,dev]'
+	$(PY) -m pip install -e '.[torch,openvino,tiff,serve,ray,triton,smp,dev]'
 	touch $@ $(VENV)/.base
 
 setup: $(VENV)/.installed

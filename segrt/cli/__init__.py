@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from segrt import __version__
-from segrt.cli import bench, export, predict, scale, verify
+from segrt.cli import bench, export, predict, scale, serve, verify
 from segrt.options import OneLineErrors
 from segrt.training.cli import data_command, train_command  # their options; torch is imported only when they run
 
@@ -24,9 +24,10 @@ def main():
     Check:   segrt parity exported/NAME --images DIR [--masks DIR]
     Here:    segrt verify exported/NAME   (every variant on its gate sample, on this CPU)
     Run:     segrt predict IMAGES... --model exported/NAME --provider auto
+    Serve:   segrt serve --model exported/NAME   (HTTP: KServe v2 + POST /predict)
     """
 
 
 for command in (train_command, data_command, export.export, verify.parity, verify.verify, export.quantize, export.import_onnx, predict.predict, bench.bench,
-                scale.triton_repo):
+                scale.triton_repo, serve.serve):
     main.add_command(command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import os
 import stat
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
 
 def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  at_least: tuple[int, int] | None = None, check=None, notes: list[str] | None = None,
-                 page: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                 page: int | None = None, data: bytes | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """load_image, plus the original (h, w) after EXIF rotation.
 
     With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
@@ -52,15 +53,12 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
     The file is read as it is decoded and the pixels are copied out once, so a 16000 x 16000
     grayscale image peaks at twice its size (Pillow's and ours), not five times. ``page``: that page
     of a multi-page file (a TIFF stack), read alone; without it a multi-page or animated file gives
-    its first page, and says so in ``notes`` (else as a warning).
+    its first page, and says so in ``notes`` (else as a warning). ``data``: the encoded file itself
+    (an upload to segrt serve), with ``path`` only its name in messages.
     """
     path = Path(path)
-    _check_regular_file(path)
-    try:
-        f = path.open("rb")
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with decoding(path, "image data"), f, Image.open(f) as img:
+    f = _open(path, data)
+    with decoding(path, "image data", None if data is None else len(data)), f, Image.open(f) as img:
         if page:
             _seek_page(img, page, path)
         w, h = img.size
@@ -84,6 +82,17 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
         return _to_array(img, channels, path), original
+
+
+def _open(path: Path, data: bytes | None):
+    """A binary file object of the image: ``data`` in memory, else the regular file at ``path``."""
+    if data is not None:
+        return io.BytesIO(data)
+    _check_regular_file(path)
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _seek_page(img: Image.Image, page: int, path: Path) -> None:
@@ -117,14 +126,15 @@ def say(notes: list[str] | None, text: str) -> None:
 
 
 @contextlib.contextmanager
-def decoding(path: Path, what: str):
-    """Pillow's decode errors as one ImageError naming the file (an image or a mask alike)."""
+def decoding(path: Path, what: str, size: int | None = None):
+    """Pillow's decode errors as one ImageError naming the file (an image or a mask alike); ``size``:
+    the bytes of an in-memory image (else the file's size is read)."""
     try:
         yield
     except ImageError:
         raise
     except UnidentifiedImageError:
-        if os.stat(path).st_size == 0:
+        if (os.stat(path).st_size if size is None else size) == 0:
             raise ImageError(f"{path}: empty file (0 bytes)") from None
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -152,15 +162,17 @@ def _check_regular_file(path: Path) -> None:
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      notes: list[str] | None = None, page: int | None = None, pixels: bool = False,
-                     decode: str | None = None) -> tuple[np.ndarray, Geometry]:
+                     decode: str | None = None, data: bytes | None = None) -> tuple[np.ndarray, Geometry]:
     """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
 
     Resizes to the manifest's working size unless ``native`` (or the model has none): then pads. A
     JPEG is decoded at a reduced DCT scale that still covers the working size when ``decode`` (else the
-    manifest's, which its export measured: verify.decoding) is "reduced"; "full" reads every pixel."""
+    manifest's, which its export measured: verify.decoding) is "reduced"; "full" reads every pixel.
+    ``data``: the encoded image in memory (``path`` names it)."""
     size = None if native or not manifest.input_size else tuple(manifest.input_size)
     draft = size if (decode or manifest.decode) == "reduced" else None
-    image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page)
+    image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page,
+                                   data=data)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels)
 
 

@@ -74,11 +74,16 @@ class Predictor:
             job.tiler = TiledImage(image, self.opts.tile, self.manifest.mean, self.manifest.std, self.manifest.size_multiple,
                                    self.manifest.num_classes)
         else:
-            job.x, job.geometry = decode.read_model_input(job.path, self.manifest, self.opts.native,
-                                                              self.opts.max_pixels, job.notes, job.page,
-                                                              pixels=self.session.takes_uint8, decode=self.opts.decode)
+            job.x, job.geometry = self.model_input(job.path, job.notes, job.page)
         job.decode_s = time.perf_counter() - t0
         return job
+
+    def model_input(self, path: Path, notes: list[str] | None = None, page: int | None = None,
+                    data: bytes | None = None) -> tuple[np.ndarray, decode.Geometry]:
+        """One image (a file, or its encoded ``data`` in memory, as segrt serve receives it) -> (CHW
+        model input: float32 normalized, or uint8 pixels for a uint8-input variant; its Geometry)."""
+        return decode.read_model_input(path, self.manifest, self.opts.native, self.opts.max_pixels, notes, page,
+                                       pixels=self.session.takes_uint8, decode=self.opts.decode, data=data)
 
     def write(self, job: _Job, logits: np.ndarray) -> float:
         return self.write_mask(job, masks.to_mask(logits, job.geometry), logits)
