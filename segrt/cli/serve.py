@@ -39,6 +39,8 @@ Examples:
 @click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="on SIGTERM: seconds to answer the requests received before exiting")
 @click.option("--threads", type=THREADS, default=0, help="inference threads (0: all cores)")
+@click.option("--allow-below-gate", is_flag=True,
+              help="serve a variant named by file even when it fails its gate on this CPU's gate sample (said)")
 @click.option("--full-decode", is_flag=True, help="read every JPEG in full (default: as the export chose, as predict)")
 @click.option("--access-log", is_flag=True, help="one line per request on stderr")
 @click.option("--ray", "on_ray", is_flag=True, help="deploy on Ray Serve (pip install 'segrt[ray]'; RAY_ADDRESS "
@@ -46,7 +48,7 @@ Examples:
 @click.option("--replicas", type=COUNT, default=1, show_default=True, help="with --ray: replicas of each model")
 @user_errors
 def serve(models, host, port, provider, max_batch, max_delay_ms, max_queue, max_body_mb, max_pixels, token_file, grace,
-          threads, full_decode, access_log, on_ray, replicas):
+          threads, allow_below_gate, full_decode, access_log, on_ray, replicas):
     """Serve exported models over HTTP: the Open Inference Protocol (KServe v2; tritonclient works) and
     POST /predict, with dynamic batching and the pipeline of segrt predict."""
     from segrt.runtime.backends.base import SessionOptions
@@ -58,7 +60,8 @@ def serve(models, host, port, provider, max_batch, max_delay_ms, max_queue, max_
                    "pass --model EXPORT for your own", err=True)
     opts = ServeOptions(max_batch, max_delay_ms, max_queue, max_body_mb, _token(token_file))
     model_options = dict(provider=provider, max_pixels=max_pixels or None, full_decode=full_decode,
-                         session_options=SessionOptions(threads=threads, spin=False, throughput=True, gate_here=True))
+                         session_options=SessionOptions(threads=threads, spin=False, throughput=True, gate_here=True,
+                                                        allow_below_gate=allow_below_gate))
     if on_ray:
         from segrt.serve.ray_serve import run_ray
 
