@@ -78,7 +78,7 @@ def create_app(models: list[ServedModel | str], opts: ServeOptions | None = None
     r = routes
     return Starlette(routes=[
         Route("/v2/health/live", r.live), Route("/v2/health/ready", r.ready_all), Route("/v2", r.server),
-        Route("/v2/models/{name}", r.model_metadata), Route("/v2/models/{name}/versions/{v}", r.model_metadata),
+        Route("/v2/models", r.model_list), Route("/v2/models/{name}", r.model_metadata), Route("/v2/models/{name}/versions/{v}", r.model_metadata),
         Route("/v2/models/{name}/ready", r.model_ready), Route("/v2/models/{name}/versions/{v}/ready", r.model_ready),
         Route("/v2/models/{name}/infer", r.infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{v}/infer", r.infer, methods=["POST"]),
@@ -172,6 +172,10 @@ class _Routes:
         from segrt import __version__
 
         return _json({"name": "segrt", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    @_endpoint("models")
+    async def model_list(self, request):
+        return _json({"models": list(self.services)})
 
     @_endpoint("metadata")
     async def model_metadata(self, request):

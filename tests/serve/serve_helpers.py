@@ -21,7 +21,8 @@ class Server:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._listening = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while not self._listening.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -41,7 +42,9 @@ class Server:
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self._reader.join(10)  # every line it printed is in self.lines
+        return code
 
     def __enter__(self):
         return self
