@@ -25,7 +25,8 @@ Examples:
 @click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port (said)")
 @provider_option
-@click.option("--max-batch", type=COUNT, default=8, show_default=True, help="images per batch run on the model")
+@click.option("--max-batch", type=COUNT, default=4, show_default=True,
+              help="images per batch run on the model (as predict's --batch-size)")
 @click.option("--max-delay-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True,
               help="how long the first image of a batch waits for others")
 @click.option("--max-queue", type=COUNT, default=256, show_default=True,

@@ -34,11 +34,8 @@ GRAY_MODES = ("1", "L", "LA", "F", *_SIXTEEN_BIT_MODES)
 
 def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                page: int | None = None) -> np.ndarray:
-    """Decode any common image file to HWC uint8 with ``channels`` (1 or 3) channels.
-
-    EXIF orientation is applied. Palette, RGBA, CMYK, grayscale and RGB are converted;
-    16-bit images are scaled to 8 bits (value / 257). Raises ImageError naming the file.
-    """
+    """Decode any common image file to HWC uint8 with ``channels`` (1 or 3) channels. EXIF orientation is
+    applied; palette, RGBA, CMYK, grayscale and 16-bit (value / 257) are converted. Raises ImageError."""
     return decode_image(path, channels, max_pixels, page=page)[0]
 
 
@@ -57,7 +54,7 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
     (an upload to segrt serve), with ``path`` only its name in messages.
     """
     path = Path(path)
-    f = _open(path, data)
+    f = io.BytesIO(data) if data is not None else _open_regular(path)
     with decoding(path, "image data", None if data is None else len(data)), f, Image.open(f) as img:
         if page:
             _seek_page(img, page, path)
@@ -82,17 +79,6 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
         return _to_array(img, channels, path), original
-
-
-def _open(path: Path, data: bytes | None):
-    """A binary file object of the image: ``data`` in memory, else the regular file at ``path``."""
-    if data is not None:
-        return io.BytesIO(data)
-    _check_regular_file(path)
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _seek_page(img: Image.Image, page: int, path: Path) -> None:
@@ -139,6 +125,15 @@ def decoding(path: Path, what: str, size: int | None = None):
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated {what} ({exc})") from None
+
+
+def _open_regular(path: Path):
+    """The regular file at ``path``, opened for reading, or ImageError with the reason."""
+    _check_regular_file(path)
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _check_regular_file(path: Path) -> None:
@@ -240,15 +235,8 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def prepare(
-    image: np.ndarray,
-    mean: list[float],
-    std: list[float],
-    size: tuple[int, int] | None,
-    multiple: int,
-    original_hw: tuple[int, int] | None = None,
-    pixels: bool = False,
-) -> tuple[np.ndarray, Geometry]:
+def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
+            original_hw: tuple[int, int] | None = None, pixels: bool = False) -> tuple[np.ndarray, Geometry]:
     """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
     that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
 

@@ -3,18 +3,15 @@ batching over predict's own pipeline; Ray Serve past one machine. Needs ``pip in
 (Starlette, uvicorn, python-multipart, prometheus_client); no torch.
 
     app = segrt.serve.create_app(["exported/pets"])   # an ASGI app: mount it in your own service
+
+Options: segrt.serve.app.ServeOptions (max_batch, max_delay_ms, max_queue, max_body_mb, token).
 """
 
-from segrt.serve.app import ServeOptions, create_app
-
-__all__ = ["create_app", "ServeOptions", "require"]
+__all__ = ["create_app"]
 
 
-def require() -> None:
-    """One line naming the extra when the server's packages are missing."""
-    from segrt.cpuinfo import module_available
-    from segrt.errors import SegrtError
+def create_app(models, opts=None, batchers=None, **model_options):
+    """The ASGI application serving ``models`` (export folders or .onnx files): segrt.serve.app.create_app."""
+    from segrt.serve import app
 
-    missing = [m for m in ("starlette", "uvicorn", "multipart", "prometheus_client") if not module_available(m)]
-    if missing:
-        raise SegrtError(f"segrt serve needs {', '.join(missing)}: pip install 'segrt[serve]'")
+    return app.create_app(models, opts, batchers, **model_options)

@@ -17,14 +17,14 @@ from segrt.serve.model import ServedModel
 from segrt.serve.service import Service
 from segrt.serve.v2 import HEADER, ProtocolError, encode_response, parse_request, requested_outputs
 
-__all__ = ["create_app", "ServeOptions", "HttpError"]
+__all__ = ["create_app", "ServeOptions", "HttpError", "require"]
 
 _FORMATS = {"png", "color", "overlay", "json"}
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    max_batch: int = 8  # images per batch run on the model
+    max_batch: int = 4  # images per batch run on the model (predict's --batch-size)
     max_delay_ms: float = 5.0  # how long the first image of a batch waits for others
     max_queue: int = 256  # images held at once (decoding, queued, running); more: 503 + Retry-After
     max_body_mb: float = 64.0  # request bodies above this: 413
@@ -42,8 +42,6 @@ def create_app(models: list[ServedModel | str], opts: ServeOptions | None = None
     """The ASGI app serving ``models`` (ServedModel objects, or export folders / .onnx files opened here
     with ``model_options``: provider, session_options, max_pixels, full_decode). ``batchers``: {name: an
     async callable items -> logits} in place of the local Batcher (Ray Serve's @serve.batch)."""
-    from segrt.serve import require
-
     require()
     from starlette.applications import Starlette
     from starlette.routing import Route
@@ -84,6 +82,15 @@ def create_app(models: list[ServedModel | str], opts: ServeOptions | None = None
         Route("/v2/models/{name}/versions/{v}/infer", r.infer, methods=["POST"]),
         Route("/predict", r.predict, methods=["POST"]), Route("/predict/{name}", r.predict, methods=["POST"]),
         Route("/metrics", r.metrics_text)], lifespan=lifespan)
+
+
+def require() -> None:
+    """One line naming the extra when the server's packages are missing."""
+    from segrt.cpuinfo import module_available
+
+    missing = [m for m in ("starlette", "uvicorn", "multipart", "prometheus_client") if not module_available(m)]
+    if missing:
+        raise SegrtError(f"segrt serve needs {', '.join(missing)}: pip install 'segrt[serve]'")
 
 
 def _json(data, status: int = 200, headers: dict | None = None):

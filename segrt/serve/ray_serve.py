@@ -61,8 +61,7 @@ def run_ray(exports: list[str], *, host: str = "127.0.0.1", port: int = 8000, re
     import dataclasses
 
     from segrt.runtime.backends.base import SessionOptions
-    from segrt.serve import require
-    from segrt.serve.app import ServeOptions
+    from segrt.serve.app import ServeOptions, require
     from segrt.serve.run import bind
 
     require()
