@@ -13,11 +13,12 @@ __all__ = ["check_data", "format_check"]
 
 def check_data(args) -> dict:
     """-> the report (plain JSON). Every pair is decoded once; a bad one is listed, not fatal."""
-    from .setup import _folder_split, build_layout
+    from .setup import build_layout
+    from .splitting import folder_split
 
     layout = build_layout(args)
     pairs, unpaired = data.find_pairs(layout, skip_bad=True)
-    splits = dict(zip(("train", "val"), _folder_split(pairs, args))) if any(p.split for p in pairs) else {"all": pairs}
+    splits = dict(zip(("train", "val"), folder_split(pairs, args))) if any(p.split for p in pairs) else {"all": pairs}
     if any(p.split == "test" for p in pairs):
         splits["test"] = [p for p in pairs if p.split == "test"]
     report = {"classes": layout.classes, "channels": layout.channels, "note": layout.note, "unpaired": unpaired,

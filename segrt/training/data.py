@@ -6,8 +6,6 @@ memory as uint8 tensors, so the per-step cost is only the augmentation.
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -21,8 +19,7 @@ from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palett
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
-           "find_pairs", "load_pair", "load_all", "split_pairs", "read_split", "split_from_file", "split_record",
-           "write_split", "class_shares", "describe_shares", "label_counts"]
+           "find_pairs", "load_pair", "load_all", "class_shares", "describe_shares", "label_counts"]
 
 IGNORE_INDEX = 255
 _GRAY_MEAN, _GRAY_STD = [0.5], [0.25]
@@ -245,46 +242,6 @@ def load_all(pairs, layout: Layout, skip_bad: bool, desc: str, show: bool = True
                 raise DataError(f"{exc} (use --skip-bad to skip such files)") from None
             problems.append(str(exc))
     return loaded, problems
-
-
-def split_pairs(pairs, val_fraction: float, seed: int):
-    """Seeded split by stem; returns (train, val)."""
-    order = sorted(pairs, key=lambda p: p.name)
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
-    return order[n_val:], order[:n_val]
-
-
-def read_split(split_file: Path) -> dict:
-    from segrt.imaging.splits import read_split as checked
-
-    try:
-        return checked(split_file)
-    except SegrtError as exc:
-        raise DataError(str(exc)) from None
-
-
-def split_from_file(pairs, split_file: Path):
-    """Use a stored split {"train": [stems], "val": [stems]}; every stem must exist."""
-    split = read_split(split_file)
-    by_stem = {p.name: p for p in pairs}
-    missing = [s for s in split["train"] + split["val"] if s not in by_stem]
-    if missing:
-        raise DataError(f"{split_file}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
-    return [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
-
-
-def split_record(train, val, seed: int, val_fraction: float | None) -> dict:
-    """What split.json holds: image names (stems) of each side, and how they were drawn."""
-    return {"seed": seed, "val_fraction": val_fraction, "train": sorted(p.name for p in train),
-            "val": sorted(p.name for p in val)}
-
-
-def write_split(train, val, path: Path, seed: int, val_fraction: float) -> None:
-    from segrt.fsutil import write_bytes_atomic
-
-    record = split_record(train, val, seed, val_fraction)
-    write_bytes_atomic(path, (json.dumps(record, indent=1) + "\n").encode())
 
 
 def class_shares(samples, num_classes: int) -> list[float]:

@@ -10,7 +10,7 @@ import torch
 
 from segrt.model.unet import UNet, UNetConfig
 
-from . import augment, data
+from . import augment, data, splitting
 from .losses import LOSS_WEIGHTS, SegmentationLoss, median_frequency_weights
 
 __all__ = ["build_layout", "check_before_data", "class_weights", "build_data", "make_loader", "build_model",
@@ -101,7 +101,7 @@ def check_before_data(args, layout: data.Layout) -> None:
     if args.class_weights and args.class_weights != "auto":
         class_weights(args.class_weights, len(layout.classes))
     if args.split_file and Path(args.split_file).is_file():
-        data.read_split(Path(args.split_file))
+        splitting.read_split(Path(args.split_file))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise data.DataError(f"--out {args.out}: a file is in the way (not a folder)")
     if args.resume:
@@ -131,13 +131,13 @@ def build_data(args, layout: data.Layout, show: bool, report: bool = False):
         train_pairs, (val_pairs, more) = pairs, data.find_pairs(val_layout, args.skip_bad)
         problems += more
     elif any(p.split for p in pairs):  # train/ val/ test/ folders
-        train_pairs, val_pairs = _folder_split(pairs, args)
+        train_pairs, val_pairs = splitting.folder_split(pairs, args)
     elif args.split_file and Path(args.split_file).is_file():
-        train_pairs, val_pairs = data.split_from_file(pairs, Path(args.split_file))
+        train_pairs, val_pairs = splitting.split_from_file(pairs, Path(args.split_file))
     else:
-        train_pairs, val_pairs = data.split_pairs(pairs, args.val_fraction, args.seed)
+        train_pairs, val_pairs = splitting.split_pairs(pairs, args.val_fraction, args.seed)
         if args.split_file:
-            data.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
+            splitting.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
     if not train_pairs or not val_pairs:
         n = len(train_pairs) + len(val_pairs)
         raise data.DataError(f"{layout.images}: {n} image/mask pair(s) in all, {len(train_pairs)} to train on and "
@@ -154,24 +154,10 @@ def build_data(args, layout: data.Layout, show: bool, report: bool = False):
         if never:
             print(f"warning: never in the {name} masks: {', '.join(never)}; "
                   + ("the model cannot learn them" if name == "train" else "their IoU shows as absent"), flush=True)
-    split = data.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
+    split = splitting.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
     if any(p.split == "test" for p in pairs):
         split["test"] = sorted(p.name for p in pairs if p.split == "test")
     return train_samples, val_samples, problems + bad + bad2, split
-
-
-def _folder_split(pairs, args):
-    """The split the folders give: train trains, val validates (a share of train when there is no val
-    folder), test is never used; said in one line."""
-    by = {k: [p for p in pairs if p.split == k] for k in ("train", "val", "test", None)}
-    train = by["train"] + by[None]
-    val = by["val"]
-    if not val:
-        train, val = data.split_pairs(train, args.val_fraction, getattr(args, "seed", 0))
-    print(f"split from the folders: {len(train)} train, {len(val)} val"
-          + ("" if by["val"] else f" (--val-fraction {args.val_fraction} of train: no val folder)")
-          + (f", {len(by['test'])} test (never trained on)" if by["test"] else ""), flush=True)
-    return train, val
 
 
 def make_loader(dataset, batch_size, shuffle, workers, d, seed, drop_last):
