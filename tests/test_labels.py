@@ -188,8 +188,8 @@ def test_training_on_split_folders_never_trains_on_test(tmp_path):
     assert split["val"] == ["val/images/a", "val/images/b"]
 
 
-def test_palette_masks_without_a_table_are_read_by_index_while_they_share_one_palette(tmp_path):
-    from segrt.training.data import DataError, folders_layout, load_pair
+def test_palette_masks_without_a_table_are_read_by_index_as_peers_read_them(tmp_path):
+    from segrt.training.data import DataError, folders_layout, load_pair, palettes_note
 
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
@@ -205,8 +205,11 @@ def test_palette_masks_without_a_table_are_read_by_index_while_they_share_one_pa
     for name in ("a", "b"):  # VOC-style: indices are the classes, 255 void
         _, mask = load_pair(tmp_path / "images" / f"{name}.png", tmp_path / "masks" / f"{name}.png", layout)
         assert (mask == indices).all()
-    with pytest.raises(DataError, match=r"c.png: its palette differs from a.png's.*--label-colors"):
-        load_pair(tmp_path / "images" / "c.png", tmp_path / "masks" / "c.png", layout)
+    assert "differ" not in palettes_note(layout)
+    _, mask = load_pair(tmp_path / "images" / "c.png", tmp_path / "masks" / "c.png", layout)  # another palette
+    assert (mask == indices).all()  # by index, as MMSegmentation and torchvision read it, and said
+    assert palettes_note(layout).startswith("3 palette mask(s) read by their indices") and "2 palettes differ" in \
+        palettes_note(layout) and "--label-colors" in palettes_note(layout)
     with pytest.raises(DataError, match=r"rgb.png: an RGB label image: pass --label-colors"):
         load_pair(tmp_path / "images" / "a.png", tmp_path / "rgb.png", layout)
 

@@ -36,6 +36,7 @@ class LabelTable:
     colours: list[tuple[int, int, int]]
     void: set[int] = field(default_factory=set)  # indices into names/colours
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # what reading it had to say (a colour listed twice)
 
     @property
     def classes(self) -> list[str]:
@@ -50,7 +51,8 @@ class LabelTable:
         """Packed RGB (r << 16 | g << 8 | b) -> class id (IGNORE for void)."""
         ids, out = iter(range(len(self.classes))), {}
         for i, (r, g, b) in enumerate(self.colours):
-            out[(r << 16) | (g << 8) | b] = IGNORE if i in self.void else next(ids)
+            cls = IGNORE if i in self.void else next(ids)
+            out.setdefault((r << 16) | (g << 8) | b, cls)  # a colour listed twice: its first class
         return out
 
     def choose_void(self, given: list[str], log) -> None:
@@ -59,8 +61,14 @@ class LabelTable:
             colour = _parse_colour(item)
             hits = [i for i, (n, c) in enumerate(zip(self.names, self.colours))
                     if (colour is not None and c == colour) or n.lower() == item.lower()]
-            if not hits:
-                raise SegrtError(f"--void {item}: no such class name or colour in {self.source}")
+            if not hits and colour is None:
+                raise SegrtError(f"--void {item}: no such class name in {self.source} (or give a colour: R,G,B or "
+                                 "#RRGGBB)")
+            if not hits:  # a void colour the table does not list (it is no class)
+                self.names.append(f"void {colour}")
+                self.colours.append(colour)
+                hits = [len(self.names) - 1]
+                log(f"--void {item}: {colour} is not in {self.source}; pixels of it are void")
             self.void.update(hits)
         if not given:
             self.void = {i for i, n in enumerate(self.names) if n.lower() in VOID_NAMES}
@@ -105,10 +113,13 @@ def read_label_table(path: str | Path) -> LabelTable:
                 entries.append((hit.group(4).strip(), tuple(int(hit.group(i)) for i in (1, 2, 3))))
     if not entries or any(max(c) > 255 for _, c in entries):
         raise SegrtError(f"--label-colors {path}: no classes with colours 0..255 found")
-    colours = [c for _, c in entries]
-    if len(set(colours)) != len(colours):
-        raise SegrtError(f"--label-colors {path}: a colour is listed twice")
-    return LabelTable([n for n, _ in entries], colours, source=str(path))
+    colours, first, notes = [c for _, c in entries], {}, []
+    for name, colour in entries:
+        if colour in first:
+            notes.append(f"--label-colors {path}: {colour} is listed for {first[colour]!r} and {name!r}: pixels of "
+                         f"it are read as {first[colour]!r} ({name!r} never appears)")
+        first.setdefault(colour, name)
+    return LabelTable([n for n, _ in entries], colours, source=str(path), notes=notes)
 
 
 def _open(path: str | Path) -> Image.Image:

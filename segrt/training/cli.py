@@ -52,14 +52,21 @@ DATA = [
                                                                      "CamVid)"),
     click.option("--mask-suffix", help="masks are named like the image stem + this suffix, e.g. _L for X_L.png "
                                        "(default: found when every mask shares one, said)"),
+    click.option("--image-suffix", help="images are named like a shared stem + this suffix, e.g. _leftImg8bit "
+                                        "(Cityscapes; default: found with the mask suffix, said)"),
+    click.option("--reduce-zero-label", is_flag=True,
+                 help="mask value 0 is void and value k is class k-1 (MMSegmentation's reduce_zero_label: ADE20K, "
+                      "LoveDA, Potsdam, Vaihingen); recorded in the checkpoint and the export"),
     click.option("--channels", type=click.Choice(["1", "3"]), callback=lambda c, p, v: int(v) if v else None,
                  help="input channels (--layout folders; default: 1 when every image is grayscale, else 3)"),
     click.option("--mean", help="normalization mean, comma separated (default ImageNet, or 0.5 for gray)"),
     click.option("--std", help="normalization std, comma separated (default ImageNet, or 0.25 for gray)"),
     click.option("--val-fraction", type=Number(0, 1, True, True), default=0.2,
                  help="share of the images held out for validation (recorded in RUN/split.json)"),
-    click.option("--split-file", type=click.Path(dir_okay=False),
-                 help="JSON train/val split: used if it exists, written otherwise"),
+    click.option("--split-file", multiple=True, metavar="FILE.json|NAME=FILE",
+                 help="a JSON train/val split (used if it exists, written otherwise); or NAME=FILE (NAME train, val or "
+                      "test): a list of image names, one a line, as MMSegmentation and VOC write them (repeatable; "
+                      "default: train.txt/val.txt found under --data, said)"),
     click.option("--val-images", type=click.Path(file_okay=False), help="separate validation image folder"),
     click.option("--val-masks", type=click.Path(file_okay=False), help="separate validation mask folder"),
     click.option("--skip-bad", is_flag=True, help="skip and count unusable files instead of stopping"),
@@ -164,8 +171,11 @@ def data_check_command(as_json, **kwargs):
     args = SimpleNamespace(**kwargs)
     if args.layout in ("pets", "isbi") and not args.data:
         raise click.UsageError(f"--layout {args.layout} needs --data")
-    try:
-        report = check_data(args)
+    import contextlib
+
+    try:  # with --json, stdout holds the JSON alone: what was found is said on stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            report = check_data(args)
     except SegrtError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2

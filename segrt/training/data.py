@@ -19,7 +19,8 @@ from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palett
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IGNORE_INDEX", "DataError", "Layout", "pets_layout", "isbi_layout", "folders_layout", "parse_mask_map",
-           "find_pairs", "load_pair", "load_all", "class_shares", "describe_shares", "label_counts"]
+           "find_pairs", "palettes_note", "reduce_zero_label", "load_pair", "load_all", "class_shares",
+           "describe_shares", "label_counts"]
 
 IGNORE_INDEX = 255
 _GRAY_MEAN, _GRAY_STD = [0.5], [0.25]
@@ -44,9 +45,10 @@ class Layout:
     table: LabelTable | None = None  # colour-coded labels: masks read by colour (segrt.imaging.labels)
     unknown_as_void: bool = False  # a colour not in the table is void (counted and said), not an error
     mask_suffix: str = ""  # the mask of X.png is X{suffix}.* (CamVid: _L)
+    image_suffix: str = ""  # images are named X{suffix}.* (Cityscapes: _leftImg8bit)
     unknown_colours: dict = field(default_factory=dict)  # (r, g, b) -> pixels read as void
     folders: list = field(default_factory=list)  # [(images, masks, split)] found under --data (training.folders)
-    first_palette: tuple | None = None  # (palette, file) of the first palette mask read without a table
+    palettes: dict = field(default_factory=dict)  # palette bytes -> masks read by index without a table
 
 def pets_layout(root: str | Path) -> Layout:
     """Oxford-IIIT Pet: images/<id>.jpg with masks/<id>.png or annotations/trimaps/<id>.png.
@@ -103,6 +105,11 @@ def _detect_channels(folder: Path) -> tuple[int, str | None]:
     return 3, None
 
 
+def reduce_zero_label(num_classes: int) -> dict[int, int]:
+    """MMSegmentation's reduce_zero_label: raw 0 is void, raw k is class k-1, 255 stays void."""
+    return {0: IGNORE_INDEX, **{k: k - 1 for k in range(1, num_classes + 1)}, IGNORE_INDEX: IGNORE_INDEX}
+
+
 def parse_mask_map(text: str, num_classes: int | None = None) -> dict[int, int]:
     """'255:1,0:0' -> {255: 1, 0: 0}; a class of 'ignore' maps to the ignore index. Raw values are
     0..255, class ids 0..num_classes-1."""
@@ -142,39 +149,73 @@ class _Pair(NamedTuple):
 
 
 def find_pairs(layout: Layout, skip_bad: bool = False) -> tuple[list[_Pair], list[str]]:
-    """Match images to masks by file stem (by relative path in folders found under a root); a
-    multi-page TIFF pairs page by page with its mask stack. Returns (pairs, problems skipped)."""
+    """Match images to masks by file stem (by relative path in folders found under a root), both sides'
+    suffixes taken off; a multi-page TIFF pairs page by page with its mask stack. A train/val/test folder
+    below the images folder is a pair's split too. Returns (pairs, problems skipped)."""
     pairs, problems = [], []
     for images, masks, split in layout.folders or [(layout.images, layout.masks, None)]:
         for folder in (images, masks):
             if not folder.is_dir():
                 raise DataError(f"{folder}: no such folder")
         root = layout.images if layout.folders else None  # the --data root
-        found, more = _pairs_in(images, masks, layout.mask_suffix, root, split)
+        found, more = _pairs_in(images, masks, (layout.image_suffix, layout.mask_suffix), root, split)
         pairs += found
         for problem in more:
             if not skip_bad:
                 raise DataError(problem + " (use --skip-bad to skip such images)")
             problems.append(problem)
     if not pairs:
-        raise DataError(f"{layout.images}: no image/mask pairs found")
+        raise DataError(_no_pairs(layout))
     return pairs, problems
 
 
-def _pairs_in(images: Path, masks: Path, suffix: str, root: Path | None, split: str | None):
-    key = (lambda p, top: p.relative_to(top).with_suffix("").as_posix()) if root else (lambda p, top: p.stem)
-    by_key = {key(p, masks): p for p in list_images(masks)}
-    if suffix:
-        by_key = {k[:-len(suffix)]: p for k, p in by_key.items() if k.endswith(suffix)}
+def _no_pairs(layout: Layout) -> str:
+    """'no pairs', with one image and one mask seen and the mask name expected for that image."""
+    images, masks = layout.folders[0][:2] if layout.folders else (layout.images, layout.masks)
+    seen_i, seen_m = list_images(images)[:1], list_images(masks)[:1]
+    text = f"{layout.images}: no image/mask pairs found"
+    if seen_i and seen_m:
+        stem = _strip(seen_i[0].stem, layout.image_suffix)
+        text += (f" (e.g. image {seen_i[0].name} looks for a mask {stem}{layout.mask_suffix}.*; the masks are named "
+                 f"like {seen_m[0].name}: set --image-suffix / --mask-suffix)")
+    return text
+
+
+def _strip(stem: str, suffix: str) -> str:
+    return stem[:-len(suffix)] if suffix and stem.endswith(suffix) else stem
+
+
+def _keyed(files: list[Path], top: Path, nested: bool, suffix: str, what: str) -> dict[str, Path]:
+    """{stem (relative path when nested) without ``suffix``: file}, files without the suffix left out
+    (gtFine_color beside gtFine_labelTrainIds); two files under one key are an error."""
+    out: dict[str, Path] = {}
+    for p in files:
+        k = p.relative_to(top).with_suffix("").as_posix() if nested else p.stem
+        if suffix and not k.endswith(suffix):
+            continue
+        k = _strip(k, suffix)
+        if k in out:
+            raise DataError(f"{out[k]} and {p}: two {what} with the name {k!r}, so which pairs is unclear; rename one"
+                            + ("" if nested else ", or give --data ROOT to pair by relative path"))
+        out[k] = p
+    return out
+
+
+def _pairs_in(images: Path, masks: Path, suffixes: tuple[str, str], root: Path | None, split: str | None):
+    from .folders import split_of
+
+    image_suffix, mask_suffix = suffixes
+    by_key = _keyed(list_images(masks), masks, root is not None, mask_suffix, "masks")
     pairs, problems = [], []
-    for img in list_images(images):
-        k, problem = key(img, images), f"{img}: no mask named {img.stem}{suffix}.* in {masks}"
+    for k, img in _keyed(list_images(images), images, root is not None, image_suffix, "images").items():
+        problem = f"{img}: no mask named {Path(k).name}{mask_suffix}.* in {masks}"
         name = f"{images.relative_to(root).as_posix()}/{k}" if root else ""
+        where = split or split_of(img.parent.relative_to(images))  # images/train/X.jpg: a split below images/
         if k in by_key:
             pages, mask_pages = page_count(img), page_count(by_key[k])
             if pages == mask_pages:
-                pairs += [_Pair(img, by_key[k], None, name, split)] if pages == 1 else \
-                    [_Pair(img, by_key[k], i, name, split) for i in range(pages)]
+                pairs += [_Pair(img, by_key[k], None, name, where)] if pages == 1 else \
+                    [_Pair(img, by_key[k], i, name, where) for i in range(pages)]
                 continue
             problem = f"{img}: {pages} page(s) but its mask {by_key[k].name} has {mask_pages}"
         problems.append(problem)
@@ -210,18 +251,25 @@ def load_pair(image_path: Path, mask_path: Path, layout: Layout, page: int | Non
 
 
 def _check_palette(mask_path: Path, layout: Layout) -> None:
-    """Without a colour table: an RGB mask is refused (naming --label-colors); palette masks are read by
-    index only while every file shares the first one's palette."""
+    """Without a colour table: an RGB mask is refused (naming --label-colors); a palette mask is read by
+    its indices, as its peers read it (the palettes seen are counted: palettes_note says so)."""
     palette = palette_of(mask_path)
     if palette is None:
         if is_colour_mask(mask_path):
             raise DataError(f"{mask_path}: an RGB label image: pass --label-colors FILE with the dataset's table of "
                             "class colours")
         return
-    layout.first_palette = layout.first_palette or (palette, mask_path.name)
-    if layout.first_palette[0] != palette:
-        raise DataError(f"{mask_path}: its palette differs from {layout.first_palette[1]}'s, so its indices mean other colours: pass "
-                        "--label-colors FILE to read masks by colour")
+    layout.palettes[palette] = layout.palettes.get(palette, 0) + 1
+
+
+def palettes_note(layout: Layout) -> str | None:
+    """One line when palette masks were read by index, naming how many palettes they use."""
+    if not layout.palettes:
+        return None
+    n, k = sum(layout.palettes.values()), len(layout.palettes)
+    return (f"{n} palette mask(s) read by their indices (as MMSegmentation and torchvision read them)"
+            + (f"; their {k} palettes differ, so colours are ignored: --label-colors FILE reads them by colour"
+               if k > 1 else ""))
 
 
 def _checked_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> np.ndarray:

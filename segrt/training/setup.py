@@ -4,6 +4,7 @@ aware), the model, the loss and the optimisation (AdamW, cosine schedule, AMP / 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from os.path import commonprefix
 from pathlib import Path
 
 import torch
@@ -34,15 +35,20 @@ def build_layout(args) -> data.Layout:
         first = folders[0][:2] if folders else (args.images, args.masks)
         layout = data.folders_layout(*first, classes, None, args.channels)
         layout.table, layout.unknown_as_void = table, args.unknown_as_void
-        layout.mask_suffix = args.mask_suffix or _common_suffix(layout)
+        layout.image_suffix, layout.mask_suffix = _common_suffixes(layout, args.image_suffix, args.mask_suffix)
         if folders:
             layout.images = layout.masks = Path(args.data)
             layout.folders = folders
+    if args.reduce_zero_label:  # MMSegmentation's: 0 is void, k is class k-1
+        layout.mask_map = data.reduce_zero_label(len(layout.classes))
+        print(f"--reduce-zero-label: mask value 0 is void, values 1..{len(layout.classes)} are classes 0.."
+              f"{len(layout.classes) - 1}", flush=True)
     if args.mask_map:  # adds to (or changes) the identity mapping of the folders layout
         layout.mask_map = {**layout.mask_map, **data.parse_mask_map(args.mask_map, len(layout.classes))}
     if args.ignore_index is not None:
         layout.mask_map[args.ignore_index] = data.IGNORE_INDEX
-    if args.layout == "folders" and layout.table is None and layout.mask_map.get(255) == data.IGNORE_INDEX:
+    if args.layout == "folders" and layout.table is None and layout.mask_map.get(255) == data.IGNORE_INDEX \
+            and not args.reduce_zero_label:
         print("mask value 255 is void (the ignore label: out of the loss and the metrics; --mask-map 255:N makes it "
               "a class)", flush=True)
     if args.mean:
@@ -61,6 +67,8 @@ def _label_table(args):
     from segrt.imaging.labels import read_label_table
 
     table = read_label_table(args.label_colors)
+    for note in table.notes:
+        print(f"note: {note}", flush=True)
     table.choose_void(list(args.void or ()), lambda m: print(m, flush=True))
     if args.classes and args.classes.split(",") != table.classes:
         raise data.DataError(f"--classes and --label-colors disagree: the table's classes are {', '.join(table.classes)}")
@@ -77,22 +85,30 @@ def _found_folders(root) -> list:
     return found
 
 
-def _common_suffix(layout: data.Layout) -> str:
-    """The suffix every mask stem adds to an image stem (X.png -> X_L.png), said in one line; '' if none."""
-    from os.path import commonprefix
+def _common_suffixes(layout: data.Layout, image_suffix: str | None, mask_suffix: str | None) -> tuple[str, str]:
+    """(image suffix, mask suffix): as given, else what every image and every mask stem adds to a shared
+    core (X.png with X_L.png; X_leftImg8bit.png with X_gtFine_labelTrainIds.png), said in one line."""
+    if image_suffix is not None or mask_suffix is not None:
+        return image_suffix or "", mask_suffix or ""
+    images = sorted({p.stem for p in data.list_images(layout.images)}) if layout.images.is_dir() else []
+    masks = sorted({p.stem for p in data.list_images(layout.masks)}) if layout.masks.is_dir() else []
+    if not images or not masks or set(masks) & set(images):
+        return "", ""
+    def fits(k: int) -> bool:
+        si, sm = images[0][k:], masks[0][k:]
+        return all(i.endswith(si) for i in images) and all(m.endswith(sm) for m in masks) and \
+            {m[:len(m) - len(sm)] for m in masks} <= {i[:len(i) - len(si)] for i in images}
 
-    images = {p.stem for p in data.list_images(layout.images)} if layout.images.is_dir() else set()
-    masks = [p.stem for p in data.list_images(layout.masks)] if layout.masks.is_dir() else []
-    if not masks or any(m in images for m in masks):
-        return ""
-    cuts = [next((k for k in range(len(m) - 1, 0, -1) if m[:k] in images), 0) for m in masks]  # longest image stem
-    ends = [m[k:] for m, k in zip(masks, cuts) if k]
-    suffix = commonprefix([e[::-1] for e in ends])[::-1] if ends else ""
-    if suffix and all(m.endswith(suffix) and m[:-len(suffix)] in images for m in masks):
-        print(f"masks are named like {masks[0]}: each is its image's stem + {suffix!r} (--mask-suffix to set it)",
-              flush=True)
-        return suffix
-    return ""
+    for k in range(len(commonprefix([images[0], masks[0]])), 0, -1):
+        if fits(k):
+            k -= images[0][k - 1] in "_-." and k > 1 and fits(k - 1)  # the separator goes with the suffixes
+            si, sm = images[0][k:], masks[0][k:]
+            print(f"masks are named like {masks[0]}: " + (
+                f"each is its image's stem + {sm!r} (--mask-suffix to set it)" if not si else
+                f"and images like {images[0]}: paired with the suffixes {si!r} and {sm!r} taken off (--image-suffix "
+                "/ --mask-suffix to set them)"), flush=True)
+            return si, sm
+    return "", ""
 
 
 def check_before_data(args, layout: data.Layout) -> None:
@@ -100,8 +116,9 @@ def check_before_data(args, layout: data.Layout) -> None:
     folder, a checkpoint to resume."""
     if args.class_weights and args.class_weights != "auto":
         class_weights(args.class_weights, len(layout.classes))
-    if args.split_file and Path(args.split_file).is_file():
-        splitting.read_split(Path(args.split_file))
+    for file in args.split_file or ():
+        if "=" not in file and Path(file).is_file():
+            splitting.read_split(Path(file))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise data.DataError(f"--out {args.out}: a file is in the way (not a folder)")
     if args.resume:
@@ -124,20 +141,10 @@ def class_weights(text: str, num_classes: int) -> list[float]:
 
 
 def build_data(args, layout: data.Layout, show: bool, report: bool = False):
-    pairs, problems = data.find_pairs(layout, args.skip_bad)
-    if args.val_images:
-        val_layout = data.Layout(Path(args.val_images), Path(args.val_masks or args.val_images), layout.classes,
-                              layout.mask_map, layout.channels, layout.mean, layout.std)
-        train_pairs, (val_pairs, more) = pairs, data.find_pairs(val_layout, args.skip_bad)
-        problems += more
-    elif any(p.split for p in pairs):  # train/ val/ test/ folders
-        train_pairs, val_pairs = splitting.folder_split(pairs, args)
-    elif args.split_file and Path(args.split_file).is_file():
-        train_pairs, val_pairs = splitting.split_from_file(pairs, Path(args.split_file))
-    else:
-        train_pairs, val_pairs = splitting.split_pairs(pairs, args.val_fraction, args.seed)
-        if args.split_file:
-            splitting.write_split(train_pairs, val_pairs, Path(args.split_file), args.seed, args.val_fraction)
+    pairs, problems = data.find_pairs(layout, skip_bad=True)
+    train_pairs, val_pairs, test_pairs, _ = splitting.split_data(args, layout, pairs, problems)
+    if problems and not args.skip_bad:
+        raise data.DataError(problems[0] + " (use --skip-bad to skip such images)")
     if not train_pairs or not val_pairs:
         n = len(train_pairs) + len(val_pairs)
         raise data.DataError(f"{layout.images}: {n} image/mask pair(s) in all, {len(train_pairs)} to train on and "
@@ -155,8 +162,10 @@ def build_data(args, layout: data.Layout, show: bool, report: bool = False):
             print(f"warning: never in the {name} masks: {', '.join(never)}; "
                   + ("the model cannot learn them" if name == "train" else "their IoU shows as absent"), flush=True)
     split = splitting.split_record(train_pairs, val_pairs, args.seed, None if args.val_images else args.val_fraction)
-    if any(p.split == "test" for p in pairs):
-        split["test"] = sorted(p.name for p in pairs if p.split == "test")
+    if test_pairs:
+        split["test"] = sorted(p.name for p in test_pairs)
+    if data.palettes_note(layout) and report:
+        print(data.palettes_note(layout), flush=True)
     return train_samples, val_samples, problems + bad + bad2, split
 
 
