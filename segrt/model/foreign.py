@@ -12,10 +12,6 @@ with ``trust_pickle``. An ONNX file is refused with the route that works (segrt 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from segrt.errors import CheckpointError, SegrtError, first_line
+from segrt.model.arch import build
 
 __all__ = ["Outputs", "UserModel", "is_segrt_source", "load_user_model"]
 
@@ -96,52 +93,6 @@ def is_segrt_source(path: Path, user_options: bool = False) -> bool:
             return pickle is not None and b"segrt-checkpoint" in archive.read(pickle)
     except (zipfile.BadZipFile, OSError, RuntimeError):
         return True
-
-
-def _import_arch(spec: str):
-    """``FILE.py:NAME`` or ``package.module:NAME`` -> the object NAME."""
-    where, _, name = spec.rpartition(":")
-    if not where or not name:
-        raise SegrtError(f"--arch {spec}: expected FILE.py:NAME or package.module:NAME")
-    if where.endswith(".py"):
-        path = Path(where).resolve()
-        if not path.is_file():
-            raise SegrtError(f"--arch {spec}: {where} not found")
-        sys.path.insert(0, str(path.parent))  # its own imports resolve as when it ran
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - the user's file
-            raise SegrtError(f"--arch {spec}: importing {where} failed ({type(exc).__name__}: {first_line(exc)})") \
-                from None
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as exc:
-            raise SegrtError(f"--arch {spec}: cannot import {where} ({first_line(exc)})") from None
-    if not hasattr(module, name):
-        raise SegrtError(f"--arch {spec}: {where} has no {name}")
-    return getattr(module, name)
-
-
-def _build(spec: str, args: str | dict | None) -> nn.Module:
-    try:
-        kwargs = json.loads(args) if isinstance(args, str) else dict(args or {})
-    except ValueError as exc:
-        raise SegrtError(f"--arch-args: not JSON ({exc})") from None
-    if not isinstance(kwargs, dict):
-        raise SegrtError("--arch-args: a JSON object of keyword arguments, e.g. '{\"n_classes\": 3}'")
-    try:
-        model = _import_arch(spec)(**kwargs)
-    except SegrtError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's constructor
-        raise SegrtError(f"--arch {spec}: calling it with {kwargs} failed ({type(exc).__name__}: {first_line(exc)})") \
-            from None
-    if not isinstance(model, nn.Module):
-        raise SegrtError(f"--arch {spec}: gave a {type(model).__name__}, not a torch nn.Module")
-    return model
 
 
 def _state_dict(path: Path) -> tuple[dict, str]:
@@ -226,7 +177,7 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
             warnings.simplefilter("ignore")  # torch.jit's deprecation: export says it once, plainly
             return torch.jit.load(str(path), map_location="cpu"), f"TorchScript archive {path}", (None, False)
     if arch:
-        model = _build(arch, arch_args)
+        model = build(arch, arch_args)
         state, where = _state_dict(path)
         _strict_load(model, state, str(path))
         how = "imported like uvicorn main:app, its folder first on sys.path" if ":" in arch and \
