@@ -31,7 +31,7 @@ Examples:
               help="how long the first image of a batch waits for others")
 @click.option("--max-queue", type=COUNT, default=256, show_default=True,
               help="images held at once (decoding, waiting, running); more are answered 503 with Retry-After")
-@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
               help="larger request bodies are answered 413")
 @click.option("--max-pixels", type=NONNEG, default=DEFAULT_MAX_PIXELS, show_default=True,
               help="refuse larger images (decompression-bomb guard, 400; 0 disables)")

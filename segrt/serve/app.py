@@ -143,15 +143,16 @@ class _Routes:
 
     async def body(self, request) -> bytes:
         limit = int(self.opts.max_body_mb * 2**20)
-        too_large = HttpError(413, f"the request body is over --max-body-mb {self.opts.max_body_mb:g}", "too_large")
-        if int(request.headers.get("content-length") or 0) > limit:
-            raise too_large
+        declared = int(request.headers.get("content-length") or 0)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+            if size > 2 * limit:  # past twice the limit the connection is dropped rather than read on
+                break
+            if size <= limit and declared <= limit:
+                chunks.append(chunk)
+        if size > limit or declared > limit:  # read (up to twice the limit) so the client hears the 413
+            raise HttpError(413, f"the request body is over --max-body-mb {self.opts.max_body_mb:g}", "too_large")
         return b"".join(chunks)
 
     async def answer(self, work):

@@ -45,12 +45,12 @@ def start_lines(models, host: str, port: int, token: bool = False) -> list[str]:
     """What serves where: one line per model (the variant and why), the address, a non-loopback host said."""
     lines = [f"model {m.name!r}: {m.variant}" + (f" ({m.session.auto_note})" if m.session.auto_note else "")
              for m in models]
-    shown = f"[{host}]" if ":" in host else host
-    lines.append(f"listening on http://{shown}:{port} (Open Inference Protocol at /v2, POST /predict, /metrics); "
-                 "Ctrl-C or SIGTERM stops it")
     if host not in _LOOPBACK:
         lines.append(f"note: --host {host} is reachable from other machines, not only this one"
                      + ("" if token else "; consider --token-file"))
+    shown = f"[{host}]" if ":" in host else host
+    lines.append(f"listening on http://{shown}:{port} (Open Inference Protocol at /v2, POST /predict, /metrics); "
+                 "Ctrl-C or SIGTERM stops it")
     return lines
 
 
@@ -61,14 +61,21 @@ class _Server:
     def __init__(self, config):
         import uvicorn
 
+        early: list = []  # a signal before uvicorn listens for them (right after the start lines) still drains
+        main = threading.current_thread() is threading.main_thread()
+        before = {s: signal.signal(s, lambda *_: early.append(1)) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if main else {}
+
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(inner):
-                if threading.current_thread() is not threading.main_thread():
+                if not main:
                     yield
                     return
+                inner.should_exit = bool(early)
                 handlers = {s: signal.signal(s, lambda *_: setattr(inner, "should_exit", True))
                             for s in (signal.SIGINT, signal.SIGTERM)}
+                handlers = {s: before.get(s, h) for s, h in handlers.items()}
                 try:
                     yield
                 finally:
@@ -103,12 +110,13 @@ def run_serve(exports: list[str], *, host: str = "127.0.0.1", port: int = 8000, 
         for m in models:
             m.close()
         raise
+    config = uvicorn.Config(app, log_config=_log_config(access_log), access_log=access_log,
+                            timeout_graceful_shutdown=grace, lifespan="on", server_header=False)
+    server = _Server(config)  # from here on SIGTERM/SIGINT drain and exit 0
     for line in start_lines(models, host, port, token=bool(opts and opts.token)):
         log(line)
     t0 = time.monotonic()
-    config = uvicorn.Config(app, log_config=_log_config(access_log), access_log=access_log,
-                            timeout_graceful_shutdown=grace, lifespan="on", server_header=False)
-    _Server(config).run(sock)
+    server.run(sock)
     log(f"stopped after {time.monotonic() - t0:.0f} s: every request received was answered")
 
 
