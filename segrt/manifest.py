@@ -75,6 +75,7 @@ class Manifest:
     source: dict = field(default_factory=dict)  # your own model: {route, notes, reference (its torch.export program)}
     decode: str = "full"  # JPEGs: "full", or "reduced" (DCT-scaled where that covers the working size) where measured
     decode_check: dict | None = None  # the measurement that chose ``decode`` (segrt.verify.decoding)
+    resize: dict = field(default_factory=dict)  # policy: {scale, filter, upsample}; {}: working size, bilinear, logits
     format: str = FORMAT
 
     @property
@@ -92,6 +93,7 @@ class Manifest:
             "input": {"name": self.input_name, "layout": "NCHW", "channels": self.channels, "dtype": "float32",
                       "size_multiple": self.size_multiple, "size": self.input_size, "fixed_size": self.fixed_size,
                       "crop_size": self.crop_size, "decode": self.decode, "decode_check": self.decode_check,
+                      "resize": self.resize,
                       "value_range": "normalized: (pixel/255 - mean) / std"},
             "output": {"name": self.output_name, "layout": "NCHW", "dtype": "float32", "kind": "logits",
                        "channels": self.num_classes, "tta": self.tta},
@@ -126,7 +128,7 @@ class Manifest:
                 crop_size=inp.get("crop_size"), report=d.get("report"), tta=d.get("output", {}).get("tta"),
                 split=d.get("split", {}), gate_sample=d.get("gate_sample"), source=d.get("source", {}),
                 decode=inp.get("decode", "full"),
-                decode_check=inp.get("decode_check"),
+                decode_check=inp.get("decode_check"), resize=dict(inp.get("resize") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SegrtError(f"{where}: malformed manifest ({exc!r})") from None

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from segrt.errors import SegrtError
 from segrt.fsutil import check_member
 
-__all__ = ["Gates", "GateRecord", "SpeedRecord", "QualityRecord", "records_from_json", "records_to_json",
+__all__ = ["Gates", "GateRecord", "SpeedRecord", "QualityRecord", "RESIZE_FILTERS", "records_from_json", "records_to_json",
            "finite_numbers", "hw_size", "check_manifest"]
 
 _KINDS = ("onnx", "openvino", "torchscript", "pt2", "checkpoint")
@@ -143,6 +143,16 @@ def hw_size(value) -> bool:
                              and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
 
 
+RESIZE_FILTERS = ("bilinear", "bicubic", "nearest")  # Pillow's, as imaging.decode.FILTERS applies them
+
+
+def _resize_policy(policy) -> bool:
+    """Is this a valid input.resize: {scale, filter, upsample}, each optional?"""
+    return isinstance(policy, dict) and not set(policy) - {"scale", "filter", "upsample"} and \
+        policy.get("filter", "bilinear") in RESIZE_FILTERS and policy.get("upsample", "logits") in ("logits", "mask") \
+        and (policy.get("scale") is None or (finite_numbers([policy["scale"]]) and 0 < policy["scale"] <= 8))
+
+
 def check_manifest(m, raw: dict, where: str) -> None:
     """Raise SegrtError naming the first key that is wrong."""
     def bad(key: str, need: str, got) -> SegrtError:
@@ -172,6 +182,8 @@ def check_manifest(m, raw: dict, where: str) -> None:
             raise bad(key, "null or [height, width] in positive integers", value)
     if m.decode not in ("full", "reduced"):
         raise bad("input.decode", "'full' or 'reduced'", m.decode)
+    if not _resize_policy(m.resize):
+        raise bad("input.resize", "{scale (0..8], filter (Pillow's), upsample (logits or mask)}", m.resize)
     for key in _DICT_FIELDS:
         if not isinstance(getattr(m, key), dict):
             raise bad(key, "an object", getattr(m, key))
@@ -184,6 +196,11 @@ def check_manifest(m, raw: dict, where: str) -> None:
         raise bad("labels.colors", "null or one [r, g, b] (0..255) per class", m.colors)
     if m.tta not in (None, "hflip"):
         raise bad("output.tta", "null or 'hflip'", m.tta)
+    _check_members(m, where, bad)
+
+
+def _check_members(m, where: str, bad) -> None:
+    """The gate sample, the reference and every artifact: files inside the export, of known kinds."""
     sample = m.gate_sample
     if sample is not None and not (isinstance(sample, dict) and isinstance(sample.get("file"), str)
                                    and isinstance(sample.get("sha256"), str)):

@@ -34,6 +34,14 @@ __all__ = ["export", "quantize", "import_onnx"]
                    "of its mirror (twice the compute; gated against eager PyTorch doing the same)")
 @click.option("--size", type=IntList(), help="working size N or H,W that predict resizes images to (default: the "
                                             "training size); the gates and the quantizers run at it")
+@click.option("--resize", metavar="size|scale:F|native",
+              help="how images reach the model: size (the working size, default), scale:F (each image scaled by F, "
+                   "aspect kept: your pipeline's scale factor; needs a model of any size), native (padded)")
+@click.option("--resize-filter", type=click.Choice(["bilinear", "bicubic", "nearest"]),
+              help="Pillow's filter for that resize (default bilinear)")
+@click.option("--upsample", type=click.Choice(["logits", "mask"]),
+              help="back to each image's size: resize the logits then argmax (default), or argmax then resize the "
+                   "mask (nearest), as your pipeline does; recorded and used by predict, parity and serve")
 @click.option("--uint8-input", is_flag=True, help="also a uint8-input copy of every gated ONNX/OpenVINO variant "
                                                   "(normalization in the graph; gated like its base)")
 @click.option("--full-decode", is_flag=True, help="read every JPEG in full at predict (default: reduced-scale "
@@ -51,7 +59,8 @@ __all__ = ["export", "quantize", "import_onnx"]
 @quantize_options
 @gate_options
 @user_errors
-def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, uint8_input, full_decode, arch, arch_args, classes,
+def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, resize, resize_filter, upsample, uint8_input,
+           full_decode, arch, arch_args, classes,
            mean, std, size_multiple, output_key, trust_pickle, calib_images, calib_count, calib_method, val_images,
            val_masks, quant_gate, gate_iou, gate_logit):
     """Export CHECKPOINT to ONNX/TorchScript/pt2 with a manifest; fails unless parity holds. CHECKPOINT:
@@ -65,7 +74,8 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
         result = run_export(checkpoint, out, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                             opset=opset, force=force, gate_iou=gate_iou, gate_logit=gate_logit,
                             progress=lambda m: click.echo(m, err=True), quantize=tuple(quantize), tta=tta, size=size,
-                            uint8_input=uint8_input, full_decode=full_decode,
+                            uint8_input=uint8_input, full_decode=full_decode, resize=resize,
+                            resize_filter=resize_filter, upsample=upsample,
                             quantize_options=make_quantize_options(calib_images, calib_count, calib_method,
                                                                    val_images, val_masks, quant_gate),
                             arch=arch, arch_args=arch_args, classes=classes.split(",") if classes else None, mean=mean,

@@ -37,6 +37,8 @@ __all__ = ["predict", "exit_code"]
 @click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True,
               help="with --tile: how overlapping tiles' logits are weighted")
 @click.option("--overlay", is_flag=True, help="also write NAME.overlay.jpg")
+@click.option("--write-values", is_flag=True, help="NAME.png holds each class's label value as the export records it "
+              "(e.g. milesial's mask_values 0/255) instead of class ids")
 @click.option("--no-color", is_flag=True, help="do not write NAME.color.png")
 @click.option("--save-probs", is_flag=True, help="also write NAME.probs.npy (float16 CHW softmax)")
 @click.option("--per-page", is_flag=True, help="multi-page TIFF stacks: besides NAME.tif (one label page per page), "
@@ -72,7 +74,7 @@ __all__ = ["predict", "exit_code"]
 @click.option("--num-workers", type=COUNT, default=1, show_default=True, help="with --engine ray: actors")
 @user_errors
 def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precision, kind, native, tile, overlap, blend,
-            overlay, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
+            overlay, write_values, no_color, save_probs, per_page, skip_existing, shard, engine, address, num_workers, threads, graph_opt,
             no_arena, workers, writers, max_pixels, classes, mean, std, size, allow_below_gate, full_decode, no_measure, quiet, as_json):
     """Segment INPUTS (image files, folders, or text files listing paths) and write masks."""
     import json
@@ -97,11 +99,13 @@ def predict(inputs, model, out, batch_size, provider, trt_fp16, device, precisio
         from segrt.scale.ray import refuse_options
 
         refuse_options({"--tile": tile, "--per-page": per_page, "--overlay": overlay, "--save-probs": save_probs,
+                        "--write-values": write_values,
                         "--shard": shard, "--kind": kind, "--classes": classes, "--mean": mean, "--std": std})
     opts = PredictOptions(out=Path(out), batch_size=batch_size, native=native, color=not no_color, overlay=overlay,
                           save_probs=save_probs, per_page=per_page, skip_existing=skip_existing, workers=workers,
                           writers=writers, max_pixels=max_pixels or None, progress=not quiet,
-                          shard=parse_shard(shard) if shard else None, full_decode=full_decode)
+                          shard=parse_shard(shard) if shard else None, full_decode=full_decode,
+                          write_values=write_values)
     if engine == "ray":
         from segrt.scale.ray import predict as ray_predict
 

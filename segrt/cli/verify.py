@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -37,11 +39,14 @@ __all__ = ["parity", "verify"]
 @click.option("--tile", help="instead: tiled vs whole-image agreement of one artifact at this tile size (or 'auto')")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.25, show_default=True)
 @click.option("--blend", type=click.Choice(["gaussian", "constant"]), default="gaussian", show_default=True)
-@click.option("--artifact", help="with --tile: the artifact to run (default model.onnx)")
+@click.option("--artifact", help="with --tile or --against: the artifact to run (default model.onnx)")
+@click.option("--against", metavar="MODULE:FUNCTION", help="instead: segrt's masks against your own pipeline, a "
+              "function taking an image path and returning its HW mask of class ids (FILE.py:NAME or "
+              "package.module:NAME); per image, worst first, and the policy change closest to it")
 @functools.partial(gate_options, recorded=True)
 @user_errors
 def parity(export_dir, images, masks, mask_map, checkpoint, json_path, report_path, bench_path, worst, record, limit, batch_size,
-           provider, full_decode, trt_fp16, device, tile, overlap, blend, artifact, gate_iou, gate_logit):
+           provider, full_decode, trt_fp16, device, tile, overlap, blend, artifact, against, gate_iou, gate_logit):
     """Compare every artifact of EXPORT_DIR with eager PyTorch; exit 1 when a gate fails. With
     --tile: compare tiled with whole-image inference (needs --images)."""
     if mask_map:
@@ -50,6 +55,21 @@ def parity(export_dir, images, masks, mask_map, checkpoint, json_path, report_pa
         if not masks:
             raise SegrtError("--mask-map needs --masks")
         mask_map = parse_mask_map(mask_map)
+    if against:
+        from segrt.verify.against import format_against, run_against
+
+        if not images:
+            raise SegrtError("--against needs --images (the photos to compare on)")
+        from segrt.verify.thresholds import AGAINST_PIPELINE
+
+        report = run_against(export_dir, images, against, artifact=artifact, provider=provider, limit=limit,
+                             gate=gate_iou or AGAINST_PIPELINE)
+        if json_path:
+            from segrt.fsutil import write_bytes_atomic
+
+            write_bytes_atomic(Path(json_path), json.dumps(report, indent=1).encode())
+        echo_out(format_against(report))
+        sys.exit(0 if report["passed"] else 1)
     if tile:
         from segrt.verify.tiles import format_tile_report, run_tile_parity
 

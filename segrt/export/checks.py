@@ -8,7 +8,7 @@ from pathlib import Path
 from segrt.errors import SegrtError
 
 __all__ = ["DEFAULT_FORMATS", "quantize_jobs", "check_usage", "working_size", "check_opset", "check_formats",
-           "output_folder"]
+           "output_folder", "resize_policy"]
 
 _FORMATS = ("onnx", "openvino", "torchscript", "pt2")
 DEFAULT_FORMATS = ("onnx", "torchscript", "pt2")
@@ -104,3 +104,39 @@ def output_folder(out, checkpoint: Path | None, opts, force: bool, progress) -> 
     if out.exists():
         check_replaceable(out, "manifest.json", "an export folder", "--force")
     return out
+
+
+def resize_policy(manifest, resize: str | None, resize_filter: str | None, upsample: str | None, progress) -> None:
+    """--resize size|scale:F|native, --resize-filter, --upsample into the manifest (input.resize): how
+    predict, parity and serve bring an image to the model and its prediction back; said in one line."""
+    from segrt.records import RESIZE_FILTERS
+
+    if resize is None and resize_filter is None and upsample is None:
+        return
+    policy = {}
+    if resize and resize.startswith("scale:"):
+        try:
+            policy["scale"] = float(resize.partition(":")[2])
+        except ValueError:
+            policy["scale"] = 0.0
+        if not 0 < policy["scale"] <= 8:
+            raise SegrtError(f"--resize {resize}: scale:F with F in (0, 8], e.g. scale:0.5")
+        if manifest.fixed_size or manifest.size_multiple > 1:
+            raise SegrtError(f"--resize {resize}: scaled images have any size, and this model takes "
+                             + (f"only {manifest.fixed_size}" if manifest.fixed_size else
+                                f"multiples of {manifest.size_multiple}") + " (your own model: --size-multiple 1)")
+        manifest.input_size = None
+    elif resize == "native":
+        manifest.input_size = None
+    elif resize not in (None, "size"):
+        raise SegrtError(f"--resize {resize}: choose size (the working size), scale:F, or native")
+    if resize_filter not in (None, *RESIZE_FILTERS) or upsample not in (None, "logits", "mask"):
+        raise SegrtError("--resize-filter is bilinear, bicubic or nearest; --upsample is logits or mask")
+    policy.update({k: v for k, v in (("filter", resize_filter), ("upsample", upsample)) if v not in (None, "bilinear",
+                                                                                               "logits")})
+    manifest.resize = policy
+    to = (f"scaled by {policy['scale']:g}" if "scale" in policy else "at native size, padded" if not
+          manifest.input_size else f"resized to {manifest.input_size[1]}x{manifest.input_size[0]}")
+    progress(f"preprocessing: images {to} ({policy.get('filter', 'bilinear')}); "
+             + ("the predicted mask is resized back (nearest)" if policy.get("upsample") == "mask" else
+                "the logits are resized back (bilinear) before the argmax"))

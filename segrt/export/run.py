@@ -17,8 +17,8 @@ from torch import nn
 from segrt import __version__
 from segrt.errors import SegrtError
 from segrt.export.checks import (DEFAULT_FORMATS, check_formats, check_opset, check_usage, output_folder, quantize_jobs,
-                                 working_size)
-from segrt.export.torch_export import ExportGraph, export_onnx, export_pt2, export_torchscript
+                                 resize_policy, working_size)
+from segrt.export.torch_export import CannotCarry, ExportGraph, export_onnx, export_pt2, export_torchscript
 from segrt.fsutil import atomic_dir
 from segrt.imaging.splits import SPLIT_FILE, split_beside
 from segrt.manifest import Artifact, Manifest
@@ -100,6 +100,7 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
                gate_iou: float = FP32_MASK_IOU, gate_logit: float = FP32_MAX_LOGIT_DIFF, progress=print,
                quantize: tuple[str, ...] = (), quantize_options=None, tta: str | None = None,
                size: list[int] | None = None, uint8_input: bool = False, full_decode: bool = False,
+               resize: str | None = None, resize_filter: str | None = None, upsample: str | None = None,
                **model_options) -> ExportResult:
     """Export, check and gate, in a temp folder that becomes ``out`` only when everything passed.
     ``checkpoint``: a segrt checkpoint or export folder, or your own model (an nn.Module, a state_dict
@@ -108,7 +109,9 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
     ``tta='hflip'`` folds flip test-time augmentation into every artifact (and into the eager
     reference the gates compare with). ``size`` (side, [side] or [h, w]) is the working size predict
     resizes to (default: the training size). JPEGs are read at reduced scale only where the held-out
-    images show it keeps the fp32 gate (verify.decoding), never with ``full_decode``. Raises SegrtError (bad input) or ParityFailed (gate)."""
+    images show it keeps the fp32 gate (verify.decoding), never with ``full_decode``. ``resize`` ('size',
+    'scale:F', 'native'), ``resize_filter``, ``upsample`` ('logits', 'mask'): the pipeline's recorded
+    policy (export.checks.resize_policy). Raises SegrtError (bad input) or ParityFailed (gate)."""
     from segrt.options import QuantizeOptions
 
     formats = check_formats(tuple(formats.split(",")) if isinstance(formats, str) else formats)
@@ -120,15 +123,16 @@ def run_export(checkpoint, out: str | os.PathLike | None = None, *,
     check_usage(formats, quant_jobs, quantize_options)
     opts = quantize_options or QuantizeOptions()
     ckpt, model, manifest, out = _source(checkpoint, out, opts, force, size, progress, model_options)
+    resize_policy(manifest, resize, resize_filter, upsample, progress)
     if ckpt is None:  # your model's reference: its torch.export program (a TorchScript archive's own format)
         from segrt.export.user import reference_format
 
         formats += (reference_format(manifest),) if reference_format(manifest) not in formats else ()
     manifest.tta = tta
-    notes = [TORCHSCRIPT_NOTE] if "torchscript" in formats else []
     try:
         with atomic_dir(out, force=force) as tmp:
             _write_artifacts(tmp, ckpt, model, manifest, formats, opset, progress)
+            notes = [TORCHSCRIPT_NOTE] if any(a.kind == "torchscript" for a in manifest.artifacts) else []
             report = _gate_parity(tmp, manifest, with_tta(model, tta), gate_iou, gate_logit, progress)
             _choose_decode(tmp, manifest, with_tta(model, tta), opts, gate_iou, full_decode, progress)
             failed = add_variants(tmp, quant_jobs, opts, progress, final=out, uint8=uint8_input)[1]
@@ -204,7 +208,12 @@ def _write_artifacts(folder: Path, ckpt: dict | None, model: nn.Module, manifest
                "pt2": lambda p: export_pt2(graph, p, manifest)}
     for fmt in formats:
         progress(f"exporting {fmt} ...")
-        manifest.add_artifact(folder, writers[fmt](folder / _FILES[fmt]))
+        try:
+            manifest.add_artifact(folder, writers[fmt](folder / _FILES[fmt]))
+        except CannotCarry as exc:
+            if fmt != "torchscript" or len(formats) == 1:
+                raise
+            progress(f"note: {fmt} skipped: {exc}; the other formats carry it")
     manifest.save(folder)  # the runtime reads it; rewritten by the gate with the parity results
 
 

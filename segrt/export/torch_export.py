@@ -15,7 +15,7 @@ from segrt.errors import SegrtError, first_line
 from segrt.manifest import Artifact, Manifest
 from segrt.model.unet import UNet
 
-__all__ = ["ExportGraph", "example_input", "batch_one", "size_oblivious", "dynamic_shapes", "export_onnx", "export_torchscript",
+__all__ = ["CannotCarry", "ExportGraph", "example_input", "batch_one", "size_oblivious", "dynamic_shapes", "export_onnx", "export_torchscript",
            "export_pt2"]
 
 
@@ -33,7 +33,7 @@ class ExportGraph(nn.Module):
 def example_input(multiple: int, channels: int, fixed: list[int] | None = None, batch_one: bool = False) -> torch.Tensor:
     """Batch 2 and distinct H/W so torch.export keeps all three dims symbolic; ``fixed``: the one
     [h, w] a model takes (batch 1); ``batch_one``: a model that takes batch 1 only."""
-    shape = (1 if fixed or batch_one else 2, channels, *(fixed or (2 * multiple, 3 * multiple)))
+    shape = (1 if fixed or batch_one else 2, channels, *(fixed or (max(2 * multiple, 64), max(3 * multiple, 96))))
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
@@ -53,7 +53,9 @@ def size_oblivious():
 def dynamic_shapes(multiple: int, batch_one: bool = False) -> dict:
     from torch.export import Dim
 
-    batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=1, max=1024), Dim("w_blocks", min=1, max=1024)
+    low = 1 if multiple >= 8 else -(-16 // multiple)  # a model of any size (multiple 1): sides of 16 pixels up
+    high = max(1024, 8192 // multiple)
+    batch, h, w = Dim("batch", min=1, max=1024), Dim("h_blocks", min=low, max=high), Dim("w_blocks", min=low, max=high)
     return {"image": {**({} if batch_one else {0: batch}), 2: multiple * h, 3: multiple * w}}
 
 
@@ -103,6 +105,10 @@ def export_onnx(graph: nn.Module, path: Path, manifest: Manifest, opset: int) ->
     return Artifact(file=path.name, kind="onnx", opset=opset_used, exporter=exporter)
 
 
+class CannotCarry(SegrtError):
+    """A format that cannot hold this model (the export goes on without it, said in one line)."""
+
+
 def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Artifact:
     if isinstance(graph, torch.jit.ScriptModule):  # your TorchScript archive: kept as it is
         with warnings.catch_warnings():
@@ -112,7 +118,11 @@ def export_torchscript(graph: nn.Module, path: Path, manifest: Manifest) -> Arti
     x = example_input(manifest.size_multiple, manifest.channels, manifest.fixed_size, batch_one(graph))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation: said once, plainly, in TORCHSCRIPT_NOTE
-        traced = torch.jit.trace(graph, x)
+        try:
+            traced = torch.jit.trace(graph, x)
+        except Exception as exc:  # noqa: BLE001 - e.g. a torch.export program with symbolic sizes (4*H)
+            raise CannotCarry(f"torch.jit.trace cannot trace this model ({type(exc).__name__}: {first_line(exc)})") \
+                from None
         torch.jit.save(traced, str(path))
     return Artifact(file=path.name, kind="torchscript", exporter="torch.jit.trace")
 

@@ -40,8 +40,9 @@ def user_manifest(user, name: str, *, classes=None, mean=None, std=None, size=No
             "for the size the model was trained at)")
     for note in user.notes:
         log(f"note: {note}")
+    values = {str(v): i for i, v in enumerate(user.class_values or [])}  # raw label value -> class id
     return Manifest(name=name, classes=classes, mean=mean, std=std, channels=user.channels, size_multiple=multiple,
-                    input_size=input_size, fixed_size=user.fixed_size, versions=versions or {},
+                    input_size=input_size, fixed_size=user.fixed_size, versions=versions or {}, mask_values=values,
                     source={"route": user.route, "notes": user.notes, "reference": _REFERENCE_FILES[user.reference],
                             "batch": 1 if user.fixed_batch else None})
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segrt.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
+__all__ = ["DEFAULT_MAX_PIXELS", "FILTERS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
            "decoding", "read_model_input", "load_mask", "Geometry", "round_up", "prepare", "normalize",
            "resize_mask", "list_images", "to_uint8"]
 
@@ -89,8 +89,7 @@ def _seek_page(img: Image.Image, page: int, path: Path) -> None:
 
 
 def page_count(path: str | os.PathLike) -> int:
-    """Pages of a TIFF stack (multi-page or OME-TIFF); 1 for any other file, or one that cannot be read
-    (decoding then says why)."""
+    """Pages of a TIFF stack (multi-page or OME-TIFF); 1 for any other file or an unreadable one."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return 1
     try:
@@ -103,18 +102,16 @@ def page_count(path: str | os.PathLike) -> int:
 
 def say(notes: list[str] | None, text: str) -> None:
     """A note for the caller's list, else a warning (never silent)."""
-    if notes is not None:
-        notes.append(text)
-    else:
+    if notes is None:
         import warnings
 
-        warnings.warn(text, stacklevel=3)
+        return warnings.warn(text, stacklevel=3)
+    notes.append(text)
 
 
 @contextlib.contextmanager
 def decoding(path: Path, what: str, size: int | None = None):
-    """Pillow's decode errors as one ImageError naming the file (an image or a mask alike); ``size``:
-    the bytes of an in-memory image (else the file's size is read)."""
+    """Pillow's decode errors as one ImageError naming the file; ``size``: an in-memory image's bytes."""
     try:
         yield
     except ImageError:
@@ -137,8 +134,7 @@ def _open_regular(path: Path):
 
 
 def _check_regular_file(path: Path) -> None:
-    """Only regular files (symlinks followed) are read: a FIFO would block and a device (/dev/zero)
-    never ends. Raises ImageError with the reason."""
+    """Only regular files (symlinks followed) are read: a FIFO blocks, a device never ends. Else ImageError."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -158,17 +154,20 @@ def _check_regular_file(path: Path) -> None:
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      notes: list[str] | None = None, page: int | None = None, pixels: bool = False,
                      decode: str | None = None, data: bytes | None = None) -> tuple[np.ndarray, Geometry]:
-    """File -> (CHW float32 model input, Geometry): the one reader predict, parity and calibration share.
-
-    Resizes to the manifest's working size unless ``native`` (or the model has none): then pads. A
-    JPEG is decoded at a reduced DCT scale that still covers the working size when ``decode`` (else the
-    manifest's, which its export measured: verify.decoding) is "reduced"; "full" reads every pixel.
-    ``data``: the encoded image in memory (``path`` names it)."""
-    size = None if native or not manifest.input_size else tuple(manifest.input_size)
+    """File (or its encoded ``data``) -> (CHW float32 model input, Geometry): the one reader predict, parity,
+    serve and calibration share. Resizes as the manifest's policy says (its working size, or ``resize.scale``
+    times the image; ``resize.filter``) unless ``native`` (or no size): then pads. A JPEG is decoded at a
+    reduced DCT scale covering the working size when ``decode`` (else the manifest's) is "reduced"."""
+    policy = manifest.resize or {}
+    scale = None if native else policy.get("scale")
+    size = None if native or scale or not manifest.input_size else tuple(manifest.input_size)
     draft = size if (decode or manifest.decode) == "reduced" else None
     image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page,
                                    data=data)
-    return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels)
+    if scale:  # the image scaled by a factor, aspect kept (int() of each side, as PIL pipelines write it)
+        size = (max(1, int(scale * original[0])), max(1, int(scale * original[1])))
+    return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels,
+                   policy.get("filter", "bilinear"), policy.get("upsample", "logits"))
 
 
 def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
@@ -206,8 +205,7 @@ def _pixels(img: Image.Image) -> np.ndarray:
 
 
 def load_mask(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
-    """Decode a label image (or one ``page`` of a label stack) to HW uint8 raw values (no EXIF
-    rotation: masks carry none)."""
+    """A label image (or one ``page`` of a label stack) -> HW uint8 raw values (masks carry no EXIF)."""
     path = Path(path)
     _check_regular_file(path)
     with decoding(path, "mask"), Image.open(path) as img:
@@ -228,6 +226,7 @@ class Geometry:
     original_hw: tuple[int, int]
     input_hw: tuple[int, int]
     padded: bool  # True: image sits at the top-left of the input, unscaled
+    upsample: str = "logits"  # to the original size: resize the logits (bilinear), or the mask (nearest)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -236,11 +235,13 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
-            original_hw: tuple[int, int] | None = None, pixels: bool = False) -> tuple[np.ndarray, Geometry]:
+            original_hw: tuple[int, int] | None = None, pixels: bool = False, resample: str = "bilinear",
+            upsample: str = "logits") -> tuple[np.ndarray, Geometry]:
     """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
     that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
 
-    ``size`` (h, w): resize to the model's working size (bilinear, antialiased).
+    ``size`` (h, w): resize to the model's working size (``resample``: Pillow's bilinear, bicubic or nearest;
+    antialiased when shrinking). ``upsample``: how to_mask brings the prediction back (logits or mask).
     ``size`` None: keep native resolution and pad bottom/right to a multiple of ``multiple``
     (padding value 0 after normalization, i.e. the mean colour).
     ``original_hw``: the file's true size when ``image`` was decoded at a reduced scale.
@@ -249,7 +250,7 @@ def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[
     original_hw = tuple(original_hw or (h, w))
     if size is not None:
         if (h, w) != tuple(size):
-            image = _resize_uint8(image, size)
+            image = _resize_uint8(image, size, resample)
         in_hw, padded = tuple(size), False
     else:
         in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
@@ -258,7 +259,7 @@ def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[
         pad = ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w))
         x = np.stack([np.pad(c, pad[1:], constant_values=round(255 * m)) for c, m in zip(x, mean)]) if pixels \
             else np.pad(x, pad)
-    return x, Geometry(original_hw, in_hw, padded)
+    return x, Geometry(original_hw, in_hw, padded, upsample)
 
 
 def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
@@ -273,11 +274,14 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
     return ((levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None])
 
 
-def _resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HWC uint8 -> HWC uint8 at size (h, w), bilinear with antialiasing (Pillow)."""
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def _resize_uint8(image: np.ndarray, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
+    """HWC uint8 -> HWC uint8 at size (h, w), Pillow's filter (antialiased when shrinking)."""
     mode = "L" if image.shape[2] == 1 else "RGB"
     img = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode)
-    out = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR))
+    out = np.asarray(img.resize((size[1], size[0]), FILTERS[resample]))
     return out[:, :, None] if mode == "L" else out
 
 
@@ -287,12 +291,8 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def list_images(root: str | os.PathLike, problems: list | None = None) -> list[Path]:
-    """Image files under a folder, recursively, sorted; hidden files and folders skipped.
-
-    Symbolically linked folders are followed (each real folder once, so a link loop ends). A folder
-    that cannot be read (permissions, a path too long) is a problem: with ``problems`` it is
-    appended as (path, reason) and the walk goes on, else it raises ImageError.
-    """
+    """Image files under a folder, recursively, sorted; hidden ones skipped; linked folders followed (each
+    real folder once). An unreadable folder is appended to ``problems`` as (path, reason), else ImageError."""
     root = Path(root)
     found, seen = [], set()
 
@@ -312,8 +312,7 @@ def list_images(root: str | os.PathLike, problems: list | None = None) -> list[P
 
 
 def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:
-    """NCHW float32 normalized -> NCHW uint8: the pixels it was made from (exact for decoded images;
-    padding, 0 after normalization, becomes round(255*mean))."""
+    """NCHW float32 normalized -> NCHW uint8: the pixels it was made from (padding becomes round(255*mean))."""
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     return np.clip(np.rint((x * s + m) * 255.0), 0, 255).astype(np.uint8)

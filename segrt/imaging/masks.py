@@ -20,13 +20,19 @@ __all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "pal
 
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax).
+    """CHW logits of the model input -> HW uint8 class ids at the original size (resize, then argmax; or,
+    where the export's policy says upsample mask, argmax then a nearest resize of the mask).
 
     Resizing is linear, so only the C-1 differences to class 0 are resized; class 0 wins where
     every difference is <= 0. When enlarging, only pixels near a class boundary are interpolated.
     """
-    diffs = logits[1:] - logits[:1]
     h, w = geometry.original_hw
+    if geometry.upsample == "mask":  # the pipeline's own way: argmax at the model's size, mask resized (nearest)
+        from segrt.imaging.decode import resize_mask
+
+        small = argmax(logits[:, :h, :w] if geometry.padded else logits)
+        return small if small.shape == (h, w) else resize_mask(small, (h, w))
+    diffs = logits[1:] - logits[:1]
     if not geometry.padded and h >= diffs.shape[1] and w >= diffs.shape[2] and (h, w) != diffs.shape[1:]:
         return _enlarged_mask(diffs, (h, w))
     return _argmax(restore_logits(diffs, geometry))[0]

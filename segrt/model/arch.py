@@ -25,14 +25,7 @@ def import_arch(spec: str):
         path = Path(where).resolve()
         if not path.is_file():
             raise SegrtError(f"--arch {spec}: {where} not found")
-        sys.path.insert(0, str(path.parent))  # its own imports resolve as when it ran
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - the user's file
-            raise SegrtError(f"--arch {spec}: importing {where} failed ({type(exc).__name__}: {first_line(exc)})") \
-                from None
+        module = _import_file(path, spec)
     else:
         try:
             module = importlib.import_module(where)
@@ -41,6 +34,28 @@ def import_arch(spec: str):
     if not hasattr(module, name):
         raise SegrtError(f"--arch {spec}: {where} has no {name}")
     return getattr(module, name)
+
+
+def _import_file(path: Path, spec: str):
+    """A .py file as its code expects: inside a package (an __init__.py beside it), as package.module with
+    the package's parent first on sys.path, so relative imports work; else alone, its folder first."""
+    parts, top = [path.stem], path.parent
+    while (top / "__init__.py").is_file():
+        parts.insert(0, top.name)
+        top = top.parent
+    sys.path.insert(0, str(top))  # its own imports resolve as when it ran
+    try:
+        if len(parts) > 1:
+            return importlib.import_module(".".join(parts))
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    except Exception as exc:  # noqa: BLE001 - the user's file
+        hint = ("; for a module of a package use package.module:NAME (its folder's parent on PYTHONPATH)"
+                if "relative import" in str(exc) else "")
+        raise SegrtError(f"--arch {spec}: importing {path.name} failed ({type(exc).__name__}: {first_line(exc)})"
+                         + hint) from None
 
 
 def build(spec: str, args: str | dict | None) -> nn.Module:

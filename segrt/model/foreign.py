@@ -75,6 +75,7 @@ class UserModel:
     fixed_batch: bool = False  # a program exported for batch 1
     reference: str = "pt2"  # the format its reference is kept in: pt2 (torch.export), torchscript for an archive
     notes: list[str] = field(default_factory=list)
+    class_values: list[int] | None = None  # the label value of each class (milesial's mask_values)
 
 
 def is_segrt_source(path: Path, user_options: bool = False) -> bool:
@@ -95,20 +96,23 @@ def is_segrt_source(path: Path, user_options: bool = False) -> bool:
         return True
 
 
-def _state_dict(path: Path) -> tuple[dict, str]:
-    """-> (the tensors of a .pt/.pth/.safetensors state_dict, the entry they were under or None)."""
+def _state_dict(path: Path) -> tuple[dict, str, dict]:
+    """-> (the tensors of a .pt/.pth/.safetensors state_dict, the entry they were under or None, the
+    plain values set aside from among them: milesial/Pytorch-UNet saves its ``mask_values`` there)."""
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path)), None
+        return load_file(str(path)), None, {}
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(_load_refusal(path, exc)) from None
     for key in (None, *_STATE_KEYS):
         found = data if key is None else data.get(key) if isinstance(data, dict) else None
-        if isinstance(found, dict) and found and all(isinstance(v, torch.Tensor) for v in found.values()):
-            return found, None if key is None else f"its {key!r} entry"
+        tensors = {k: v for k, v in found.items() if isinstance(v, torch.Tensor)} if isinstance(found, dict) else {}
+        if tensors and (key is not None or all(isinstance(k, str) and "." in k for k in tensors)):
+            return tensors, None if key is None else f"its {key!r} entry", \
+                {k: v for k, v in found.items() if k not in tensors}
     raise CheckpointError(f"{path}: no state_dict in it (a dict of tensors, or one under {', '.join(_STATE_KEYS)})")
 
 
@@ -178,8 +182,9 @@ def _module_from(path: Path, arch: str | None, arch_args, trust_pickle: bool) ->
             return torch.jit.load(str(path), map_location="cpu"), f"TorchScript archive {path}", (None, False)
     if arch:
         model = build(arch, arch_args)
-        state, where = _state_dict(path)
+        state, where, extras = _state_dict(path)
         _strict_load(model, state, str(path))
+        model.segrt_extras = extras  # plain values beside the weights (read by load_user_model)
         how = "imported like uvicorn main:app, its folder first on sys.path" if ":" in arch and \
             arch.rpartition(":")[0].endswith(".py") else "imported"
         return model, f"state_dict {f'{where} of ' if where else ''}{path} into --arch {arch} ({how})", (None, False)
@@ -214,7 +219,7 @@ def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pi
         label = str(source)
     _set_mode(model, False)
     channels, notes = _channels(model), []
-    h, w = fixed_size or fixed or (2 * multiple, 3 * multiple)
+    h, w = fixed_size or fixed or (max(2 * multiple, 64), max(3 * multiple, 96))  # a model of any size: 64x96
     x = torch.randn(1, channels, h, w, generator=torch.Generator().manual_seed(0))
     try:
         with torch.inference_mode():
@@ -243,10 +248,32 @@ def load_user_model(source, *, arch: str | None = None, arch_args=None, trust_pi
         notes.append(f"the program takes one size, {h}x{w}: exported and run at that size")
     if batch_one:
         notes.append("the program takes batch 1: the exported graph too (predict runs a batch image by image)")
+    extras = getattr(model, "segrt_extras", None) or {}
+    if extras:
+        notes.append(f"its state_dict also holds {', '.join(f'{k}={_short(v)}' for k, v in extras.items())}: set "
+                     "aside (not weights)" + ("; mask_values recorded as the export's mask values (predict "
+                                              "--write-values writes them)" if _class_values(extras, out.shape[1])
+                                              else ""))
     graph, reference = Outputs(model, key, first, upsample, batch_one).eval(), "pt2"
     if isinstance(model, torch.jit.ScriptModule):  # a TorchScript graph is exported as it is, and kept as it is
         if notes:
             raise SegrtError(f"{label}: a TorchScript archive whose output needs handling ({notes[0]}); segrt cannot "
                              "wrap a TorchScript graph: pass the state_dict with --arch FILE.py:CLASS, or a .pt2")
         graph, reference = model, "torchscript"
-    return UserModel(graph, label, route, channels, int(out.shape[1]), fixed_size, batch_one, reference, notes)
+    return UserModel(graph, label, route, channels, int(out.shape[1]), fixed_size, batch_one, reference, notes,
+                     _class_values(extras, int(out.shape[1])))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _class_values(extras: dict, classes: int) -> list[int] | None:
+    """milesial's ``mask_values`` (the label value of each class, as its predict.py writes them), when
+    they are one plain value per class; else None."""
+    values = extras.get("mask_values")
+    if isinstance(values, (list, tuple)) and len(values) == classes and \
+            all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
+        return list(values)
+    return None

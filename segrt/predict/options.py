@@ -29,6 +29,7 @@ class PredictOptions:
     device_masks: bool | None = None  # native size: argmax where the model runs (None: on cuda/tensorrt)
     per_page: bool = False  # stacks: also each page's colour mask (and overlay), beside the label TIFF
     full_decode: bool = False  # every JPEG in full, whatever the export chose (manifest.decode)
+    write_values: bool = False  # NAME.png holds each class's label value (manifest mask_values), not class ids
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))

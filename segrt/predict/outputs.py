@@ -10,7 +10,7 @@ import numpy as np
 from segrt.imaging import masks
 from segrt.predict.options import PredictOptions
 
-__all__ = ["output_paths", "outputs_exist", "mask_files"]
+__all__ = ["output_paths", "outputs_exist", "mask_files", "value_table"]
 
 
 def output_paths(out: Path, rel: Path, opts: PredictOptions, pages: int = 1) -> dict[str, Path]:
@@ -41,3 +41,22 @@ def mask_files(mask: np.ndarray, paths: dict, colours: list | None = None) -> di
     ``colours`` where the manifest has them) among ``paths``."""
     grey, color = masks.encode_mask_pngs(mask, colours)
     return {paths[key]: data for key, data in (("mask", grey), ("color", color)) if key in paths}
+
+
+def value_table(manifest) -> np.ndarray:
+    """--write-values: a 256-entry table from class id to the label value the export records for it (the
+    lowest raw value of its manifest's mask values: milesial's mask_values, a training run's mask map)."""
+    from segrt.errors import SegrtError
+
+    table = np.full(256, 255, np.uint8)
+    found = {}
+    for raw, cls in sorted(((int(r), int(c)) for r, c in manifest.mask_values.items()), reverse=True):
+        if 0 <= cls < manifest.num_classes:
+            found[cls] = raw
+    missing = [manifest.classes[c] for c in range(manifest.num_classes) if c not in found]
+    if missing:
+        raise SegrtError(f"--write-values: the export records no label value for {', '.join(missing)} (its manifest's "
+                         "labels.mask_values); drop --write-values to write class ids")
+    for cls, raw in found.items():
+        table[cls] = raw
+    return table

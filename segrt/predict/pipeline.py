@@ -23,7 +23,7 @@ from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.imaging import decode, masks
 from segrt.imaging.stacks import StackWriter, page_paths
-from segrt.predict.outputs import mask_files, output_paths, outputs_exist
+from segrt.predict.outputs import mask_files, output_paths, outputs_exist, value_table
 from segrt.predict.summary import Stats
 from segrt.progress import progress
 from segrt.runtime.memory import batch_bytes, check_tiled_memory, gb, memory_budget
@@ -57,6 +57,7 @@ class Predictor:
         self.manifest = session.manifest
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.said: set[str] = set()  # kinds of note already logged
+        self.values = value_table(self.manifest) if opts.write_values else None  # class id -> label value
         self.skip_class = 0 if self.manifest.classes and self.manifest.classes[0].lower() in ("background", "bg") else None
         # at native size on a GPU, the argmax runs there and only uint8 masks come back; resized
         # masks need the logits (they are resized on the host, in the writer threads)
@@ -99,7 +100,10 @@ class Predictor:
         if not paths:
             return time.perf_counter() - t0
         paths[next(iter(paths))].parent.mkdir(parents=True, exist_ok=True)
-        for path, data in mask_files(mask, paths, self.manifest.colors).items():
+        files = mask_files(mask, paths, self.manifest.colors)
+        if self.values is not None and "mask" in paths:
+            files[paths["mask"]] = masks.encode_mask_pngs(self.values[mask])[0]
+        for path, data in files.items():
             write_bytes_atomic(path, data)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
             image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
