@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast gpu-check clean
+.PHONY: setup demo test test-fast docs docs-build gpu-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,10 @@ $(VENV)/.base: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e .
 	touch $@
 
-# everything: export, training, OpenVINO, TIFF stacks, serve, Ray, Triton client, smp models, tests (torch with CUDA wheels: ~5 GB)
+# everything: export, training, OpenVINO, TIFF stacks, serve, Ray, Triton client, smp models, tests, docs (torch with CUDA wheels: ~5 GB)
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[torch,openvino,tiff,serve,ray,triton,smp,dev]'
+	$(PY) -m pip install -e '.[torch,openvino,tiff,serve,ray,triton,smp,dev,docs]'
 	touch $@ $(VENV)/.base
 
 setup: $(VENV)/.installed
@@ -29,8 +29,16 @@ demo: $(VENV)/.base
 # fast suite and the OpenVINO and bundled-model tests: what this CPU cannot run is skipped, never a failure
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) docs-build
 	SEGRT_SIMULATE_ISA=avx2 $(PY) -m pytest -q -m "not slow"
 	SEGRT_SIMULATE_ISA=avx2 $(PY) -m pytest -q tests/test_openvino.py tests/test_default_model.py
+
+# the documentation site: strict (a broken link or a page left out of the navigation fails the build)
+docs-build: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs: docs-build
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
@@ -41,4 +49,4 @@ gpu-check:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) predictions .pytest_cache
+	rm -rf $(VENV) predictions .pytest_cache site

@@ -11,7 +11,7 @@ import click
 
 from segrt.errors import SegrtError
 
-__all__ = ["numbers", "floats", "ints", "FloatList", "IntList", "Number", "OneLineErrors", "OneLineCommand",
+__all__ = ["examples", "numbers", "floats", "ints", "FloatList", "IntList", "Number", "OneLineErrors", "OneLineCommand",
            "QuantizeOptions"]
 
 
@@ -147,3 +147,8 @@ class QuantizeOptions:
     max_fp32_nodes: float = 0.34  # fraction of quantizable nodes the fallback may keep out of INT8
     batch_size: int = 4
     seed: int = 0
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: one or two real examples, kept as written (click's \\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)

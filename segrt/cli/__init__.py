@@ -7,13 +7,15 @@ import click
 
 from segrt import __version__
 from segrt.cli import bench, export, predict, scale, serve, verify
-from segrt.options import OneLineErrors
+from segrt.options import OneLineErrors, examples
 from segrt.training.cli import data_command, train_command  # their options; torch is imported only when they run
 
 __all__ = ["main"]
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, epilog=examples(
+    "segrt predict photo.jpg   (the bundled pets model; masks in a new predictions/)",
+    "segrt export runs/pets/best.pt --out exported/pets && segrt serve --model exported/pets"))
 @click.version_option(__version__, prog_name="segrt")
 def main():
     """segrt: U-Net segmentation from training to a fast, verified deployment.

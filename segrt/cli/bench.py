@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from segrt.cli.common import CORES, COUNT, NONNEG, THREADS, echo_out, gpu_options, provider_option, user_errors
-from segrt.options import IntList
+from segrt.options import IntList, examples
 
 __all__ = ["bench"]
 
 
-@click.command()
+@click.command(epilog=examples("segrt bench exported/pets", "segrt bench exported/pets --batch-sizes 1,8 --sizes 288,512 --json bench.json"))
 @click.argument("model", type=click.Path(exists=True))
 @provider_option
 @gpu_options

@@ -10,12 +10,12 @@ import click
 
 from segrt.cli.common import (description_options, echo_out, gate_options, make_quantize_options, quantize_options,
                               user_errors)
-from segrt.options import IntList
+from segrt.options import IntList, examples
 
 __all__ = ["export", "quantize", "import_onnx"]
 
 
-@click.command()
+@click.command(epilog=examples("segrt export runs/pets/best.pt --out exported/pets --quantize int8 --calib-images DATA/val", "segrt export model.pt --arch unet.py:UNet --arch-args '{\"n_classes\": 3}' --mean 0.5 --std 0.25"))
 @click.argument("checkpoint", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False),
               help="export folder (default: export/ beside the checkpoint, e.g. runs/NAME/export; export-2/ ... "
@@ -92,7 +92,7 @@ def export(checkpoint, out, opset, formats, force, quantize, triton, tta, size, 
         echo_out(f"Triton model repository: {write_repo(result.folder, triton)}/ (config.pbtxt, 1/model.onnx)")
 
 
-@click.command()
+@click.command(epilog=examples("segrt quantize exported/pets --precision fp16", "segrt quantize exported/pets --backend openvino --precision int8 --calib-images DATA/val"))
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--backend", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True)
 @click.option("--precision", type=click.Choice(["int8", "fp16", "bf16"]), default="int8", show_default=True,
@@ -124,7 +124,7 @@ def quantize(export_dir, backend, precision, uint8_of, calib_images, calib_count
                          "its measurements (manifest.json, parity.html)")
 
 
-@click.command("import")
+@click.command("import", epilog=examples("segrt import model.onnx --mean 0.5 --std 0.25 --classes bg,cell --out exported/theirs"))
 @click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="the export folder to write (default: export/ beside "
                                                               "the file)")

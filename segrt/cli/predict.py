@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from segrt.options import examples
+
 from segrt.cli.common import (CORES, COUNT, IO_THREADS, NONNEG, THREADS, default_model, description_options, echo_out,
                               gpu_options,
                               provider_option, user_errors)
@@ -17,7 +19,7 @@ from segrt.manifest import Manifest
 __all__ = ["predict", "exit_code"]
 
 
-@click.command()
+@click.command(epilog=examples("segrt predict photos/ --out masks/", "segrt predict huge.tif --model exported/isbi --tile auto"))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", type=click.Path(), help="export folder or .onnx (default: the bundled pets model)")
 @click.option("--out", type=click.Path(file_okay=False),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from segrt.options import examples
+
 from segrt.cli.common import COUNT, echo_out, user_errors
 
 __all__ = ["triton_repo"]
 
 
-@click.command("triton-repo")
+@click.command("triton-repo", epilog=examples("segrt triton-repo exported/pets --out models/ --max-batch-size 16"))
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "repo", type=click.Path(file_okay=False), required=True, help="the model repository folder")
 @click.option("--name", help="model name in the repository (default: the export's name)")

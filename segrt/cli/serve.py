@@ -10,15 +10,13 @@ from segrt.cli.common import COUNT, NONNEG, THREADS, default_model, provider_opt
 from segrt.errors import SegrtError
 from segrt.imaging.decode import DEFAULT_MAX_PIXELS
 from segrt.manifest import Manifest
+from segrt.options import examples
 
 __all__ = ["serve"]
 
 
-@click.command(epilog="""\b
-Examples:
-  segrt serve                                   # the bundled pets model on http://127.0.0.1:8000
-  curl -s --data-binary @photo.jpg localhost:8000/predict -o mask.png
-  segrt serve --model exported/cells --model exported/roads --max-batch 16 --token-file token.txt""")
+@click.command(epilog=examples("segrt serve   (the bundled pets model on http://127.0.0.1:8000)",
+                              "curl -s --data-binary @photo.jpg localhost:8000/predict -o mask.png"))
 @click.option("--model", "models", multiple=True, type=click.Path(),
               help="an export folder or .onnx, served under its export name (repeat for several; default: the "
                    "bundled pets model)")

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import click
 
+from segrt.options import examples
+
 from segrt.cli.common import COUNT, echo_out, gate_options, gpu_options, user_errors
 from segrt.errors import SegrtError
 
 __all__ = ["parity", "verify"]
 
 
-@click.command()
+@click.command(epilog=examples("segrt parity exported/pets --images DATA/val --masks DATA/val_masks --report parity.html",
+                               "segrt parity exported/mine --images photos/ --against my_pipeline.py:segment"))
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.option("--images", type=click.Path(exists=True), help="real images (default: random inputs)")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), help="ground-truth masks (by file stem)")
@@ -93,7 +96,7 @@ def parity(export_dir, images, masks, mask_map, checkpoint, json_path, report_pa
 
 
 
-@click.command()
+@click.command(epilog=examples("segrt verify exported/pets"))
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.option("--sample-images", type=click.Path(exists=True),
               help="first make the export's gate sample from these held-out images (up to 16; never a training "

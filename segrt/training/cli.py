@@ -12,7 +12,7 @@ import click
 
 from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError
-from segrt.options import Number, OneLineCommand
+from segrt.options import Number, OneLineCommand, examples
 
 __all__ = ["CORES", "options", "DATA", "MODEL", "RUN", "train_command", "data_command", "data_check_command", "parse",
            "main"]
@@ -116,7 +116,10 @@ RUN = [
 ]
 
 
-@click.command("train", cls=OneLineCommand, context_settings={"show_default": True,
+@click.command("train", cls=OneLineCommand, epilog=examples(
+    "segrt train --data DATA --classes background,road --out runs/roads",
+    "segrt train --layout pets --data oxford_iiit_pet --out runs/pets --size 256 --epochs 40"),
+    context_settings={"show_default": True,
                                                               "help_option_names": ["-h", "--help"]})
 @options(DATA + MODEL + _OPTIMISATION + RUN)
 def train_command(**kwargs):
@@ -158,7 +161,9 @@ def data_command():
     """Look at a dataset before training."""
 
 
-@data_command.command("check", cls=OneLineCommand, context_settings={"show_default": True})
+@data_command.command("check", cls=OneLineCommand, context_settings={"show_default": True}, epilog=examples(
+    "segrt data check --data DATA --classes background,road", "segrt data check --data ADE --classes ... "
+    "--reduce-zero-label --json | jq .splits"))
 @options(DATA + [click.option("--seed", type=click.IntRange(min=0), default=0),
                  click.option("--json", "as_json", is_flag=True, help="print the report as JSON")])
 def data_check_command(as_json, **kwargs):
