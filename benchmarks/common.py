@@ -34,7 +34,7 @@ def photo_args(parser, rounds: int, count: int = 150):
 
 def link_photos(images: Path, count: int, dst: Path) -> Path:
     """A folder of links to the first ``count`` photos of ``images``."""
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
 
     dst.mkdir(parents=True, exist_ok=True)
     for img in list_images(images)[:count]:

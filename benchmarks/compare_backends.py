@@ -35,7 +35,8 @@ from common import save
 from segrt.bench.timing import timed
 from segrt.cpuinfo import cpu_info, describe_cpu
 from segrt.errors import first_line
-from segrt.imaging.decode import list_images, read_model_input
+from segrt.imaging.decode import read_model_input
+from segrt.imaging.files import list_images
 from segrt.imaging.metrics import ConfusionMatrix
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.model.checkpoint import save_checkpoint

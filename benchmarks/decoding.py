@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import save  # noqa: E402
 
 from segrt.cpuinfo import cpu_info, describe_cpu  # noqa: E402
-from segrt.imaging.decode import list_images, read_model_input  # noqa: E402
+from segrt.imaging.decode import read_model_input  # noqa: E402
+from segrt.imaging.files import list_images
 from segrt.imaging.metrics import ConfusionMatrix, agreement  # noqa: E402
 from segrt.manifest import Manifest  # noqa: E402
 from segrt.runtime.session import Session  # noqa: E402

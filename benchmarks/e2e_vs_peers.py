@@ -83,7 +83,7 @@ def torch_bf16(export: Path, photos: list[Path], out: Path, size, mean, std) -> 
 
 # -- the harness -------------------------------------------------------------------------------------
 def links(src: Path, dst: Path, count: int) -> Path:
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
 
     photos = list_images(src)
     dst.mkdir(parents=True)
@@ -97,7 +97,8 @@ def nncf_defaults(export: Path, calib: Path, count: int, out: Path) -> Path:
     import nncf
     import openvino as ov
 
-    from segrt.imaging.decode import list_images, read_model_input
+    from segrt.imaging.decode import read_model_input
+    from segrt.imaging.files import list_images
     from segrt.manifest import Manifest
 
     manifest = Manifest.load(export)
@@ -147,7 +148,7 @@ def child_command(name: str, args, work: Path, photos: Path, out: Path) -> list[
 
 def measure(args, work: Path) -> dict:
     from segrt.cpuinfo import cpu_info
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
     from segrt.manifest import Manifest
 
     manifest = Manifest.load(args.export)

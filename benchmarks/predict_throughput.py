@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from segrt.imaging import decode
+from segrt.imaging.files import list_images
 from segrt.predict.options import PredictOptions
 from segrt.predict.run import run_predict
 from segrt.runtime.backends.base import SessionOptions
@@ -85,7 +86,7 @@ def main():
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
-    all_images = [x for x in decode.list_images(args.images)]
+    all_images = [x for x in list_images(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "imgs"
         subset.mkdir()

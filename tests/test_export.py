@@ -258,7 +258,8 @@ def test_parity_record_stores_quality_in_the_manifest(exported, tmp_path):
 def test_size_sets_the_working_size(tiny_ckpt, tmp_path):
     """--size H,W: the manifest's working size, which predict and parity resize to; a size that is
     not a multiple of the model's is one line, exit 2, nothing written."""
-    from segrt.imaging.decode import list_images, read_model_input
+    from segrt.imaging.decode import read_model_input
+    from segrt.imaging.files import list_images
 
     out = tmp_path / "sized"
     res = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--out", str(out), "--formats", "onnx", "--size", "96,128"])

@@ -127,7 +127,8 @@ def test_entropy_calibration_clips_ranges(exported, tmp_path):
     """ORT's entropy defaults (128 bins = 128 quantized bins) reproduce minmax; ours must not."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
 
-    from segrt.imaging.decode import list_images, read_model_input
+    from segrt.imaging.decode import read_model_input
+    from segrt.imaging.files import list_images
     from segrt.quantize.ort import _Reader, entropy_ranges
 
     m = Manifest.load(exported)

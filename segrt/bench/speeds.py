@@ -23,7 +23,7 @@ def speed_size(manifest, images=None) -> tuple[tuple[int, int], str]:
     m = manifest.size_multiple
     if manifest.input_size:
         return tuple(round_up(s, m) for s in manifest.input_size), "the working size predict resizes to"
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
 
     sizes = []
     for p in (list_images(images)[:50] if images and Path(images).is_dir() else []):

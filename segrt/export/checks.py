@@ -33,7 +33,7 @@ def quantize_jobs(precisions: tuple[str, ...], formats: tuple[str, ...]) -> list
 def check_usage(formats: tuple[str, ...], jobs: list[tuple[str, str]], opts) -> None:
     """Combinations that cannot succeed, refused before anything is exported (one line)."""
     from segrt.cpuinfo import module_available
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
 
     if "openvino" in formats and not module_available("openvino"):
         raise SegrtError("--formats openvino needs OpenVINO: pip install 'segrt[openvino]'")

@@ -22,7 +22,7 @@ from segrt.errors import ImageError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FILTERS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
            "decoding", "read_model_input", "load_mask", "Geometry", "round_up", "prepare", "normalize",
-           "resize_mask", "list_images", "to_uint8"]
+           "resize_mask", "to_uint8"]
 
 # segrt checks the pixel count itself (max_pixels below), with a message that names the flag.
 Image.MAX_IMAGE_PIXELS = None
@@ -288,27 +288,6 @@ def _resize_uint8(image: np.ndarray, size: tuple[int, int], resample: str = "bil
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HW uint8 -> HW uint8 at size (h, w), nearest neighbour."""
     return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-
-
-def list_images(root: str | os.PathLike, problems: list | None = None) -> list[Path]:
-    """Image files under a folder, recursively, sorted; hidden ones skipped; linked folders followed (each
-    real folder once). An unreadable folder is appended to ``problems`` as (path, reason), else ImageError."""
-    root = Path(root)
-    found, seen = [], set()
-
-    def unreadable(exc: OSError) -> None:
-        reason = f"{exc.filename}: cannot read this folder ({exc.strerror or exc}); its images were not read"
-        if problems is None:
-            raise ImageError(reason)
-        problems.append((Path(exc.filename), reason))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        seen.add(os.path.realpath(dirpath))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
-        found += [Path(dirpath) / f for f in filenames
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
 
 
 def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:

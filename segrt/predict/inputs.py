@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from segrt import fsutil
 from segrt.errors import SegrtError
 from segrt.imaging import decode
+from segrt.imaging.files import list_images
 from segrt.predict.outputs import output_paths
 
 __all__ = ["gather_inputs", "real", "check_no_overwrite", "check_out_folder", "parse_shard", "select_shard"]
@@ -29,7 +30,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
     Anything that exists but is not a folder or a regular text file (a FIFO, a device, a symlink
     loop) is kept as an input: decoding then fails for it alone, with the reason. ``out`` None: the
     outputs are not on this file system (a URI), so they cannot collide with inputs. Folders that
-    cannot be read go into ``problems`` as (path, reason) (see decode.list_images).
+    cannot be read go into ``problems`` as (path, reason) (see imaging.files.list_images).
     """
     out = real(out) if out is not None else None
     pairs = []
@@ -41,7 +42,7 @@ def gather_inputs(inputs: list[str | os.PathLike], out: Path | None, problems: l
                 raise SegrtError(f"--out {src} is an input folder: the outputs would be read as inputs next time; "
                                  "choose another --out")
             inside = out is not None and real(src) in out.parents  # out inside src: its files are not inputs
-            files = [p for p in decode.list_images(src, problems) if not p.name.lower().endswith(_OWN_OUTPUTS)
+            files = [p for p in list_images(src, problems) if not p.name.lower().endswith(_OWN_OUTPUTS)
                      and not (inside and out in real(p).parents)]
             pairs += [(p, prefix / p.relative_to(src).with_suffix("")) for p in files]
         elif not os.path.lexists(src):

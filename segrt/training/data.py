@@ -14,7 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from segrt.errors import SegrtError
-from segrt.imaging.decode import list_images, load_image, load_mask, page_count
+from segrt.imaging.decode import load_image, load_mask, page_count
+from segrt.imaging.files import list_images
 from segrt.imaging.labels import LabelTable, colour_mask, is_colour_mask, palette_of
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD
 

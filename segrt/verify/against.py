@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import SegrtError, first_line
-from segrt.imaging.decode import list_images, read_model_input
+from segrt.imaging.decode import read_model_input
+from segrt.imaging.files import list_images
 from segrt.imaging.masks import to_mask
 from segrt.manifest import IMAGENET_MEAN, IMAGENET_STD, Manifest
 from segrt.runtime.session import Session

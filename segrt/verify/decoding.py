@@ -118,7 +118,7 @@ def measure_decode(folder: str | os.PathLike, images: str | os.PathLike, log=pri
     from segrt.verify.thresholds import FP32_MASK_IOU
 
     from segrt.fsutil import check_writable
-    from segrt.imaging.decode import list_images
+    from segrt.imaging.files import list_images
     from segrt.verify.reference import reference_runner
 
     folder = Path(folder)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import ImageError, SegrtError
-from segrt.imaging.decode import list_images, read_model_input
+from segrt.imaging.decode import read_model_input
+from segrt.imaging.files import list_images
 from segrt.manifest import Manifest
 from segrt.options import QuantizeOptions
 from segrt.progress import progress
