@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from segrt.errors import ImageError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FILTERS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
-           "decoding", "read_model_input", "load_mask", "Geometry", "round_up", "prepare", "normalize",
+           "decoding", "read_model_input", "read_file", "load_mask", "Geometry", "round_up", "prepare", "normalize",
            "resize_mask", "to_uint8"]
 
 # segrt checks the pixel count itself (max_pixels below), with a message that names the flag.
@@ -153,21 +153,34 @@ def _check_regular_file(path: Path) -> None:
 
 def read_model_input(path: str | os.PathLike, manifest, native: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      notes: list[str] | None = None, page: int | None = None, pixels: bool = False,
-                     decode: str | None = None, data: bytes | None = None) -> tuple[np.ndarray, Geometry]:
+                     decode: str | None = None, data: bytes | None = None, clock=None) -> tuple[np.ndarray, Geometry]:
     """File (or its encoded ``data``) -> (CHW float32 model input, Geometry): the one reader predict, parity,
     serve and calibration share. Resizes as the manifest's policy says (its working size, or ``resize.scale``
     times the image; ``resize.filter``) unless ``native`` (or no size): then pads. A JPEG is decoded at a
-    reduced DCT scale covering the working size when ``decode`` (else the manifest's) is "reduced"."""
+    reduced DCT scale covering the working size when ``decode`` (else the manifest's) is "reduced".
+    ``clock(stage)``: a context that times each stage (decode, resize, to_tensor; predict's accounting)."""
+    clock = clock or _untimed
     policy = manifest.resize or {}
     scale = None if native else policy.get("scale")
     size = None if native or scale or not manifest.input_size else tuple(manifest.input_size)
     draft = size if (decode or manifest.decode) == "reduced" else None
-    image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page,
-                                   data=data)
+    with clock("decode"):
+        image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page,
+                                       data=data)
     if scale:  # the image scaled by a factor, aspect kept (int() of each side, as PIL pipelines write it)
         size = (max(1, int(scale * original[0])), max(1, int(scale * original[1])))
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels,
-                   policy.get("filter", "bilinear"), policy.get("upsample", "logits"))
+                   policy.get("filter", "bilinear"), policy.get("upsample", "logits"), clock)
+
+
+def _untimed(stage: str):
+    return contextlib.nullcontext()
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes (ImageError naming it otherwise): predict reads, then decodes from memory."""
+    with _open_regular(path) as f:
+        return f.read()
 
 
 def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
@@ -236,7 +249,7 @@ def round_up(n: int, multiple: int) -> int:
 
 def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
             original_hw: tuple[int, int] | None = None, pixels: bool = False, resample: str = "bilinear",
-            upsample: str = "logits") -> tuple[np.ndarray, Geometry]:
+            upsample: str = "logits", clock=None) -> tuple[np.ndarray, Geometry]:
     """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
     that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
 
@@ -247,19 +260,25 @@ def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[
     ``original_hw``: the file's true size when ``image`` was decoded at a reduced scale.
     """
     h, w = image.shape[:2]
-    original_hw = tuple(original_hw or (h, w))
+    original_hw, clock = tuple(original_hw or (h, w)), clock or _untimed
     if size is not None:
         if (h, w) != tuple(size):
-            image = _resize_uint8(image, size, resample)
+            with clock("resize"):
+                image = _resize_uint8(image, size, resample)
         in_hw, padded = tuple(size), False
     else:
         in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
+    with clock("to_tensor"):
+        return _to_tensor(image, mean, std, pixels, padded, in_hw, h, w), Geometry(original_hw, in_hw, padded, upsample)
+
+
+def _to_tensor(image, mean, std, pixels: bool, padded: bool, in_hw, h: int, w: int) -> np.ndarray:
     x = np.ascontiguousarray(image.transpose(2, 0, 1)) if pixels else normalize(image, mean, std)
     if padded and in_hw != (h, w):
         pad = ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w))
         x = np.stack([np.pad(c, pad[1:], constant_values=round(255 * m)) for c, m in zip(x, mean)]) if pixels \
             else np.pad(x, pad)
-    return x, Geometry(original_hw, in_hw, padded, upsample)
+    return x
 
 
 def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:

@@ -23,6 +23,7 @@ from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
 from segrt.imaging import decode, masks
 from segrt.imaging.stacks import StackWriter, page_paths
+from segrt.predict.accounting import OFF, Ledger
 from segrt.predict.outputs import mask_files, output_paths, outputs_exist, value_table
 from segrt.predict.summary import Stats
 from segrt.progress import progress
@@ -52,9 +53,10 @@ class _Job:
 class Predictor:
     """Holds an open Session; ``run(inputs)`` streams images through it."""
 
-    def __init__(self, session: Session, opts: PredictOptions, log=None, stacks: dict[Path, int] | None = None):
-        self.session, self.opts, self.stacks = session, opts, stacks or {}
-        self.manifest = session.manifest
+    def __init__(self, session: Session, opts: PredictOptions, log=None, stacks: dict[Path, int] | None = None,
+                 ledger: Ledger | None = None):
+        self.session, self.opts, self.stacks, self.ledger = session, opts, stacks or {}, ledger or OFF
+        self.clock, self.manifest = self.ledger.stage, session.manifest  # clock: CPU time by stage (accounting)
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.said: set[str] = set()  # kinds of note already logged
         self.values = value_table(self.manifest) if opts.write_values else None  # class id -> label value
@@ -81,13 +83,19 @@ class Predictor:
 
     def model_input(self, path: Path, notes: list[str] | None = None, page: int | None = None,
                     data: bytes | None = None) -> tuple[np.ndarray, decode.Geometry]:
-        """One image (a file, or its encoded ``data`` in memory, as segrt serve receives it) -> (CHW
-        model input: float32 normalized, or uint8 pixels for a uint8-input variant; its Geometry)."""
+        """A file (or its encoded ``data``, as segrt serve gets it) -> (CHW model input: float32 normalized, or
+        uint8 for a uint8-input variant; its Geometry). Accounted, a file is read apart from its decoding."""
+        if data is None and page is None and self.ledger.active:
+            with self.clock("read"):
+                data = decode.read_file(Path(path))
         return decode.read_model_input(path, self.manifest, self.opts.native, self.opts.max_pixels, notes, page,
-                                       pixels=self.session.takes_uint8, decode=self.opts.decode, data=data)
+                                       pixels=self.session.takes_uint8, decode=self.opts.decode, data=data,
+                                       clock=self.clock)
 
     def write(self, job: _Job, logits: np.ndarray) -> float:
-        return self.write_mask(job, masks.to_mask(logits, job.geometry), logits)
+        with self.clock("to_mask"):
+            mask = masks.to_mask(logits, job.geometry)
+        return self.write_mask(job, mask, logits)
 
     def write_mask(self, job: _Job, mask: np.ndarray, logits: np.ndarray | None = None) -> float:
         """Every output of one image from its HW uint8 mask (and, for --save-probs, its logits); a
@@ -100,16 +108,19 @@ class Predictor:
         if not paths:
             return time.perf_counter() - t0
         paths[next(iter(paths))].parent.mkdir(parents=True, exist_ok=True)
-        files = mask_files(mask, paths, self.manifest.colors)
-        if self.values is not None and "mask" in paths:
-            files[paths["mask"]] = masks.encode_mask_pngs(self.values[mask])[0]
-        for path, data in files.items():
-            write_bytes_atomic(path, data)
+        with self.clock("encode"):
+            files = mask_files(mask, paths, self.manifest.colors)
+            if self.values is not None and "mask" in paths:
+                files[paths["mask"]] = masks.encode_mask_pngs(self.values[mask])[0]
+        with self.clock("write"):
+            for path, data in files.items():
+                write_bytes_atomic(path, data)
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
-            image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
-            with atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class,
-                                              colours=self.manifest.colors)).save(tmp, "JPEG", quality=90)
+            with self.clock("overlay"):
+                image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
+                with atomic_path(paths["overlay"]) as tmp:
+                    Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class,
+                                                  colours=self.manifest.colors)).save(tmp, "JPEG", quality=90)
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
                 np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))
@@ -144,6 +155,7 @@ class _Run:
 
     def stream(self) -> Stats:
         jobs, opts = self.jobs, self.opts
+        self.p.ledger.start()
         try:
             pending: collections.deque[tuple[_Job, Future]] = collections.deque()
             while jobs or pending:
@@ -162,6 +174,8 @@ class _Run:
             self._submit()
             self._collect(keep=0)
             self._drain_writes(limit=0)
+            if self.p.ledger.active:  # before the pools end: their threads' counters go with them
+                self.stats.cpu = self.p.ledger.finish(self.stats.ok)
         except KeyboardInterrupt:  # stop: what is written stays written, nothing half-written
             self.stats.interrupted = True
             self.decoders.shutdown(cancel_futures=True)
@@ -252,9 +266,11 @@ class _Run:
             return
         for i in range(0, len(items), fit):
             part = items[i:i + fit]
-            x = np.stack([item[1] for item in part])
+            with self.p.clock("batch"):
+                x = np.stack([item[1] for item in part])
             submit = self.p.session.submit_masks if self.p.masks_from_model else self.p.session.submit
-            self.inflight.append(([job for job, _ in part], submit(x)))
+            with self.p.clock("inference"):  # ONNX Runtime computes in this thread too
+                self.inflight.append(([job for job, _ in part], submit(x)))
             self._collect(keep=self.p.session.in_flight - 1)
 
     def _collect(self, keep: int) -> None:
@@ -262,7 +278,8 @@ class _Run:
         while self.inflight and (len(self.inflight) > keep or self.inflight[0][1].done()):
             jobs, fut = self.inflight.popleft()
             t0 = time.perf_counter()
-            logits = fut.result()
+            with self.p.clock("inference"):
+                logits = fut.result()
             self.stats.wait_inference_s += time.perf_counter() - t0
             self.stats.spans.append(fut.span)
             for j, out in zip(jobs, logits):

@@ -15,6 +15,7 @@ from pathlib import Path
 from segrt.errors import SegrtError
 from segrt.fsutil import remove_stale_temps_under, write_bytes_atomic
 from segrt.imaging import decode
+from segrt.predict.accounting import Ledger
 from segrt.predict.inputs import check_no_overwrite, check_out_folder, gather_inputs, select_shard
 from segrt.predict.options import PredictOptions, decode_note
 from segrt.predict.pipeline import Predictor
@@ -64,7 +65,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
     for _, why in unread:
         log(f"error: {why}")
     with threadpool_limits(1, "blas"), _terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's
-        Predictor(session, opts, log, stacks).run(pairs, stats)
+        Predictor(session, opts, log, stacks, ledger=Ledger()).run(pairs, stats)
     stats.stopped_by = stopped.get("signal") or ("SIGINT" if stats.interrupted else None)
     summary = make_summary(model, session, opts, len(pairs), stats, time.perf_counter() - t0)
     if stacks:

@@ -29,6 +29,7 @@ def make_summary(model, session: Session, opts: PredictOptions, inputs: int, sta
                       "write": stats.write_s, "wait_decode": stats.wait_decode_s,
                       "wait_inference": stats.wait_inference_s},
         "images_per_s": stats.ok / wall if wall > 0 else 0.0,
+        "cpu": stats.cpu,
         "out": str(opts.out),
     }
     if opts.shard:
@@ -65,6 +66,10 @@ def format_summary(s: dict) -> str:
     if s["interrupted"]:
         by = " by SIGTERM" if s.get("stopped_by") == "SIGTERM" else ""
         line = f"INTERRUPTED{by}: " + line + f"; rerun with --out {s['out']} --skip-existing to finish"
+    cpu = (s.get("cpu") or {}).get("core_ms_per_image")
+    if cpu and s["written"]:
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in cpu.items() if k != "total" and v >= 0.05)
+        line += f"\nCPU per image (core-ms): {parts}; total {cpu['total']:.1f}"
     where = s["summary_error"] if s.get("summary_error") else f"in {s['out']}/{name}"
     names = "NAME.png = class ids" + ("; a stack's NAME.tif: a page of class ids per page" if s.get("stacks") else "")
     return line + f"\noutputs in {s['out']}/ ({names}), summary {where}"
@@ -83,6 +88,7 @@ class Stats:
     spans: list[tuple[float, float]] = field(default_factory=list)  # (submitted, done) per batch
     interrupted: bool = False  # Ctrl-C or SIGTERM: the run stopped early
     stopped_by: str | None = None  # SIGINT | SIGTERM
+    cpu: dict | None = None  # CPU time by stage (predict.accounting.Ledger.finish)
 
     def inference_busy_s(self) -> float:
         """Time during which at least one batch was being inferred (union of the spans)."""

@@ -98,11 +98,12 @@ def _ranked(manifest: Manifest, ok: list[Artifact], folder: Path | None, measure
         from segrt.runtime.here import measure_here
 
         t0 = time.perf_counter()
-        ms, cached = measure_here(folder, manifest, ok, log)
+        ms, cached, said = measure_here(folder, manifest, ok, log)
         size = manifest.input_size or manifest.crop_size or [256, 256]
         shape = "x".join(map(str, size))
         where = "timed on this CPU by an earlier run (cached)" if cached else \
             f"timed on this CPU now, once: {time.perf_counter() - t0:.1f} s, cached"
+        where += f"; {said}" if said else ""
     ranked = sorted(ok, key=lambda a: ms[a.name])
     others = ", ".join(f"{a.name} {ms[a.name]:.1f}" for a in ranked[1:])
     return ranked, (f"the fastest gated variant, {ms[ranked[0].name]:.1f} ms/image at {shape} ({where})"

@@ -22,8 +22,8 @@ def test_create_app_mounts_in_your_own_service():
     from segrt.serve.app import ServeOptions
     from segrt.serve.run import bind
 
-    inner = segrt.serve.create_app([ROOT / "exported" / "pets" / "model.int8.onnx"], ServeOptions(max_batch=2),
-                                   provider="cpu")
+    inner = segrt.serve.create_app([ROOT / "exported" / "pets" / "model.int8.onnx", ROOT / "exported" / "isbi"],
+                                   ServeOptions(max_batch=2), provider="cpu")
     server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Mount("/segment", app=inner)]), log_level="warning"))
     sock = bind("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -36,6 +36,13 @@ def test_create_app_mounts_in_your_own_service():
         with urllib.request.urlopen(req, timeout=60) as r:
             answer = json.load(r)
         assert answer["model"] == "pets" and answer["variant"].startswith("model.int8.onnx (onnx int8)")
+        with urllib.request.urlopen(url.replace("predict?format=json", "v2/models"), timeout=30) as r:
+            assert json.load(r)["models"] == ["pets", "isbi"]  # several models, each under its export name
+        slice_ = next((ROOT / "tests" / "data" / "isbi" / "images").iterdir())
+        req = urllib.request.Request(url.replace("/predict?", "/predict/isbi?"), data=slice_.read_bytes(), method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.load(r)
+        assert answer["model"] == "isbi" and answer["classes"] == ["membrane", "interior"]
     finally:
         server.should_exit = True
         thread.join(30)
