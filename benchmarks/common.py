@@ -40,3 +40,9 @@ def link_photos(images: Path, count: int, dst: Path) -> Path:
     for img in list_images(images)[:count]:
         os.symlink(img.resolve(), dst / img.name)
     return dst
+
+
+def heading(result: dict, what: str) -> str:
+    """A results table's title: what was measured, then the CPU (model and ISA flags), cores and date."""
+    cpu = result["cpu"]
+    return f"# {what}, {cpu['model']} [{' '.join(cpu['isa'])}], {result['cores']} cores, {result['date']}"

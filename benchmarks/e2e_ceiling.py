@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import heading, save  # noqa: E402
 from e2e_vs_peers import links  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,9 +137,7 @@ def run(args) -> dict:
 
 
 def markdown(r: dict) -> str:
-    c = r["cpu"]
-    lines = [f"# End to end against the model alone: {r['file']} of {r['model']}, {r['photos']} photos, "
-             f"{c['model']} [{' '.join(c['isa'])}], {r['cores']} cores, {r['date']}", "",
+    lines = [heading(r, f"End to end against the model alone: {r['file']} of {r['model']}, {r['photos']} photos"), "",
              "| path | images/s (median of rounds) |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["images_per_s"].items()]
     lines += ["", f"segrt / model alone: {r['ratios']['segrt_vs_model_alone']:.2f}x; segrt / expert loop: "

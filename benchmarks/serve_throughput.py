@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import link_photos, save  # noqa: E402
+from common import heading, link_photos, save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (1, 4, 16, 64)
@@ -231,9 +231,7 @@ def ratios(result: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    cpu = result["cpu"]
-    lines = [f"# segrt serve throughput: {result['model']}, {result['photos']} photos, {cpu['model']} "
-             f"[{' '.join(cpu['isa'])}], {result['cores']} cores, {result['date']}", "",
+    lines = [heading(result, f"segrt serve throughput: {result['model']}, {result['photos']} photos"), "",
              "| system | clients | images/s | p50 ms | p99 ms | errors | masks vs predict |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['system']} | {r['clients'] or '-'} | {r['images_per_s']:.1f} | {r.get('p50_ms', '-')} | "
