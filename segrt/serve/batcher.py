@@ -1,13 +1,15 @@
 """Dynamic batching: items from concurrent requests are gathered, up to ``max_batch`` within
 ``max_delay`` of the first one's arrival, and run as one batch per input shape on the model's engine
-(ServedModel.run). A batch is formed when the engine has room for it, so under load batches grow
-and at one client nothing waits longer than ``max_delay``. ``admit`` bounds the items held at once
+(ServedModel.run). A batch is formed when the engine has room for it, so under load batches grow; it
+waits for more only while admitted items are still on their way (being decoded), so a lone request
+does not wait at all. ``admit`` bounds the items held at once
 (decoding, queued or running): past ``max_queue`` a request is refused instead of growing memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 
 import numpy as np
@@ -15,6 +17,9 @@ import numpy as np
 from segrt.serve.model import Decoded, ServedModel
 
 __all__ = ["Batcher", "QueueFull", "run_grouped"]
+
+
+_TICKET: contextvars.ContextVar = contextvars.ContextVar("segrt_serve_ticket")
 
 
 class QueueFull(Exception):
@@ -45,25 +50,35 @@ class Batcher:
         self.model, self.max_batch, self.max_delay, self.max_queue = model, max_batch, max_delay_ms / 1000, max_queue
         self.on_batch = on_batch or (lambda size: None)  # metrics: the size of each batch run
         self.depth = 0  # items admitted and not yet answered
+        self.coming = 0  # items admitted that have not reached the batcher yet (being decoded)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
     @contextlib.contextmanager
     def admit(self, n: int):
-        """Hold ``n`` items while a request is answered; QueueFull when that would pass max_queue."""
+        """Hold ``n`` items while a request is answered; QueueFull when that would pass max_queue. Until
+        they reach the batcher they count as on their way (decoding), which a forming batch waits for."""
         if self.depth + n > self.max_queue:
             raise QueueFull(f"{self.depth} image(s) queued, --max-queue {self.max_queue}")
-        self.depth += n
+        ticket = {"on_the_way": n}
+        self.depth, self.coming = self.depth + n, self.coming + n
+        token = _TICKET.set(ticket)
         try:
             yield
         finally:
-            self.depth -= n
+            _TICKET.reset(token)
+            self.depth, self.coming = self.depth - n, self.coming - ticket["on_the_way"]
 
     async def __call__(self, items: list[Decoded]) -> list[np.ndarray]:
         if self._task is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._loop())
         loop = asyncio.get_running_loop()
+        ticket = _TICKET.get(None)
+        if ticket is not None:  # these items have arrived
+            arrived = min(len(items), ticket["on_the_way"])
+            ticket["on_the_way"] -= arrived
+            self.coming -= arrived
         futures = []
         for item in items:
             fut = loop.create_future()
@@ -82,7 +97,7 @@ class Batcher:
                     batch.append(self._queue.get_nowait())
                     continue
                 wait = deadline - time.monotonic()
-                if wait <= 0:
+                if wait <= 0 or self.coming <= 0:  # nothing on its way: a lone request does not wait
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), wait))

@@ -81,3 +81,34 @@ def test_admission_is_bounded():
         with batcher.admit(1):
             assert batcher.depth == 3
     assert batcher.depth == 0
+
+
+def test_a_lone_request_does_not_wait_for_partners_that_are_not_coming():
+    import time
+
+    model = FakeModel(delay=0.0)
+    batcher = Batcher(model, max_batch=8, max_delay_ms=2000)
+
+    async def main():
+        with batcher.admit(1):
+            t0 = time.monotonic()
+            await batcher([item(1)])
+            return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 1.0  # not the 2 s max_delay: nothing else was on its way
+
+
+def test_a_batch_waits_for_items_still_being_decoded():
+    model = FakeModel(delay=0.0)
+    batcher = Batcher(model, max_batch=8, max_delay_ms=2000)
+
+    async def request(value, decode_s):
+        with batcher.admit(1):
+            await asyncio.sleep(decode_s)  # decoding
+            return await batcher([item(value)])
+
+    async def main():
+        return await asyncio.gather(request(1, 0.0), request(2, 0.05), request(3, 0.1))
+
+    asyncio.run(main())
+    assert model.sizes == [3]  # the first waited for the two on their way

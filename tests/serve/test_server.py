@@ -185,11 +185,10 @@ def test_sixteen_concurrent_clients_are_batched_and_bad_items_fail_alone(server,
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
-    """A server that needs a token, holds at most 2 images and waits 3 s to fill a batch."""
+    """A server that needs a token and holds at most 2 images."""
     token = tmp_path_factory.mktemp("token") / "token.txt"
     token.write_text("s3cret\n")
-    with Server("--token-file", token, "--max-queue", 2, "--max-batch", 64, "--max-delay-ms", 3000,
-                "--max-body-mb", 1) as s:
+    with Server("--token-file", token, "--max-queue", 2, "--max-body-mb", 1) as s:
         yield s
 
 
@@ -201,13 +200,23 @@ def test_token_required(strict):
     assert get(strict.url + "/v2/models/pets", {"Authorization": "Bearer s3cret"})[0] == 200
 
 
+def _large_photo() -> bytes:
+    """A 12-megapixel JPEG under 1 MB: slow enough to decode that concurrent requests overlap."""
+    y, x = np.mgrid[0:3000, 0:4000]
+    rgb = np.stack([(x // 16) % 256, (y // 12) % 256, ((x + y) // 28) % 256], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=80)
+    assert len(buf.getvalue()) < 2**20
+    return buf.getvalue()
+
+
 def test_full_queue_is_503_with_retry_after_and_large_bodies_413(strict):
     auth = {"Authorization": "Bearer s3cret"}
     status, _, body = post(strict.url + "/predict", b"\0" * (2 * 2**20), auth)
     assert status == 413 and "--max-body-mb 1" in json.loads(body)["error"]
-    data = images()[0].read_bytes()
-    with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(lambda _: post(strict.url + "/predict", data, auth), range(6)))
+    data = _large_photo()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: post(strict.url + "/predict", data, auth), range(8)))
     codes = sorted(r[0] for r in results)
     assert codes.count(200) >= 1 and codes.count(503) >= 1 and set(codes) <= {200, 503}, codes
     busy = next(r for r in results if r[0] == 503)
@@ -215,18 +224,22 @@ def test_full_queue_is_503_with_retry_after_and_large_bodies_413(strict):
 
 
 def test_sigterm_answers_requests_in_flight_and_exits_0(strict):
-    auth = {"Authorization": "Bearer s3cret"}
+    """A request whose body is still arriving when SIGTERM comes is read to its end and answered."""
+    import http.client
+    import time
+
     data = images()[0].read_bytes()
-    got = []
-    clients = [threading.Thread(target=lambda: got.append(post(strict.url + "/predict", data, auth)))
-               for _ in range(2)]
-    for c in clients:
-        c.start()
-    # both wait for a batch (3 s) when the signal comes
-    deadline = threading.Event()
-    deadline.wait(1.0)
+    conn = http.client.HTTPConnection("127.0.0.1", strict.port, timeout=60)
+    conn.putrequest("POST", "/predict")
+    conn.putheader("Authorization", "Bearer s3cret")
+    conn.putheader("Content-Length", str(len(data)))
+    conn.endheaders()
+    conn.send(data[:len(data) // 2])
+    time.sleep(0.5)  # received and being read
+    strict.proc.terminate()
+    time.sleep(0.5)
+    conn.send(data[len(data) // 2:])
+    response = conn.getresponse()
+    assert response.status == 200 and response.read().startswith(b"\x89PNG")
     assert strict.stop(timeout=60) == 0
-    for c in clients:
-        c.join(30)
-    assert [r[0] for r in got] == [200, 200]
     assert any(line.startswith("stopped after") for line in strict.lines)
