@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import heading, save  # noqa: E402
-from e2e_vs_peers import links  # noqa: E402
+from e2e_vs_peers import agreement, links, reference_masks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,12 +123,18 @@ def run(args) -> dict:
         rows["expert loop"].append(expert(model, photos, work / f"expert-{rnd}", manifest, session.takes_uint8))
         print({k: round(v[-1], 1) for k, v in rows.items()}, flush=True)
     best = {k: float(np.median(v)) for k, v in rows.items()}
+    print("eager fp32 reference masks ...", flush=True)
+    from segrt.imaging.files import list_images
+
+    reference = reference_masks(args.export, list_images(args.images)[:args.count])
+    agree = {"segrt predict": agreement(work / "segrt-0", reference, manifest.num_classes),
+             "expert loop": agreement(work / "expert-0", reference, manifest.num_classes)}
     cpu = min(accounting, key=lambda a: a["process_s"])
     per = cpu["core_ms_per_image"]
     host = per["total"] - per["inference"]
     return {"date": dt.date.today().isoformat(), "cpu": cpu_info(), "cores": os.cpu_count(),
             "model": str(args.export.relative_to(ROOT) if args.export.is_relative_to(ROOT) else args.export), "file": model.name, "photos": len(photos), "rounds": args.rounds,
-            "images_per_s": best, "runs": rows,
+            "images_per_s": best, "runs": rows, "miou_agreement_vs_eager_fp32": agree,
             "ratios": {"segrt_vs_model_alone": round(best["segrt predict"] / best["model alone"], 3),
                        "segrt_vs_expert": round(best["segrt predict"] / best["expert loop"], 3)},
             "core_ms_per_photo": per, "host_core_ms_per_photo": round(host, 2),
@@ -139,7 +145,10 @@ def run(args) -> dict:
 def markdown(r: dict) -> str:
     lines = [heading(r, f"End to end against the model alone: {r['file']} of {r['model']}, {r['photos']} photos"), "",
              "| path | images/s (median of rounds) |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in r["images_per_s"].items()]
+    agree = r.get("miou_agreement_vs_eager_fp32", {})
+    lines[-2:] = ["| path | images/s (median of rounds) | masks vs eager fp32 (mIoU of agreement) |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {agree[k]:.4f} |" if k in agree else f"| {k} | {v:.1f} | - |"
+              for k, v in r["images_per_s"].items()]
     lines += ["", f"segrt / model alone: {r['ratios']['segrt_vs_model_alone']:.2f}x; segrt / expert loop: "
               f"{r['ratios']['segrt_vs_expert']:.2f}x", "",
               "segrt's CPU per photo (core-ms; the run with the least CPU):", "",
