@@ -7,6 +7,7 @@ run in process on the same photo and model file (medians). Prints the overhead i
 from __future__ import annotations
 
 import http.client
+import os
 import statistics
 import sys
 import time
@@ -70,7 +71,11 @@ def main() -> int:
     data = PHOTO.read_bytes()
     health, predict = served(data)
     alone = in_process(data)
-    print(f"health round trip p50 {health:.2f} ms; POST /predict p50 {predict:.1f} ms; the same pipeline in process "
+    from segrt.cpuinfo import cpu_info
+
+    cpu = cpu_info()
+    print(f"{cpu['model']} [{' '.join(cpu['isa'])}], {os.cpu_count()} cores: "
+          f"health round trip p50 {health:.2f} ms; POST /predict p50 {predict:.1f} ms; the same pipeline in process "
           f"p50 {alone:.1f} ms; segrt serve's overhead {predict - alone:.1f} ms per request")
     return 0
 

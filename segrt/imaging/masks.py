@@ -16,7 +16,7 @@ from PIL import Image
 
 from segrt.imaging.decode import Geometry
 
-__all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "palette", "encode_mask_pngs", "overlay"]
+__all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "palette", "encode_mask_pngs", "overlay", "overlay_jpeg"]
 
 
 def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -188,3 +188,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class:
             blend[band == skip_class] = rgb[band == skip_class]
         out[y:y + rows] = blend
     return out
+
+
+def overlay_jpeg(image: np.ndarray, mask: np.ndarray, skip_class: int | None, colours: list | None = None) -> bytes:
+    """overlay() as the JPEG predict writes (NAME.overlay.jpg) and serve answers (?format=overlay)."""
+    buf = io.BytesIO()
+    Image.fromarray(overlay(image, mask, skip_class=skip_class, colours=colours)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from segrt.cpuinfo import usable_cores
 from segrt.errors import ImageError
@@ -118,9 +117,8 @@ class Predictor:
         if "overlay" in paths:  # full-resolution photo, decoded again only for this
             with self.clock("overlay"):
                 image = decode.load_image(job.path, 3, self.opts.max_pixels, job.page)
-                with atomic_path(paths["overlay"]) as tmp:
-                    Image.fromarray(masks.overlay(image, mask, skip_class=self.skip_class,
-                                                  colours=self.manifest.colors)).save(tmp, "JPEG", quality=90)
+                write_bytes_atomic(paths["overlay"], masks.overlay_jpeg(image, mask, self.skip_class,
+                                                                        self.manifest.colors))
         if "probs" in paths:
             with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
                 np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))

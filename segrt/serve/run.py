@@ -69,17 +69,13 @@ class _Server:
         class Quiet(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(inner):
-                if not main:
-                    yield
-                    return
                 inner.should_exit = bool(early)
-                handlers = {s: signal.signal(s, lambda *_: setattr(inner, "should_exit", True))
-                            for s in (signal.SIGINT, signal.SIGTERM)}
-                handlers = {s: before.get(s, h) for s, h in handlers.items()}
+                for s in before:  # main thread only (before is empty elsewhere)
+                    signal.signal(s, lambda *_: setattr(inner, "should_exit", True))
                 try:
                     yield
                 finally:
-                    for s, h in handlers.items():
+                    for s, h in before.items():  # the handlers from before segrt serve started
                         signal.signal(s, h)
 
         self.server = Quiet(config)

@@ -5,7 +5,6 @@ each input kind has. Used by the ASGI routes (segrt.serve.app), locally and on R
 from __future__ import annotations
 
 import asyncio
-import io
 
 import numpy as np
 
@@ -112,13 +111,7 @@ class Service:
     def overlay(self, name: str, data: bytes, mask: np.ndarray) -> bytes:
         """NAME.overlay.jpg of predict: the photo at full size with the classes blended over it."""
         image = decode.decode_image(name, 3, self.model.opts.max_pixels, data=data)[0]
-        skip = 0 if self.manifest.classes and self.manifest.classes[0].lower() in ("background", "bg") else None
-        buf = io.BytesIO()
-        from PIL import Image
-
-        Image.fromarray(masks.overlay(image, mask, skip_class=skip, colours=self.manifest.colors)).save(
-            buf, "JPEG", quality=90)
-        return buf.getvalue()
+        return masks.overlay_jpeg(image, mask, self.model.predictor.skip_class, self.manifest.colors)
 
     def summary(self, mask: np.ndarray, notes: list[str]) -> dict:
         """?format=json: the mask's shape, the pixel share of each class, the variant that ran."""
