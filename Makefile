@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# what predict needs: the base package (numpy, pillow, click, tqdm, onnx, onnxruntime; no torch)
+# what predict needs: the base package (numpy, pillow, click, tqdm, onnx, onnxruntime, threadpoolctl, isal; no torch)
 $(VENV)/.base: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e .
 	touch $@

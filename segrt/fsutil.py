@@ -35,23 +35,32 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def temp_beside(path: Path) -> Path:
-    """A new empty temp file beside ``path`` (.NAME.PID.XXXX.tmp.SUFFIX), with a plain write's mode."""
+def temp_beside(path: Path, keep_open: bool = False):
+    """A new empty temp file beside ``path`` (.NAME.PID.XXXX.tmp.SUFFIX), with a plain write's mode;
+    ``keep_open``: (its descriptor, its path), for a writer that then needs no second open."""
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
     os.fchmod(fd, 0o666 & ~umask())
+    if keep_open:
+        return fd, Path(tmp)
     os.close(fd)
     return Path(tmp)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it. A
-    write that failed because the disk is full becomes DiskFull, one line naming the device and file."""
+def atomic_path(path: str | os.PathLike, opened: bool = False):
+    """Yield a temp path beside ``path`` (``opened``: that file open for binary writing); on success rename
+    it onto ``path``, else delete it. A write that failed because the disk is full becomes DiskFull, one
+    line naming the device and file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(path)
+    fd, tmp = temp_beside(path, keep_open=True)
     try:
-        yield tmp
+        if opened:
+            with open(fd, "wb", buffering=0) as f:  # unbuffered: callers write whole buffers
+                yield f
+        else:
+            os.close(fd)
+            yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -112,8 +121,8 @@ def atomic_dir(path: str | os.PathLike, force: bool = False):
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with atomic_path(path, opened=True) as f:
+        f.write(data)
 
 
 _STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")

@@ -63,3 +63,16 @@ def test_mask_pngs_share_pixels_grey_and_palette(tmp_path):
         np.testing.assert_array_equal(np.asarray(g), mask)
         np.testing.assert_array_equal(np.asarray(c), mask)
         np.testing.assert_array_equal(np.asarray(c.convert("RGB")), masks.voc_palette()[mask])
+
+
+def test_mask_pngs_carry_every_value_and_the_dataset_colours(tmp_path):
+    mask = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    grey, color = masks.encode_mask_pngs(mask, [[10, 20, 30], [40, 50, 60]])
+    for data in (grey, color):
+        (tmp_path / "m.png").write_bytes(data)
+        with Image.open(tmp_path / "m.png") as img:
+            img.verify()  # chunk CRCs and structure
+        with Image.open(tmp_path / "m.png") as img:
+            np.testing.assert_array_equal(np.asarray(img), mask)
+    with Image.open(tmp_path / "m.png") as img:
+        assert img.getpalette()[:6] == [10, 20, 30, 40, 50, 60]

@@ -12,6 +12,7 @@ import struct
 import zlib
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 from segrt.imaging.decode import Geometry
@@ -140,39 +141,25 @@ def palette(colours: list | None = None) -> np.ndarray:
     return pal
 
 
-def _color_mask_image(mask: np.ndarray, colours: list | None = None) -> Image.Image:
-    """HW uint8 class ids -> palette ('P') image whose pixel values are still the class ids."""
-    img = Image.fromarray(mask, "P")
-    img.putpalette(palette(colours).tobytes())
-    return img
-
-
 def encode_mask_pngs(mask: np.ndarray, colours: list | None = None) -> tuple[bytes, bytes]:
     """HW uint8 class ids -> (greyscale PNG, palette PNG), both holding the class ids as pixel values.
 
-    Encoded once: the two files share their pixel data (IDAT) and differ only in the header's
-    colour type and the palette chunk.
+    Encoded once: the two files share their pixel data (IDAT: rows unfiltered, deflated by ISA-L at its
+    fastest level, ~5x zlib's for class masks) and differ only in the colour type and the palette.
     """
-    color = _png(_color_mask_image(mask, colours))
-    chunks, pos = [color[:8]], 8
-    while pos < len(color):
-        (length,) = struct.unpack(">I", color[pos:pos + 4])
-        kind, data = color[pos + 4:pos + 8], color[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            if data[8:10] != b"\x08\x03":  # not 8-bit palette: encode the greyscale file on its own
-                return _png(Image.fromarray(mask, "L")), color
-            data = data[:9] + b"\x00" + data[10:]  # colour type 3 (palette) -> 0 (greyscale)
-        elif kind in (b"PLTE", b"tRNS"):
-            continue
-        chunks.append(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
-    return b"".join(chunks), color
+    h, w = mask.shape
+    rows = np.zeros((h, w + 1), np.uint8)  # each row starts with its filter type, 0 (none)
+    rows[:, 1:] = mask
+    data = _chunk(b"IDAT", isal_zlib.compress(rows.tobytes(), 1)) + _chunk(b"IEND", b"")
+    header = lambda colour_type: _PNG + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))  # noqa: E731
+    return header(0) + data, header(3) + _chunk(b"PLTE", palette(colours).tobytes()) + data
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=1, compress_type=zlib.Z_RLE)  # fast, and small for masks
-    return buf.getvalue()
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, skip_class: int | None = 0,

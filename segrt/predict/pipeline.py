@@ -120,7 +120,7 @@ class Predictor:
                 write_bytes_atomic(paths["overlay"], masks.overlay_jpeg(image, mask, self.skip_class,
                                                                         self.manifest.colors))
         if "probs" in paths:
-            with atomic_path(paths["probs"]) as tmp, open(tmp, "wb") as f:
+            with atomic_path(paths["probs"], opened=True) as f:
                 np.save(f, masks.softmax(masks.restore_logits(logits, job.geometry)).astype(np.float16))
         return time.perf_counter() - t0
 
