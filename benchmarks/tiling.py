@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from segrt.cpuinfo import cpu_info, describe_cpu
-from segrt.imaging.decode import prepare
+from segrt.imaging.prepare import prepare
 from segrt.imaging.files import list_images
 from segrt.imaging.masks import to_mask
 from segrt.runtime.backends.base import SessionOptions

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from segrt.imaging import masks
-from segrt.imaging.decode import Geometry
+from segrt.imaging.prepare import Geometry
 
 
 def pillow_resize(logits, dst):

@@ -2,7 +2,7 @@ import numpy as np
 from conftest import PETS
 from PIL import Image
 
-from segrt.imaging import decode, masks
+from segrt.imaging import decode, masks, prepare
 from segrt.manifest import Manifest
 
 
@@ -26,7 +26,7 @@ def test_read_model_input_resize_and_native():
     w, h = Image.open(path).size
     x, geo = decode.read_model_input(path, m)
     assert x.shape == (3, 64, 96) and x.dtype == np.float32 and geo.original_hw == (h, w) and not geo.padded
-    full_path, _ = decode.prepare(decode.load_image(path), m.mean, m.std, (64, 96), 16)
+    full_path, _ = prepare.prepare(decode.load_image(path), m.mean, m.std, (64, 96), 16)
     assert np.abs(x - full_path).mean() < 0.05  # DCT-scaled decode: the same picture
     x, geo = decode.read_model_input(path, m, native=True)
     assert x.shape == (3, -(-h // 16) * 16, -(-w // 16) * 16) and geo.padded
@@ -35,7 +35,7 @@ def test_read_model_input_resize_and_native():
 
 def test_normalize_and_palette():
     img = np.full((2, 2, 3), 255, np.uint8)
-    x = decode.normalize(img, [0.5] * 3, [0.5] * 3)
+    x = prepare.normalize(img, [0.5] * 3, [0.5] * 3)
     assert x.shape == (3, 2, 2) and np.allclose(x, 1.0)
     pal = masks.voc_palette()
     assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0]

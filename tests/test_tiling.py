@@ -92,7 +92,8 @@ def test_spec_checks():
 
 @pytest.mark.slow
 def test_predict_tiled_on_the_tiny_model(exported, tmp_path):
-    from segrt.imaging.decode import load_image, prepare
+    from segrt.imaging.decode import load_image
+    from segrt.imaging.prepare import prepare
     from segrt.imaging.masks import to_mask
     from segrt.runtime.session import Session
 

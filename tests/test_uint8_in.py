@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_edges import photos, tiny_export
 
 from segrt.cli import main
-from segrt.imaging.decode import normalize, prepare, to_uint8
+from segrt.imaging.prepare import normalize, prepare, to_uint8
 from segrt.quantize.onnx_rewrites import uint8_input
 from segrt.quantize.uint8 import u8_name
 from segrt.records import GateRecord, Gates

@@ -13,7 +13,7 @@ from segrt.bench.speeds import speed_size
 from segrt.bench.timing import peak_rss_mb, reset_peak_rss
 from segrt.cpuinfo import cpu_info, module_available, usable_cores
 from segrt.errors import ProviderError, SegrtError
-from segrt.imaging.decode import round_up
+from segrt.imaging.prepare import round_up
 from segrt.progress import progress
 from segrt.runtime.backends.base import SessionOptions
 from segrt.runtime.memory import check_bench_memory

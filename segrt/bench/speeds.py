@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from segrt.cpuinfo import cpu_info, usable_cores
-from segrt.imaging.decode import round_up
+from segrt.imaging.prepare import round_up
 from segrt.manifest import Manifest
 from segrt.records import SpeedRecord
 

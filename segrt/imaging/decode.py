@@ -1,4 +1,4 @@
-"""Image decode, pre- and post-processing (numpy + Pillow, no torch).
+"""Image files -> HWC uint8 pixels, and the one reader of model inputs (numpy + Pillow, no torch).
 
 Shared by predict, parity, calibration and training validation so every path sees identical
 inputs. Images are HWC uint8 in [0, 255]; model inputs CHW float32 normalized; logits CHW float32.
@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import io
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segrt.errors import ImageError
+from segrt.imaging.prepare import Geometry, prepare, untimed
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FILTERS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
-           "decoding", "read_model_input", "read_file", "load_mask", "Geometry", "round_up", "prepare", "normalize",
-           "resize_mask", "to_uint8"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "GRAY_MODES", "load_image", "decode_image", "page_count", "say",
+           "decoding", "read_model_input", "read_file", "load_mask"]
 
 # segrt checks the pixel count itself (max_pixels below), with a message that names the flag.
 Image.MAX_IMAGE_PIXELS = None
@@ -159,7 +157,7 @@ def read_model_input(path: str | os.PathLike, manifest, native: bool = False, ma
     times the image; ``resize.filter``) unless ``native`` (or no size): then pads. A JPEG is decoded at a
     reduced DCT scale covering the working size when ``decode`` (else the manifest's) is "reduced".
     ``clock(stage)``: a context that times each stage (decode, resize, to_tensor; predict's accounting)."""
-    clock = clock or _untimed
+    clock = clock or untimed
     policy = manifest.resize or {}
     scale = None if native else policy.get("scale")
     size = None if native or scale or not manifest.input_size else tuple(manifest.input_size)
@@ -171,10 +169,6 @@ def read_model_input(path: str | os.PathLike, manifest, native: bool = False, ma
         size = (max(1, int(scale * original[0])), max(1, int(scale * original[1])))
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels,
                    policy.get("filter", "bilinear"), policy.get("upsample", "logits"), clock)
-
-
-def _untimed(stage: str):
-    return contextlib.nullcontext()
 
 
 def read_file(path: Path) -> bytes:
@@ -230,87 +224,3 @@ def load_mask(path: str | os.PathLike, page: int | None = None) -> np.ndarray:
     if arr.max(initial=0) > 255:
         raise ImageError(f"{path}: mask values above 255 are not supported")
     return arr.astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How a model input relates to the original image: resized, or padded at native size."""
-
-    original_hw: tuple[int, int]
-    input_hw: tuple[int, int]
-    padded: bool  # True: image sits at the top-left of the input, unscaled
-    upsample: str = "logits"  # to the original size: resize the logits (bilinear), or the mask (nearest)
-
-
-def round_up(n: int, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` that is >= n."""
-    return -(-n // multiple) * multiple
-
-
-def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
-            original_hw: tuple[int, int] | None = None, pixels: bool = False, resample: str = "bilinear",
-            upsample: str = "logits", clock=None) -> tuple[np.ndarray, Geometry]:
-    """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
-    that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
-
-    ``size`` (h, w): resize to the model's working size (``resample``: Pillow's bilinear, bicubic or nearest;
-    antialiased when shrinking). ``upsample``: how to_mask brings the prediction back (logits or mask).
-    ``size`` None: keep native resolution and pad bottom/right to a multiple of ``multiple``
-    (padding value 0 after normalization, i.e. the mean colour).
-    ``original_hw``: the file's true size when ``image`` was decoded at a reduced scale.
-    """
-    h, w = image.shape[:2]
-    original_hw, clock = tuple(original_hw or (h, w)), clock or _untimed
-    if size is not None:
-        if (h, w) != tuple(size):
-            with clock("resize"):
-                image = _resize_uint8(image, size, resample)
-        in_hw, padded = tuple(size), False
-    else:
-        in_hw, padded = (round_up(h, multiple), round_up(w, multiple)), True
-    with clock("to_tensor"):
-        return _to_tensor(image, mean, std, pixels, padded, in_hw, h, w), Geometry(original_hw, in_hw, padded, upsample)
-
-
-def _to_tensor(image, mean, std, pixels: bool, padded: bool, in_hw, h: int, w: int) -> np.ndarray:
-    x = np.ascontiguousarray(image.transpose(2, 0, 1)) if pixels else normalize(image, mean, std)
-    if padded and in_hw != (h, w):
-        pad = ((0, 0), (0, in_hw[0] - h), (0, in_hw[1] - w))
-        x = np.stack([np.pad(c, pad[1:], constant_values=round(255 * m)) for c, m in zip(x, mean)]) if pixels \
-            else np.pad(x, pad)
-    return x
-
-
-def normalize(image: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """HWC uint8 -> CHW float32, (x/255 - mean) / std per channel (a 256-entry table per channel)."""
-    lut = _normalize_table(tuple(map(float, mean)), tuple(map(float, std)))
-    return np.stack([lut[c][image[:, :, c]] for c in range(image.shape[2])])
-
-
-@functools.lru_cache(maxsize=8)
-def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
-    return ((levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None])
-
-
-FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-
-
-def _resize_uint8(image: np.ndarray, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
-    """HWC uint8 -> HWC uint8 at size (h, w), Pillow's filter (antialiased when shrinking)."""
-    mode = "L" if image.shape[2] == 1 else "RGB"
-    img = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode)
-    out = np.asarray(img.resize((size[1], size[0]), FILTERS[resample]))
-    return out[:, :, None] if mode == "L" else out
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HW uint8 -> HW uint8 at size (h, w), nearest neighbour."""
-    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-
-
-def to_uint8(x: np.ndarray, mean, std) -> np.ndarray:
-    """NCHW float32 normalized -> NCHW uint8: the pixels it was made from (padding becomes round(255*mean))."""
-    m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return np.clip(np.rint((x * s + m) * 255.0), 0, 255).astype(np.uint8)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from segrt.imaging.decode import round_up
+from segrt.imaging.prepare import round_up
 
 __all__ = ["UNetConfig", "Up", "UNet", "TTA_MODES", "with_tta", "build_model", "count_parameters"]
 

@@ -20,7 +20,7 @@ import numpy as np
 from segrt.cpuinfo import usable_cores
 from segrt.errors import ImageError
 from segrt.fsutil import atomic_path, write_bytes_atomic
-from segrt.imaging import decode, masks
+from segrt.imaging import decode, masks, prepare
 from segrt.imaging.stacks import StackWriter, page_paths
 from segrt.predict.accounting import OFF, Ledger
 from segrt.predict.outputs import mask_files, output_paths, outputs_exist, value_table
@@ -41,7 +41,7 @@ class _Job:
     path: Path
     rel: Path  # output path stem relative to out, e.g. sub/Abyssinian_1
     x: np.ndarray | None = None
-    geometry: decode.Geometry | None = None
+    geometry: prepare.Geometry | None = None
     decode_s: float = 0.0
     tiler: TiledImage | None = None  # tiled mode: the image's tiles and its band of logits
     notes: list[str] = field(default_factory=list)  # what decoding had to say (e.g. the page it read)
@@ -81,7 +81,7 @@ class Predictor:
         return job
 
     def model_input(self, path: Path, notes: list[str] | None = None, page: int | None = None,
-                    data: bytes | None = None) -> tuple[np.ndarray, decode.Geometry]:
+                    data: bytes | None = None) -> tuple[np.ndarray, prepare.Geometry]:
         """A file (or its encoded ``data``, as segrt serve gets it) -> (CHW model input: float32 normalized, or
         uint8 for a uint8-input variant; its Geometry). Accounted, a file is read apart from its decoding."""
         if data is None and page is None and self.ledger.active:

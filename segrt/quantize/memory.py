@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from segrt.errors import SegrtError
-from segrt.imaging.decode import round_up
+from segrt.imaging.prepare import round_up
 from segrt.manifest import Manifest
 from segrt.runtime.memory import batch_bytes, gb, memory_budget
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from segrt.cpuinfo import cpu_info, isa_class, module_available, usable_cores
 from segrt.errors import SegrtError
-from segrt.imaging.decode import normalize, prepare
+from segrt.imaging.prepare import normalize, prepare
 from segrt.imaging.metrics import ConfusionMatrix, agreement, agreement_problems
 from segrt.manifest import Artifact, Manifest, member, sha256_file
 

@@ -93,7 +93,7 @@ class Session:
         if not self.takes_uint8:
             return np.ascontiguousarray(x, dtype=np.float32)
         if x.dtype != np.uint8:
-            from segrt.imaging.decode import to_uint8
+            from segrt.imaging.prepare import to_uint8
 
             x = to_uint8(x, self.manifest.mean, self.manifest.std)
         return np.ascontiguousarray(x)

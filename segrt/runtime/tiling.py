@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.imaging.decode import normalize, round_up
+from segrt.imaging.prepare import normalize, round_up
 
 __all__ = ["TileSpec", "tile_spec", "starts", "window", "TiledImage", "segment"]
 

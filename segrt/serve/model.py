@@ -17,7 +17,7 @@ import numpy as np
 
 from segrt.cpuinfo import usable_cores
 from segrt.errors import SegrtError
-from segrt.imaging import decode, masks
+from segrt.imaging import decode, masks, prepare
 from segrt.predict.options import PredictOptions
 from segrt.predict.pipeline import Predictor
 from segrt.runtime.session import Session
@@ -33,7 +33,7 @@ class Decoded:
     """One request item ready for the model: its input (CHW) and how it maps back to the image."""
 
     x: np.ndarray
-    geometry: decode.Geometry | None = None  # None: a tensor the client prepared (logits go back as they are)
+    geometry: prepare.Geometry | None = None  # None: a tensor the client prepared (logits go back as they are)
     notes: list[str] = field(default_factory=list)
 
 
@@ -66,7 +66,7 @@ class ServedModel:
         x, geometry = self.predictor.model_input(Path(name), notes, data=data)
         return Decoded(x, geometry, notes)
 
-    def mask(self, logits: np.ndarray, geometry: decode.Geometry) -> np.ndarray:
+    def mask(self, logits: np.ndarray, geometry: prepare.Geometry) -> np.ndarray:
         """CHW logits -> HW uint8 class ids at the image's own size (predict's masks.to_mask)."""
         return masks.to_mask(logits, geometry)
 

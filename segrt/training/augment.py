@@ -9,7 +9,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from segrt.imaging.decode import prepare, resize_mask
+from segrt.imaging.prepare import prepare, resize_mask
 from segrt.training.data import IGNORE_INDEX
 
 __all__ = ["train_transform", "native_train_transform", "TrainDataset", "EvalDataset"]

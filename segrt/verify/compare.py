@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segrt.imaging.decode import Geometry
+from segrt.imaging.prepare import Geometry
 from segrt.imaging.masks import to_mask
 from segrt.imaging.metrics import ConfusionMatrix, agreement
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import ImageError, SegrtError
-from segrt.imaging.decode import Geometry, read_model_input
+from segrt.imaging.decode import read_model_input
+from segrt.imaging.prepare import Geometry
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest
 from segrt.progress import progress

@@ -15,7 +15,7 @@ import numpy as np
 
 from segrt.errors import GateFailed, ImageError, ProviderError, SegrtError
 from segrt.fsutil import export_path
-from segrt.imaging.decode import round_up
+from segrt.imaging.prepare import round_up
 from segrt.imaging.files import list_images
 from segrt.imaging.metrics import agreement_problems
 from segrt.manifest import Manifest

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from segrt.errors import SegrtError
-from segrt.imaging.decode import read_model_input, round_up, to_uint8
+from segrt.imaging.decode import read_model_input
+from segrt.imaging.prepare import round_up, to_uint8
 from segrt.imaging.files import list_images
 from segrt.manifest import Manifest, sha256_file
 from segrt.runtime.here import (SAMPLE_FILE, SAMPLE_MAX, check_here, load_sample, open_variant, sample_inputs,

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from segrt.errors import ImageError, SegrtError
-from segrt.imaging.decode import load_image, prepare
+from segrt.imaging.decode import load_image
+from segrt.imaging.prepare import prepare
 from segrt.imaging.files import list_images
 from segrt.imaging.masks import to_mask
 from segrt.imaging.metrics import ConfusionMatrix
