@@ -39,8 +39,10 @@ def load_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | Non
 
 def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  at_least: tuple[int, int] | None = None, check=None, notes: list[str] | None = None,
-                 page: int | None = None, data: bytes | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """load_image, plus the original (h, w) after EXIF rotation.
+                 page: int | None = None, data: bytes | None = None,
+                 as_image: bool = False) -> tuple[np.ndarray | Image.Image, tuple[int, int]]:
+    """load_image, plus the original (h, w) after EXIF rotation; ``as_image``: the pixels as a loaded Pillow
+    image (mode L or RGB), for a caller that resizes it next (no copy out and back).
 
     With ``at_least`` (h, w), a JPEG may be decoded at a reduced DCT scale (1/2, 1/4, 1/8) that still
     covers that size: the same picture for a model that resizes to it anyway, at a fraction of the cost.
@@ -76,7 +78,11 @@ def decode_image(path: str | os.PathLike, channels: int = 3, max_pixels: int | N
             notes.append(f"{path}: a {have} image into a {channels}-channel model: converted")
         if orientation != 1:  # exif_transpose copies even when nothing turns
             img = ImageOps.exif_transpose(img)
-        return _to_array(img, channels, path), original
+        img = _converted(img, channels, path)
+        if as_image:
+            img.load()
+            return img, original
+        return _array(img), original
 
 
 def _seek_page(img: Image.Image, page: int, path: Path) -> None:
@@ -164,9 +170,11 @@ def read_model_input(path: str | os.PathLike, manifest, native: bool = False, ma
     draft = size if (decode or manifest.decode) == "reduced" else None
     with clock("decode"):
         image, original = decode_image(path, manifest.channels, max_pixels, at_least=draft, notes=notes, page=page,
-                                       data=data)
-    if scale:  # the image scaled by a factor, aspect kept (int() of each side, as PIL pipelines write it)
-        size = (max(1, int(scale * original[0])), max(1, int(scale * original[1])))
+                                       data=data, as_image=True)
+        if scale:  # the image scaled by a factor, aspect kept (int() of each side, as PIL pipelines write it)
+            size = (max(1, int(scale * original[0])), max(1, int(scale * original[1])))
+        if size is None or (image.height, image.width) == size:  # not resized: its pixels now
+            image = _array(image)
     return prepare(image, manifest.mean, manifest.std, size, manifest.size_multiple, original, pixels,
                    policy.get("filter", "bilinear"), policy.get("upsample", "logits"), clock)
 
@@ -177,7 +185,8 @@ def read_file(path: Path) -> bytes:
         return f.read()
 
 
-def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
+def _converted(img: Image.Image, channels: int, path: Path) -> Image.Image:
+    """The image in mode RGB (3 channels) or L (1)."""
     if img.mode in _SIXTEEN_BIT_MODES:
         arr = np.asarray(img).astype(np.float64)
         img = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), mode="L")
@@ -186,10 +195,15 @@ def _to_array(img: Image.Image, channels: int, path: Path) -> np.ndarray:
     if channels == 3:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             img = img.convert("RGBA")
-        return _pixels(img if img.mode == "RGB" else img.convert("RGB"))
+        return img if img.mode == "RGB" else img.convert("RGB")
     if channels == 1:
-        return _pixels(img if img.mode == "L" else img.convert("L"))[:, :, None]
+        return img if img.mode == "L" else img.convert("L")
     raise ImageError(f"{path}: models with {channels} input channels are not supported (1 or 3)")
+
+
+def _array(img: Image.Image) -> np.ndarray:
+    """An L or RGB image -> HWC uint8."""
+    return _pixels(img)[:, :, None] if img.mode == "L" else _pixels(img)
 
 
 _STRIP_BYTES = 1 << 24

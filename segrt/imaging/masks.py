@@ -86,7 +86,7 @@ def _enlarged_mask(diffs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     cell = np.where((a == p[1:, :-1]) & (a == p[:-1, 1:]) & (a == p[1:, 1:]), a, np.int8(-1))
     y0, y1, wy0 = _enlarge_taps(h, H)
     x0, x1, wx0 = _enlarge_taps(w, W)
-    full = np.take(cell[y0], x0, axis=1).reshape(-1)  # nearest cell per output pixel
+    full = np.take(cell, x0, axis=1)[y0].reshape(-1)  # nearest cell per output pixel (columns first: fewer rows)
     todo = np.flatnonzero(full < 0)
     ys, xs = np.divmod(todo, W)
     a0, b0 = wy0[ys], wx0[xs]

@@ -35,10 +35,11 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
+def prepare(image: np.ndarray | Image.Image, mean: list[float], std: list[float], size: tuple[int, int] | None, multiple: int,
             original_hw: tuple[int, int] | None = None, pixels: bool = False, resample: str = "bilinear",
             upsample: str = "logits", clock=None) -> tuple[np.ndarray, Geometry]:
-    """HWC uint8 -> (CHW float32 normalized, Geometry); ``pixels``: CHW uint8 instead (for a variant
+    """HWC uint8 (or a Pillow image in mode L or RGB that is to be resized) -> (CHW float32 normalized,
+    Geometry); ``pixels``: CHW uint8 instead (for a variant
     that normalizes in its graph; padding round(255*mean), the nearest pixel to the mean colour).
 
     ``size`` (h, w): resize to the model's working size (``resample``: Pillow's bilinear, bicubic or nearest;
@@ -47,7 +48,7 @@ def prepare(image: np.ndarray, mean: list[float], std: list[float], size: tuple[
     (padding value 0 after normalization, i.e. the mean colour).
     ``original_hw``: the file's true size when ``image`` was decoded at a reduced scale.
     """
-    h, w = image.shape[:2]
+    h, w = image.shape[:2] if isinstance(image, np.ndarray) else (image.height, image.width)
     original_hw, clock = tuple(original_hw or (h, w)), clock or untimed
     if size is not None:
         if (h, w) != tuple(size):
@@ -84,12 +85,14 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
 FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
-def _resize_uint8(image: np.ndarray, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
-    """HWC uint8 -> HWC uint8 at size (h, w), Pillow's filter (antialiased when shrinking)."""
-    mode = "L" if image.shape[2] == 1 else "RGB"
-    img = Image.fromarray(image[:, :, 0] if mode == "L" else image, mode)
+def _resize_uint8(image: np.ndarray | Image.Image, size: tuple[int, int], resample: str = "bilinear") -> np.ndarray:
+    """HWC uint8 (or an L / RGB Pillow image) -> HWC uint8 at size (h, w), Pillow's filter (antialiased when
+    shrinking)."""
+    img = image
+    if isinstance(image, np.ndarray):
+        img = Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image, "RGB")
     out = np.asarray(img.resize((size[1], size[0]), FILTERS[resample]))
-    return out[:, :, None] if mode == "L" else out
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -119,7 +119,12 @@ class OpenVinoBackend(Backend):
 
     def describe(self) -> str:
         streams = f", {self.in_flight} requests in flight" if self.in_flight > 1 else ""
-        return f"OpenVINO {self.version.split('-')[0]} CPU, inference precision {self.hint}{streams}"
+        try:  # how it shares the cores (chosen for this CPU by the performance hint)
+            n, threads = (int(self.compiled.get_property(k)) for k in ("NUM_STREAMS", "INFERENCE_NUM_THREADS"))
+            layout = f", {n} stream{'s' * (n != 1)} x {threads // max(n, 1)} thread{'s' * (threads != n)}"
+        except RuntimeError:
+            layout = ""
+        return f"OpenVINO {self.version.split('-')[0]} CPU, inference precision {self.hint}{streams}{layout}"
 
 
 class _Pending:

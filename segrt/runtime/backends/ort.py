@@ -103,6 +103,7 @@ class OrtBackend(Backend):
         else:
             candidates = [provider]
         so, errors = session_options(opts), []
+        self.threads = so.intra_op_num_threads
         self._so, self._mask_sess, self.masks_in_graph = so, None, False
         t0 = time.perf_counter()
         for name in candidates:
@@ -178,7 +179,8 @@ class OrtBackend(Backend):
             raise run_failed(self.path, "ONNX Runtime", x, exc) from None
 
     def describe(self) -> str:
-        return f"ONNX Runtime {self.ort.__version__} on {self.provider}"
+        threads = f", {self.threads} threads" if self.provider == "cpu" else ""
+        return f"ONNX Runtime {self.ort.__version__} on {self.provider}{threads}"
 
 
 def open_artifact(path: Path, artifact, provider: str, opts: SessionOptions, manifest) -> OrtBackend:
