@@ -37,7 +37,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
 
     from segrt.runtime.backends.base import SessionOptions
 
-    opts = opts or PredictOptions()
+    opts, started = opts or PredictOptions(), time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     # no busy-waiting: idle inference threads hand the cores to decoding and writing; several
     # batches in flight where the runtime has streams (OpenVINO)
@@ -61,7 +61,7 @@ def run_predict(inputs: list[str], model: str | os.PathLike, *, provider: str = 
         check_batch_memory(session.manifest, min(opts.batch_size, len(pairs)), opts.batch_size,
                            session.manifest.input_size)
     t0 = time.perf_counter()
-    stats = Stats(failures=[{"file": str(path), "reason": why} for path, why in unread])
+    stats = Stats(failures=[{"file": str(path), "reason": why} for path, why in unread], startup_s=t0 - started)
     for _, why in unread:
         log(f"error: {why}")
     with threadpool_limits(1, "blas"), _terminate_as_interrupt() as stopped:  # BLAS threads would fight inference's

@@ -123,7 +123,7 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, opts: Predict
     from segrt.predict.inputs import check_no_overwrite, gather_inputs
     from segrt.runtime.session import Session
 
-    ray = _import_ray()
+    ray, started = _import_ray(), time.perf_counter()
     model, local = str(Path(model).resolve()), "://" not in str(out)
     opts = opts or PredictOptions(out=Path(out) if local else Path("predictions"))
     probe = Session(model, provider=provider, precision=precision)  # errors before Ray starts
@@ -147,7 +147,8 @@ def predict(inputs: list[str], model: str | os.PathLike, out: str, opts: Predict
     stats = Stats(ok=sum(bool(r["ok"]) for r in results), skipped=len(pairs) - len(todo),
                   failures=[{"file": r["path"], "reason": str(r["reason"])} for r in results if not r["ok"]],
                   decode_s=sum(r["decode_s"] for r in results), write_s=sum(r["write_s"] for r in results),
-                  spans=[(0.0, float(sum(r["inference_s"] for r in results)))])  # summed over the workers
+                  spans=[(0.0, float(sum(r["inference_s"] for r in results)))],  # summed over the workers
+                  startup_s=t0 - started)  # the probe opened, inputs listed, Ray joined (the actors start within wall)
     for f in stats.failures:
         log(f"error: {f['reason']}")
     summary = {**make_summary(model, probe, opts, len(pairs), stats, time.perf_counter() - t0),
