@@ -47,3 +47,24 @@ def test_dataset_quirks_decode():
     assert gif.shape == (202, 250, 3) and rgba.shape == (150, 200, 3)
     assert gif.dtype == rgba.dtype == np.uint8 and gif.std() > 10 and rgba.std() > 10
     assert decode.load_image(PETS / "images" / "Abyssinian_34.jpg", channels=1).shape == (202, 250, 1)
+
+
+def test_resizing_from_the_decoders_image_gives_the_array_paths_input(tmp_path):
+    """read_model_input resizes the decoded Pillow image directly; the model input must be exactly what
+    decoding to numpy and resizing that gives, for every mode decoding converts (and EXIF rotation)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (50, 70, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, rgb[:, :, :1]])).save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 65536, (50, 70), np.uint16)).save(tmp_path / "deep.png")
+    files = [tmp_path / n for n in ("rot.jpg", "grey.png", "rgba.png", "deep.png")] + [PETS / "images" / "Abyssinian_34.jpg"]
+    for channels, size, pixels in ((3, (32, 48), False), (1, (40, 90), False), (3, (64, 64), True)):
+        m = Manifest(name="t", classes=["a", "b"], mean=[0.5] * channels, std=[0.25] * channels, channels=channels,
+                     size_multiple=16, input_size=list(size))
+        for path in files:
+            x, _ = decode.read_model_input(path, m, pixels=pixels)
+            ref, _ = prepare.prepare(decode.load_image(path, channels), m.mean, m.std, size, 16, pixels=pixels)
+            np.testing.assert_array_equal(x, ref, err_msg=f"{path.name}, {channels} channels")
