@@ -15,7 +15,7 @@ import numpy as np
 from isal import isal_zlib
 from PIL import Image
 
-from segrt.imaging.prepare import Geometry
+from segrt.imaging.prepare import Geometry, resize_mask
 
 __all__ = ["to_mask", "argmax", "restore_logits", "softmax", "voc_palette", "palette", "encode_mask_pngs", "overlay", "overlay_jpeg"]
 
@@ -29,8 +29,6 @@ def to_mask(logits: np.ndarray, geometry: Geometry) -> np.ndarray:
     """
     h, w = geometry.original_hw
     if geometry.upsample == "mask":  # the pipeline's own way: argmax at the model's size, mask resized (nearest)
-        from segrt.imaging.prepare import resize_mask
-
         small = argmax(logits[:, :h, :w] if geometry.padded else logits)
         return small if small.shape == (h, w) else resize_mask(small, (h, w))
     diffs = logits[1:] - logits[:1]
