@@ -2,6 +2,7 @@
 and its fallback, bf16, provider choice (auto, explicit, missing), streaming predict, bench."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -264,6 +265,7 @@ def test_predict_streams_through_openvino_without_torch(ov_export, tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["provider"] == "openvino" and summary["written"] == 32 and "in flight" in summary["runtime"]
+    assert re.search(r"\d+ streams? x \d+ threads?$", summary["runtime"])  # how the engine shares the cores
     t = summary["timings_s"]
     assert 0 < t["inference"] <= t["wall"] and t["wait_inference"] >= 0 and t["wait_decode"] >= 0
     s = Session(ov_export, provider="openvino", precision="int8")
