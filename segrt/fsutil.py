@@ -35,15 +35,18 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def temp_beside(path: Path, keep_open: bool = False):
-    """A new empty temp file beside ``path`` (.NAME.PID.XXXX.tmp.SUFFIX), with a plain write's mode;
-    ``keep_open``: (its descriptor, its path), for a writer that then needs no second open."""
+def temp_beside(path: Path) -> Path:
+    """A new empty temp file beside ``path`` (.NAME.PID.XXXX.tmp.SUFFIX), with a plain write's mode."""
+    fd, tmp = _temp_file(path)
+    os.close(fd)
+    return tmp
+
+
+def _temp_file(path: Path) -> tuple[int, Path]:
+    """temp_beside, still open: (its descriptor, its path)."""
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
     os.fchmod(fd, 0o666 & ~umask())
-    if keep_open:
-        return fd, Path(tmp)
-    os.close(fd)
-    return Path(tmp)
+    return fd, Path(tmp)
 
 
 @contextlib.contextmanager
@@ -53,7 +56,7 @@ def atomic_path(path: str | os.PathLike, opened: bool = False):
     line naming the device and file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path, keep_open=True)
+    fd, tmp = _temp_file(path)
     try:
         if opened:
             with open(fd, "wb", buffering=0) as f:  # unbuffered: callers write whole buffers

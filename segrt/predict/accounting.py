@@ -43,6 +43,8 @@ class Ledger:
     """CPU seconds by stage over one run. ``stage(name)`` times the calling thread; ``host()`` marks it
     as one of segrt's threads (its time outside stages is the rest, not the engine's)."""
 
+    active = True
+
     def __init__(self):
         self._lock = threading.Lock()
         self.seconds: dict[str, float] = defaultdict(float)
@@ -57,8 +59,6 @@ class Ledger:
     def host(self) -> None:
         with self._lock:
             self._host.add(threading.get_native_id())
-
-    active = True
 
     @contextlib.contextmanager
     def stage(self, name: str):

@@ -26,8 +26,8 @@ def make_summary(model, session: Session, opts: PredictOptions, inputs: int, sta
         # wall: the first image to the last (startup apart: opening the model, checks, listing the inputs);
         # decode and write: summed over their threads; inference: time with a batch in flight;
         # waits: the main thread stalled on a decoded image or on logits (where the time goes)
-        "timings_s": {"wall": wall, "startup": stats.startup_s, "decode": stats.decode_s, "inference": stats.inference_busy_s(),
-                      "write": stats.write_s, "wait_decode": stats.wait_decode_s,
+        "timings_s": {"wall": wall, "startup": stats.startup_s, "decode": stats.decode_s,
+                      "inference": stats.inference_busy_s(), "write": stats.write_s, "wait_decode": stats.wait_decode_s,
                       "wait_inference": stats.wait_inference_s},
         "images_per_s": stats.ok / wall if wall > 0 else 0.0,
         "cpu": stats.cpu,
@@ -56,7 +56,8 @@ def format_summary(s: dict) -> str:
     t = s["timings_s"]
     busy = t["inference"] / t["wall"] if t["wall"] > 0 else 0.0
     line = (f"{s['written']} of {s['inputs']} image(s) segmented with {s['runtime']} in {t['wall']:.2f}s "
-            f"({s['images_per_s']:.1f} img/s; start-up {t.get('startup', 0.0):.2f}s apart; inference busy {t['inference']:.2f}s = {100 * busy:.0f}% of the time, "
+            f"({s['images_per_s']:.1f} img/s; start-up {t.get('startup', 0.0):.2f}s apart; "
+            f"inference busy {t['inference']:.2f}s = {100 * busy:.0f}% of the time, "
             f"decode {t['decode']:.2f}s, write {t['write']:.2f}s of thread time; waited {t['wait_decode']:.2f}s "
             f"for decoding, {t['wait_inference']:.2f}s for inference)")
     if s["skipped_existing"]:
